@@ -1,0 +1,293 @@
+"""Interface configuration over netlink (pyroute2): addresses, MTU, up/down, routes,
+state and counters, optionally inside a named network namespace.
+
+This is what ``ip addr``/``ip link``/``ip route`` do, without running ``ip``. Every
+function takes ``netns=`` (a name under /run/netns, as ``ip netns`` makes them); ``None``
+means the namespace this process is in.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .errors import BadAddress, DeviceError, NoSuchDevice, PermissionDenied
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RT_TABLE_MAIN = 254
+NETNS_DIR = "/run/netns"
+
+
+@contextmanager
+def _ipr(netns: str | None) -> Iterator[IPRoute]:
+    if netns is not None and not os.path.exists(os.path.join(NETNS_DIR, netns)):
+        raise NoSuchDevice(f"no network namespace named {netns!r} (see: ip netns list)")
+    try:
+        ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    except PermissionError:
+        raise PermissionDenied("netlink needs CAP_NET_ADMIN for this: run as root") from None
+    with ipr:
+        yield ipr
+
+
+def _index(ipr: IPRoute, name: str, netns: str | None) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        where = f" in network namespace {netns}" if netns else ""
+        raise NoSuchDevice(f"no interface named {name}{where}")
+    return int(found[0])
+
+
+def _fail(exc: NetlinkError, doing: str) -> Exception:
+    code = exc.code
+    if code == errno.EPERM or code == errno.EACCES:
+        return PermissionDenied(f"{doing}: not permitted, needs CAP_NET_ADMIN: run as root")
+    if code == errno.ENODEV:
+        return NoSuchDevice(f"{doing}: no such device")
+    reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+    return DeviceError(f"{doing}: {reason}")
+
+
+def parse_interface(cidr: str) -> IPInterface:
+    """``10.0.0.1/24`` or ``fd00::1/64`` (a bare address gets /32 or /128)."""
+    try:
+        return ipaddress.ip_interface(cidr)
+    except ValueError:
+        raise BadAddress(
+            f"bad address {cidr!r}: give an address with prefix, e.g. 10.0.0.1/24 or fd00::1/64"
+        ) from None
+
+
+def parse_network(net: str) -> IPNetwork:
+    """``10.1.0.0/16``, ``fd01::/48``, a bare host address, or ``default``."""
+    if net == "default":
+        return ipaddress.IPv4Network("0.0.0.0/0")
+    if net == "default6":
+        return ipaddress.IPv6Network("::/0")
+    try:
+        return ipaddress.ip_network(net, strict=True)
+    except ValueError as exc:
+        raise BadAddress(f"bad network {net!r}: {exc}; e.g. 10.1.0.0/16 or fd01::/48") from None
+
+
+# --- addresses ---------------------------------------------------------------------
+
+def add_address(name: str, cidr: str | IPInterface, *, netns: str | None = None,
+                nodad: bool = False) -> IPInterface:
+    """Add an IPv4 or IPv6 address with prefix (``ip addr add``). ``nodad`` skips IPv6
+    duplicate address detection, so the address is usable at once."""
+    iface = parse_interface(cidr) if isinstance(cidr, str) else cidr
+    doing = f"adding {iface} to {name}"
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        extra: dict[str, Any] = {}
+        if iface.version == 6 and nodad:
+            extra["flags"] = IFA_F_NODAD
+        try:
+            ipr.addr("add", index=idx, address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen, **extra)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise BadAddress(f"{doing}: {name} already has that address") from None
+            raise _fail(exc, doing) from None
+    return iface
+
+
+def del_address(name: str, cidr: str | IPInterface, *, netns: str | None = None) -> None:
+    iface = parse_interface(cidr) if isinstance(cidr, str) else cidr
+    doing = f"removing {iface} from {name}"
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        try:
+            ipr.addr("del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code == errno.EADDRNOTAVAIL:
+                raise BadAddress(f"{doing}: {name} does not have that address") from None
+            raise _fail(exc, doing) from None
+
+
+def addresses(name: str, *, netns: str | None = None) -> list[IPInterface]:
+    """The IPv4 and IPv6 addresses of ``name``, with their prefix lengths."""
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        out: list[IPInterface] = []
+        for msg in ipr.get_addr(index=idx):
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr:
+                out.append(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
+        return out
+
+
+# --- link state ----------------------------------------------------------------------
+
+def _set(name: str, netns: str | None, doing: str, **attrs: Any) -> None:
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        try:
+            ipr.link("set", index=idx, **attrs)
+        except NetlinkError as exc:
+            raise _fail(exc, doing) from None
+
+
+def set_up(name: str, *, netns: str | None = None) -> None:
+    _set(name, netns, f"bringing {name} up", state="up")
+
+
+def set_down(name: str, *, netns: str | None = None) -> None:
+    _set(name, netns, f"bringing {name} down", state="down")
+
+
+def set_mtu(name: str, mtu: int, *, netns: str | None = None) -> None:
+    if not 68 <= mtu <= 65535:
+        raise BadAddress(f"MTU {mtu} is out of range: use 68..65535 (1280+ for IPv6)")
+    _set(name, netns, f"setting the MTU of {name} to {mtu}", mtu=mtu)
+
+
+@dataclass(frozen=True)
+class TunInfo:
+    """What the kernel says of a tun/tap device (IFLA_INFO_DATA of kind ``tun``)."""
+
+    tap: bool
+    pi: bool
+    vnet_hdr: bool
+    persist: bool
+    multi_queue: bool
+    queues: int
+    owner: int | None
+    group: int | None
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    index: int
+    up: bool
+    operstate: str
+    mtu: int
+    kind: str | None
+    mac: str | None
+    counters: dict[str, int] = field(default_factory=dict)
+    tun: TunInfo | None = None
+
+
+def _tun_info(msg: Any) -> TunInfo | None:
+    info = msg.get_attr("IFLA_LINKINFO")
+    if not info or info.get_attr("IFLA_INFO_KIND") != "tun":
+        return None
+    data = info.get_attr("IFLA_INFO_DATA")
+    get = data.get_attr if data else (lambda _k: None)
+    return TunInfo(
+        tap=get("IFLA_TUN_TYPE") == 2,
+        pi=bool(get("IFLA_TUN_PI")),
+        vnet_hdr=bool(get("IFLA_TUN_VNET_HDR")),
+        persist=bool(get("IFLA_TUN_PERSIST")),
+        multi_queue=bool(get("IFLA_TUN_MULTI_QUEUE")),
+        queues=int(get("IFLA_TUN_NUM_QUEUES") or 0),
+        owner=get("IFLA_TUN_OWNER"),
+        group=get("IFLA_TUN_GROUP"),
+    )
+
+
+def _get_link(name: str, netns: str | None) -> Any:
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        return ipr.get_links(idx)[0]
+
+
+def state(name: str, *, netns: str | None = None) -> LinkState:
+    """Up/down, operational state, MTU, kind, MAC, counters and tun details of ``name``."""
+    msg = _get_link(name, netns)
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    stats = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS") or {}
+    return LinkState(
+        name=name,
+        index=msg["index"],
+        up=bool(msg["flags"] & IFF_UP),
+        operstate=msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
+        mtu=msg.get_attr("IFLA_MTU"),
+        kind=kind,
+        mac=msg.get_attr("IFLA_ADDRESS"),
+        counters={k: int(v) for k, v in dict(stats).items()},
+        tun=_tun_info(msg),
+    )
+
+
+def exists(name: str, *, netns: str | None = None) -> bool:
+    with _ipr(netns) as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def tun_info(name: str, *, netns: str | None = None) -> TunInfo | None:
+    """The tun/tap details of ``name``, or None if it is some other kind of link."""
+    return _tun_info(_get_link(name, netns))
+
+
+def link_kind(name: str, *, netns: str | None = None) -> str | None:
+    """``tun``, ``veth``, ``bridge``...; None for a device with no kind (``lo``, eth)."""
+    try:
+        return state(name, netns=netns).kind
+    except NoSuchDevice:
+        return None
+
+
+# --- routes --------------------------------------------------------------------------
+
+def _route(cmd: str, net: str | IPNetwork, name: str, via: str | None,
+           netns: str | None, metric: int | None) -> None:
+    network = parse_network(net) if isinstance(net, str) else net
+    doing = f"{'adding' if cmd == 'add' else 'removing'} route {network} via {name}"
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        attrs: dict[str, Any] = {"dst": str(network), "oif": idx}
+        if network.version == 6:
+            attrs["family"] = 10
+        if via:
+            attrs["gateway"] = via
+        if metric is not None:
+            attrs["priority"] = metric
+        try:
+            ipr.route(cmd, **attrs)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise BadAddress(f"{doing}: that route exists already") from None
+            if exc.code == errno.ESRCH:
+                raise BadAddress(f"{doing}: no such route") from None
+            if exc.code == errno.ENETUNREACH:
+                raise BadAddress(f"{doing}: the gateway is not reachable on {name}") from None
+            raise _fail(exc, doing) from None
+
+
+def add_route(net: str | IPNetwork, name: str, *, via: str | None = None,
+              netns: str | None = None, metric: int | None = None) -> None:
+    """Route ``net`` out of interface ``name`` (``ip route add NET dev NAME [via GW]``)."""
+    _route("add", net, name, via, netns, metric)
+
+
+def del_route(net: str | IPNetwork, name: str, *, via: str | None = None,
+              netns: str | None = None, metric: int | None = None) -> None:
+    _route("del", net, name, via, netns, metric)
+
+
+def routes(name: str, *, netns: str | None = None) -> list[IPNetwork]:
+    """Destinations in the main table that leave through ``name``."""
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        out: list[IPNetwork] = []
+        for family in (2, 10):
+            for msg in ipr.get_routes(family=family, oif=idx, table=RT_TABLE_MAIN):
+                dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 2 else "::")
+                out.append(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
+        return out
