@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
+IFA_F_TENTATIVE = 0x40
 RT_TABLE_MAIN = 254
 NETNS_DIR = "/run/netns"
 
@@ -128,6 +130,21 @@ def addresses(name: str, *, netns: str | None = None) -> list[IPInterface]:
             if addr:
                 out.append(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
         return out
+
+
+def wait_usable(name: str, *, netns: str | None = None, timeout: float = 5.0) -> None:
+    """Wait until no IPv6 address of ``name`` is still in duplicate address detection."""
+    deadline = time.monotonic() + timeout
+    with _ipr(netns) as ipr:
+        idx = _index(ipr, name, netns)
+        while True:
+            tentative = [m for m in ipr.get_addr(index=idx, family=10)
+                         if (m.get_attr("IFA_FLAGS") or m["flags"]) & IFA_F_TENTATIVE]
+            if not tentative:
+                return
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{name}: IPv6 addresses still tentative after {timeout} s")
+            time.sleep(0.05)
 
 
 # --- link state ----------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from simpletun.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Options and set-up shared by the commands that hold a device open."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .. import link
+
+
+def mode_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tap/--tun``: unset means "whatever the existing device is" (tun if new)."""
+    return click.option("--tap/--tun", "tap", default=None,
+                        help="Device kind; default: the existing device's, tun for a new one.")(f)
+
+
+def address_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--address", "addresses", multiple=True, metavar="CIDR",
+                        help="Add this address (IPv4 or IPv6 with prefix) and bring the "
+                             "device up; repeatable.")(f)
+
+
+def parse_addresses(values: tuple[str, ...]) -> list[link.IPInterface]:
+    """Validate every address before anything is changed."""
+    return [link.parse_interface(v) for v in values]
+
+
+def configure(name: str, addresses: list[link.IPInterface], *, mtu: int | None = None,
+              up: bool = False) -> None:
+    existing = set(link.addresses(name)) if addresses else set()
+    for iface in addresses:
+        if iface not in existing:
+            link.add_address(name, iface)
+    if mtu is not None:
+        link.set_mtu(name, mtu)
+    if up or addresses:
+        link.set_up(name)
+
+
+def sigterm_as_interrupt() -> None:
+    """Let SIGTERM stop a loop the same clean way Ctrl-C does."""
+    def handler(_signo: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def note(message: str) -> None:
+    click.echo(message, err=True)

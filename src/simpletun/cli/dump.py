@@ -1,0 +1,71 @@
+"""``simpletun dump IFACE``: one decoded line per packet, optionally a pcap file."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import capture, link
+from ..pcap import PcapWriter
+from ..responder import Responder
+from ._common import (
+    address_option,
+    configure,
+    mode_option,
+    note,
+    parse_addresses,
+    sigterm_as_interrupt,
+)
+
+
+@click.command("dump")
+@click.argument("iface")
+@mode_option
+@click.option("--pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the packets to this pcap file (tcpdump/Wireshark).")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after COUNT packets.")
+@click.option("-t", "--time", "timestamps", is_flag=True, help="Prefix each line with the time.")
+@click.option("--respond", is_flag=True,
+              help="Also answer pings (and ARP/ND on tap) for the other addresses of the "
+                   "device's subnets, as 'simpletun respond' does; replies are shown too.")
+@address_option
+def command(iface: str, tap: bool | None, pcap_path: str | None, count: int | None,
+            timestamps: bool, respond: bool, addresses: tuple[str, ...]) -> None:
+    """Attach to IFACE and print one line per packet read from it.
+
+    If IFACE does not exist, a temporary tun (or --tap) device is created for as long as
+    this runs, as the classic tunclient does.
+    """
+    wanted = parse_addresses(addresses)
+    dev, created = capture.open_or_create(iface, tap)
+    with dev:
+        if created:
+            note(f"{dev.name} did not exist: created a temporary {'tap' if dev.tap else 'tun'} "
+                 "device; it is removed on exit")
+        configure(dev.name, wanted)
+        if dev.multi_queue:
+            note(f"{dev.name} is multi-queue: this queue sees only the flows steered to it")
+        responder = None
+        refresh = None
+        if respond:
+            responder = Responder(link.addresses(dev.name), tap=dev.tap)
+
+            def refresh() -> None:
+                responder.set_addresses(link.addresses(dev.name))
+
+        writer = PcapWriter(pcap_path, capture.linktype(dev.tap)) if pcap_path else None
+        sigterm_as_interrupt()
+        note(f"listening on {dev.name} ({'tap, Ethernet' if dev.tap else 'tun, raw IP'})")
+        try:
+            stats = capture.run(dev, out=sys.stdout, pcap=writer, responder=responder,
+                                count=count, refresh=refresh, timestamps=timestamps)
+        finally:
+            if writer is not None:
+                writer.close()
+    summary = f"{stats.read} packets captured"
+    if respond:
+        summary += f", {stats.answered} answered"
+    if writer is not None:
+        summary += f", {writer.count} written to {pcap_path}"
+    note(summary)
