@@ -6,6 +6,7 @@ import struct
 from typing import NamedTuple
 
 from . import Malformed
+from .checksum import checksum
 
 _TCP = struct.Struct("!HHIIBBH")
 _UDP = struct.Struct("!HHHH")
@@ -53,3 +54,13 @@ def tcp_flags(flags: int) -> str:
     if flags & 0x10:
         text += "."
     return text or "none"
+
+
+def build_udp(sport: int, dport: int, payload: bytes, *, pseudo: int | None = None) -> bytes:
+    """A UDP datagram; with ``pseudo`` (a pseudo-header partial sum) its checksum is filled
+    in, else left 0 (allowed over IPv4 only)."""
+    head = _UDP.pack(sport, dport, 8 + len(payload), 0)
+    if pseudo is None:
+        return head + payload
+    csum = checksum(head + payload, pseudo) or 0xFFFF
+    return head[:6] + csum.to_bytes(2, "big") + payload

@@ -1,0 +1,58 @@
+"""Shared fixtures. Device and end-to-end tests need root; under CI (CI=true) a missing
+privilege is an error, not a skip, so a green run always means they ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from simpletun import netns
+
+ROOT_DIRS = ("device", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(f"{os.sep}{d}{os.sep}" in str(item.fspath) for d in ROOT_DIRS):
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(autouse=True)
+def _require_root(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("root") is None or os.geteuid() == 0:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("device and end-to-end tests must run as root in CI")
+    pytest.skip("needs root")
+
+
+@pytest.fixture
+def lab() -> Iterator[netns.Lab]:
+    """Throw-away namespaces, removed after the test whatever happened."""
+    with netns.Lab("sttest") as the_lab:
+        yield the_lab
+
+
+@pytest.fixture
+def inside(lab: netns.Lab) -> Iterator[netns.Namespace]:
+    """Run the test itself inside a fresh namespace, then come back and remove it."""
+    ns = lab.host("dev")
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        netns.enter(ns.name)
+        yield ns
+    finally:
+        netns._libc.setns(home, netns.CLONE_NEWNET)
+        os.close(home)
+
+
+def simpletun(*args: str, ns: netns.Namespace | None = None,
+              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "simpletun", *args]
+    if ns is not None:
+        return ns.run(cmd, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
