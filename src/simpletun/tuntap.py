@@ -298,7 +298,12 @@ class Queue:
 
 @dataclass(frozen=True)
 class Flags:
-    """What TUNGETIFF says about an attached device."""
+    """What TUNGETIFF says about an attached device.
+
+    There is no ``pi`` here on purpose: TUNGETIFF ORs in IFF_NOFILTER, which has the same
+    value as IFF_NO_PI (0x1000), so the bit says nothing about the PI header. Ask netlink
+    instead (``link.tun_info(name).pi``).
+    """
 
     raw: int
 
@@ -307,8 +312,8 @@ class Flags:
         return bool(self.raw & IFF_TAP)
 
     @property
-    def pi(self) -> bool:
-        return not self.raw & IFF_NO_PI
+    def detached(self) -> bool:
+        return bool(self.raw & IFF_DETACH_QUEUE)
 
     @property
     def multi_queue(self) -> bool:
@@ -406,14 +411,14 @@ class Device:
         """Keep the interface after the last descriptor closes (or stop keeping it)."""
         self._ioctl("setting persistence", TUNSETPERSIST, 1 if persist else 0)
 
-    def set_owner(self, user: int | str | None) -> None:
-        """Let ``user`` (uid or name; None clears) attach without CAP_NET_ADMIN."""
-        self._ioctl("setting the owner", TUNSETOWNER, -1 if user is None else resolve_user(user))
+    def set_owner(self, user: int | str) -> None:
+        """Let ``user`` (uid or name) attach without CAP_NET_ADMIN. The kernel has no way
+        to clear an owner again short of deleting the device."""
+        self._ioctl("setting the owner", TUNSETOWNER, resolve_user(user))
 
-    def set_group(self, group: int | str | None) -> None:
-        """Let members of ``group`` (gid or name; None clears) attach without CAP_NET_ADMIN."""
-        self._ioctl("setting the group", TUNSETGROUP,
-                    -1 if group is None else resolve_group(group))
+    def set_group(self, group: int | str) -> None:
+        """Let members of ``group`` (gid or name) attach without CAP_NET_ADMIN."""
+        self._ioctl("setting the group", TUNSETGROUP, resolve_group(group))
 
     def set_offload(self, flags: int) -> None:
         """TUNSETOFFLOAD with ``TUN_F_*`` flags (needs vnet_hdr for anything but 0)."""
@@ -494,8 +499,8 @@ def open_device(
     existed = _exists(name)
     if not create and not existed:
         raise NoSuchDevice(
-            f"{name or 'the device'} does not exist: create it (simpletun mktun {name or 'NAME'}"
-            f"{' --tap' if tap else ''}) or let this command create it"
+            f"{name or 'the device'} does not exist: create it first (simpletun mktun "
+            f"{name or 'NAME'}{' --tap' if tap else ''})"
         )
     flags = (
         (IFF_TAP if tap else IFF_TUN)

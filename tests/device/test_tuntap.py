@@ -1,0 +1,286 @@
+"""The device library against the real kernel (root, each test in its own namespace)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import time
+
+import pytest
+from pyroute2 import IPRoute
+
+from simpletun import link, tuntap
+from simpletun.errors import (
+    DeviceBusy,
+    DeviceError,
+    DeviceMismatch,
+    NoSuchDevice,
+    PacketRejected,
+    TunUnavailable,
+)
+from simpletun.netns import Namespace
+from simpletun.pi import ETH_P_ARP, ETH_P_IP, add_pi, unpack_pi
+
+from ..packets import udp4
+
+
+@pytest.mark.parametrize("tap", [False, True])
+def test_open_by_name_pattern_or_unnamed(inside: Namespace, tap: bool) -> None:
+    kind = "tap" if tap else "tun"
+    with tuntap.open_device("stexact", tap=tap) as exact, \
+            tuntap.open_device("stpat%d", tap=tap) as pattern, \
+            tuntap.open_device("", tap=tap) as unnamed:
+        assert exact.name == "stexact"
+        assert pattern.name == "stpat0"
+        assert unnamed.name == f"{kind}0"
+        for dev in (exact, pattern, unnamed):
+            info = link.tun_info(dev.name)
+            assert info is not None and info.tap is tap
+            assert dev.flags().tap is tap
+            assert not info.pi
+    assert not link.exists("stexact")  # gone with its last descriptor
+
+
+def test_persist_owner_group_and_delete(inside: Namespace) -> None:
+    with tuntap.open_tap("stper") as dev:
+        dev.set_persist(True)
+        dev.set_owner("nobody")
+        dev.set_group(4321)
+    info = link.tun_info("stper")
+    assert info is not None
+    assert (info.persist, info.tap, info.owner, info.group) == (True, True, 65534, 4321)
+    with tuntap.attach("stper") as again:  # kind detected from the device
+        assert again.tap
+    tuntap.delete("stper")
+    assert not link.exists("stper")
+
+
+def test_busy_device_says_what_to_do(inside: Namespace) -> None:
+    with tuntap.open_tun("stbusy"), pytest.raises(DeviceBusy) as exc:
+        tuntap.open_tun("stbusy")
+    assert str(exc.value) == (
+        "stbusy is already attached by another process (EBUSY): stop it, or open with "
+        "multi-queue on a multi-queue device"
+    )
+
+
+def test_exclusive_create_of_existing(inside: Namespace) -> None:
+    with tuntap.open_tun("stex") as dev:
+        dev.set_persist(True)
+    try:
+        with pytest.raises(DeviceBusy, match="stex already exists: delete it first"):
+            tuntap.open_tun("stex", exclusive=True)
+    finally:
+        tuntap.delete("stex")
+
+
+def test_tun_tap_mismatch(inside: Namespace) -> None:
+    with tuntap.open_tap("sttap") as dev:
+        dev.set_persist(True)
+    with tuntap.open_tun("sttun") as dev:
+        dev.set_persist(True)
+    try:
+        with pytest.raises(DeviceMismatch) as exc:
+            tuntap.open_tun("sttap")
+        assert str(exc.value) == ("sttap is a tap device but was opened as tun: open it as tap "
+                                  "(--tap, or -a), or delete it and create it again")
+        with pytest.raises(DeviceMismatch, match="sttun is a tun device but was opened as tap"):
+            tuntap.open_tap("sttun")
+        with pytest.raises(DeviceMismatch, match="single-queue tun device: open it without"):
+            tuntap.open_tun("sttun", multi_queue=True)
+    finally:
+        tuntap.delete("sttap")
+        tuntap.delete("sttun")
+
+
+def test_not_a_tun_device(inside: Namespace) -> None:
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="stveth", kind="veth", peer={"ifname": "stveth1"})
+    with pytest.raises(DeviceMismatch, match="stveth exists but is a veth device, not tun/tap"):
+        tuntap.open_tun("stveth")
+
+
+def test_attach_only_to_existing(inside: Namespace) -> None:
+    with pytest.raises(NoSuchDevice, match=r"stnone does not exist: create it first \(simpletun mktun stnone\)"):
+        tuntap.open_tun("stnone", create=False)
+
+
+def test_missing_clone_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuntap, "CLONE_DEVICE", "/nonexistent/net/tun")
+    with pytest.raises(TunUnavailable, match=r"does not exist: load the tun module \(modprobe"):
+        tuntap.open_tun("x")
+
+
+def _up(name: str, cidr: str) -> None:
+    link.add_address(name, cidr)
+    link.set_up(name)
+
+
+def _udp_flows(dst: str, count: int, port: int = 9) -> None:
+    """Send one datagram from each of ``count`` source ports (distinct flows)."""
+    for i in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("", 40000 + i))
+            s.sendto(b"flow %d" % i, (dst, port))
+
+
+def _drain(fd: int, wait: float = 0.5) -> list[bytes]:
+    got: list[bytes] = []
+    while select.select([fd], [], [], wait)[0]:
+        got.append(os.read(fd, 65536))
+        wait = 0.1
+    return got
+
+
+def test_multi_queue(inside: Namespace) -> None:
+    with tuntap.open_tun("stmq", queues=2) as dev:
+        assert len(dev.queues) == 2
+        info = link.tun_info("stmq")
+        assert info is not None and info.multi_queue and info.queues == 2
+        _up("stmq", "10.98.0.1/24")
+        _udp_flows("10.98.0.2", 32)
+        per_queue = [
+            [p for p in _drain(q.fileno()) if p[0] >> 4 == 4 and p[9] == 17]
+            for q in dev.queues
+        ]
+        assert sum(map(len, per_queue)) == 32
+        assert all(per_queue), f"flows were not spread: {list(map(len, per_queue))}"
+        # a detached queue gets nothing; the other takes every flow
+        dev.queue(1).detach()
+        assert tuntap.Flags(_getiff(dev.queue(1).fileno())).detached
+        _udp_flows("10.98.0.2", 16)
+        assert not _drain(dev.queue(1).fileno(), 0.2)
+        assert len([p for p in _drain(dev.queue(0).fileno()) if p[9] == 17]) == 16
+        dev.queue(1).attach()
+        # a third queue can be added, and a second opener joins too
+        dev.add_queue()
+        with tuntap.open_tun("stmq", multi_queue=True) as other:
+            assert other.name == "stmq"
+            assert link.tun_info("stmq").queues == 4  # type: ignore[union-attr]
+
+
+def _getiff(fd: int) -> int:
+    import fcntl
+
+    return int.from_bytes(fcntl.ioctl(fd, tuntap.TUNGETIFF, bytes(40))[16:18], "little")
+
+
+def test_add_queue_needs_multi_queue(inside: Namespace) -> None:
+    with tuntap.open_tun("stsq") as dev, pytest.raises(DeviceError, match="single-queue"):
+        dev.add_queue()
+
+
+def _listen_udp(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", port))
+    s.settimeout(2)
+    return s
+
+
+@pytest.mark.parametrize("pi", [False, True])
+def test_packet_info_round_trip(inside: Namespace, pi: bool) -> None:
+    with tuntap.open_tun("stpi", pi=pi) as dev:
+        assert link.tun_info("stpi").pi is pi  # type: ignore[union-attr]
+        _up("stpi", "10.97.0.1/24")
+        # out of the host, into the device: read one packet
+        _udp_flows("10.97.0.2", 1, port=7777)
+        packets = [p for p in _drain(dev.fileno()) if p[4 if pi else 0] >> 4 == 4]
+        assert len(packets) == 1
+        raw = packets[0]
+        if pi:
+            info = unpack_pi(raw)
+            assert (info.flags, info.proto) == (0, ETH_P_IP)
+            raw = raw[4:]
+        assert raw[0] == 0x45 and raw[9] == 17 and raw.endswith(b"flow 0")
+        # from the device into the host: write one packet, a socket receives it
+        with _listen_udp(5555) as sock:
+            packet = udp4("10.97.0.2", "10.97.0.1", 6000, 5555, b"hello through tun")
+            written = dev.write(add_pi(packet) if pi else packet)
+            assert written == len(packet) + (4 if pi else 0)
+            data, peer = sock.recvfrom(100)
+            assert (data, peer) == (b"hello through tun", ("10.97.0.2", 6000))
+
+
+def test_packet_info_on_tap_names_the_ethertype(inside: Namespace) -> None:
+    with tuntap.open_tap("stpitap", pi=True) as dev:
+        _up("stpitap", "10.96.0.1/24")
+        _udp_flows("10.96.0.2", 1)  # makes the kernel ARP for 10.96.0.2
+        frames = _drain(dev.fileno())
+        protos = {unpack_pi(f).proto for f in frames}
+        assert ETH_P_ARP in protos
+
+
+def test_wrong_packet_is_refused_with_a_clear_error(inside: Namespace) -> None:
+    with tuntap.open_tun("strej") as dev:
+        _up("strej", "10.95.0.1/24")
+        with pytest.raises(PacketRejected, match="strej refused a packet of 20 bytes"):
+            dev.write(b"\x00" * 20)  # version 0: not IP
+
+
+def test_non_blocking(inside: Namespace) -> None:
+    with tuntap.open_tun("stnb", blocking=False) as dev:
+        assert not dev.queue(0).get_blocking()
+        with pytest.raises(BlockingIOError):
+            dev.read()
+        dev.set_blocking(True)
+        assert dev.queue(0).get_blocking()
+
+
+def test_vnet_hdr_and_offloads(inside: Namespace) -> None:
+    with tuntap.open_tun("stvnet", vnet_hdr=True,
+                         offloads=tuntap.TUN_F_CSUM | tuntap.TUN_F_TSO4) as dev:
+        assert dev.flags().vnet_hdr
+        assert dev.header_len == 10
+        _up("stvnet", "10.94.0.1/24")
+        _udp_flows("10.94.0.2", 1)
+        packets = [p for p in _drain(dev.fileno()) if p[10] >> 4 == 4]
+        assert len(packets) == 1
+        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = struct.unpack(
+            "<BBHHHH", packets[0][:10])
+        assert packets[0][10] == 0x45  # the IP packet starts after the header
+        assert (gso_type, gso_size) == (0, 0)  # one small datagram: not a super-packet
+        if flags & 1:  # NEEDS_CSUM: the UDP checksum is left to us, at 20 + 6
+            assert (csum_start, csum_offset) == (20, 6)
+        dev.set_vnet_hdr_size(12)
+        assert dev.header_len == 12
+        with pytest.raises(DeviceError, match="does not take a vnet_hdr of 4 bytes"):
+            dev.set_vnet_hdr_size(4)
+        with pytest.raises(DeviceError, match="does not take offload flags 0x80"):
+            dev.set_offload(0x80)  # no such offload
+
+
+def test_iterating_reads_packets(inside: Namespace) -> None:
+    with tuntap.open_tun("stiter") as dev:
+        _up("stiter", "10.93.0.1/24")
+        _udp_flows("10.93.0.2", 1)
+        deadline = time.monotonic() + 2
+        for packet in dev:
+            if packet[0] >> 4 == 4 or time.monotonic() > deadline:
+                break
+        assert packet[0] >> 4 == 4
+
+
+def test_read_into_is_one_packet(inside: Namespace) -> None:
+    with tuntap.open_tun("stri") as dev:
+        _up("stri", "10.92.0.1/24")
+        _udp_flows("10.92.0.2", 2)
+        buf = bytearray(tuntap.READ_SIZE)
+        sizes = []
+        while len(sizes) < 2 and select.select([dev], [], [], 1)[0]:
+            n = dev.read_into(buf)
+            if buf[0] >> 4 == 4:
+                sizes.append(n)
+        assert sizes == [20 + 8 + 6, 20 + 8 + 6]
+
+
+def test_oserror_numbers_are_not_leaked(inside: Namespace) -> None:
+    """A closed device says so instead of EBADF."""
+    dev = tuntap.open_tun("stclosed")
+    dev.close()
+    assert dev.closed
+    with pytest.raises(ValueError, match="closed"):
+        dev.fileno()
+    assert errno.EBADF  # the error we no longer show
