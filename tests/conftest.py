@@ -56,3 +56,20 @@ def simpletun(*args: str, ns: netns.Namespace | None = None,
     if ns is not None:
         return ns.run(cmd, timeout=timeout)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """Fail the run if any test left a namespace or a device on the host."""
+    yield
+    leftover_ns = [n for n in os.listdir(netns.link.NETNS_DIR)
+                   if n.startswith(("sttest-", "selftest-"))] if os.path.isdir(
+        netns.link.NETNS_DIR) else []
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        leftover_links = [
+            name for msg in ipr.get_links()
+            if (name := msg.get_attr("IFLA_IFNAME")).startswith("st")
+        ]
+    assert not leftover_ns and not leftover_links, (leftover_ns, leftover_links)
