@@ -79,3 +79,12 @@ def test_help_lists_commands() -> None:
     assert done.returncode == 0
     for command in ("mktun", "deltun", "dump", "respond", "selftest"):
         assert command in done.stdout
+
+
+def test_public_api() -> None:
+    import simpletun
+
+    assert simpletun.__file__  # a regular package, so a wheel ships it
+    for name in ("Device", "open_tun", "open_tap", "open_device", "attach", "delete", "link",
+                 "SimpletunError", "DeviceBusy", "PermissionDenied", "TunUnavailable"):
+        assert hasattr(simpletun, name), name
