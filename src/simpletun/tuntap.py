@@ -519,7 +519,6 @@ def open_device(
     real = _IFREQ.unpack(out)[0].rstrip(b"\0").decode()
     dev = Device(real, [Queue(fd, real)], tap=tap, pi=pi, multi_queue=multi_queue,
                  vnet_hdr_size=vnet_hdr_size if vnet_hdr else None)
-    dev._flags &= ~IFF_TUN_EXCL
     try:
         if vnet_hdr and vnet_hdr_size != VNET_HDR_LEN:
             dev.set_vnet_hdr_size(vnet_hdr_size)

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from .. import link
+from .. import capture, link, tuntap
+from ..responder import Responder
 
 
 def mode_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,3 +51,28 @@ def sigterm_as_interrupt() -> None:
 
 def note(message: str) -> None:
     click.echo(message, err=True)
+
+
+def hold(iface: str, tap: bool | None, addresses: tuple[str, ...]) -> tuntap.Device:
+    """Validate ``addresses``, attach to ``iface`` (creating a temporary device, and saying
+    so, if there is none), configure it, and let SIGTERM stop the caller's loop."""
+    wanted = parse_addresses(addresses)
+    dev, created = capture.open_or_create(iface, tap)
+    try:
+        if created:
+            note(f"{dev.name} did not exist: created a temporary {'tap' if dev.tap else 'tun'} "
+                 "device; it is removed on exit")
+        configure(dev.name, wanted)
+    except BaseException:
+        dev.close()
+        raise
+    sigterm_as_interrupt()
+    return dev
+
+
+def follow_addresses(responder: Responder, name: str) -> Callable[[], None]:
+    """A refresh callback that keeps ``responder`` on the device's current addresses."""
+    def refresh() -> None:
+        responder.set_addresses(link.addresses(name))
+
+    return refresh

@@ -9,14 +9,7 @@ import click
 from .. import capture, link
 from ..pcap import PcapWriter
 from ..responder import Responder
-from ._common import (
-    address_option,
-    configure,
-    mode_option,
-    note,
-    parse_addresses,
-    sigterm_as_interrupt,
-)
+from ._common import address_option, follow_addresses, hold, mode_option, note
 
 
 @click.command("dump")
@@ -37,25 +30,14 @@ def command(iface: str, tap: bool | None, pcap_path: str | None, count: int | No
     If IFACE does not exist, a temporary tun (or --tap) device is created for as long as
     this runs, as the classic tunclient does.
     """
-    wanted = parse_addresses(addresses)
-    dev, created = capture.open_or_create(iface, tap)
-    with dev:
-        if created:
-            note(f"{dev.name} did not exist: created a temporary {'tap' if dev.tap else 'tun'} "
-                 "device; it is removed on exit")
-        configure(dev.name, wanted)
+    with hold(iface, tap, addresses) as dev:
         if dev.multi_queue:
             note(f"{dev.name} is multi-queue: this queue sees only the flows steered to it")
-        responder = None
-        refresh = None
+        responder = refresh = None
         if respond:
             responder = Responder(link.addresses(dev.name), tap=dev.tap)
-
-            def refresh() -> None:
-                responder.set_addresses(link.addresses(dev.name))
-
+            refresh = follow_addresses(responder, dev.name)
         writer = PcapWriter(pcap_path, capture.linktype(dev.tap)) if pcap_path else None
-        sigterm_as_interrupt()
         note(f"listening on {dev.name} ({'tap, Ethernet' if dev.tap else 'tun, raw IP'})")
         try:
             stats = capture.run(dev, out=sys.stdout, pcap=writer, responder=responder,

@@ -10,14 +10,7 @@ import click
 from .. import capture, link
 from ..packets.ethernet import mac_str, parse_mac
 from ..responder import DEFAULT_MAC, Responder
-from ._common import (
-    address_option,
-    configure,
-    mode_option,
-    note,
-    parse_addresses,
-    sigterm_as_interrupt,
-)
+from ._common import address_option, follow_addresses, hold, mode_option, note
 
 
 def _parse_mac(_ctx: click.Context, _param: click.Parameter, value: str | None) -> bytes:
@@ -48,13 +41,7 @@ def command(iface: str, tap: bool | None, addresses: tuple[str, ...], mac: bytes
 
     A missing IFACE is created for as long as this runs; give it addresses with --address.
     """
-    wanted = parse_addresses(addresses)
-    dev, created = capture.open_or_create(iface, tap)
-    with dev:
-        if created:
-            note(f"{dev.name} did not exist: created a temporary {'tap' if dev.tap else 'tun'} "
-                 "device; it is removed on exit")
-        configure(dev.name, wanted)
+    with hold(iface, tap, addresses) as dev:
         current = link.addresses(dev.name)
         responder = Responder(current, tap=dev.tap, mac=mac)
         if current:
@@ -63,12 +50,7 @@ def command(iface: str, tap: bool | None, addresses: tuple[str, ...], mac: bytes
         else:
             note(f"{dev.name} has no addresses yet: nothing to answer for until one is added "
                  f"(--address CIDR)")
-
-        def refresh() -> None:
-            responder.set_addresses(link.addresses(dev.name))
-
-        sigterm_as_interrupt()
         stats = capture.run(dev, out=sys.stdout if verbose else None, responder=responder,
-                            count=count, refresh=refresh)
+                            count=count, refresh=follow_addresses(responder, dev.name))
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(stats.by_kind.items())) or "nothing"
     note(f"{stats.read} packets read, answered {kinds}")
