@@ -10,15 +10,56 @@ import sys
 import click
 
 from ..errors import SimpletunError
-from . import device, dump, respond, selftest
+from ..transport import tcp
+from . import device, dump, respond, selftest, tunnel
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT, invoke_without_command=True,
+             options_metavar="[-i IFACE (-s | -c SERVER) [-p PORT] [-u | -a] [-d] ...]")
+@click.option("-i", "--interface", "iface", metavar="IFACE",
+              help="tun/tap interface to use (created if it does not exist).")
+@click.option("-s", "--server", is_flag=True, help="Server mode: wait for a client.")
+@click.option("-c", "--client", metavar="SERVER",
+              help="Client mode: connect to SERVER (address, host:port or [v6addr]:port).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=tcp.DEFAULT_PORT,
+              show_default=True, help="TCP port to listen on or connect to.")
+@click.option("-u", "--tun", "tap", flag_value=False, default=False,
+              help="Use a tun device: IP packets (default).")
+@click.option("-a", "--tap", "tap", flag_value=True, help="Use a tap device: Ethernet frames.")
+@click.option("-d", "--debug", is_flag=True, help="Print a line per packet.")
+@click.option("--address", "addresses", multiple=True, metavar="CIDR",
+              help="Add an address to the interface and bring it up; repeatable, v4 or v6.")
+@click.option("--mtu", type=click.IntRange(68, 65535), help="Set the interface MTU.")
+@click.option("--route", "routes", multiple=True, metavar="NET",
+              help="Route NET through the tunnel; repeatable.")
+@click.option("--once", is_flag=True, help="Server: exit when the first client leaves "
+              "(the classic behaviour).")
+@click.option("--reconnect", is_flag=True,
+              help="Client: when the server goes away, keep retrying with backoff.")
 @click.version_option(package_name="simpletun", message="simpletun %(version)s")
-def cli() -> None:
-    """Linux tun/tap devices: make and remove them, watch and answer their traffic."""
+@click.pass_context
+def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None, port: int,
+        tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
+        routes: tuple[str, ...], once: bool, reconnect: bool) -> int | None:
+    """A tun/tap tunnel over TCP, on the wire of the classic simpletun, and tools for tun/tap
+    devices.
+
+    \b
+    Tunnel:  simpletun -i tun0 -s --address 10.0.0.1/24            (server)
+             simpletun -i tun0 -c 192.0.2.1 --address 10.0.0.2/24  (client)
+    """
+    if ctx.invoked_subcommand is not None:
+        if iface or server or client:
+            raise click.UsageError("the tunnel flags (-i, -s, -c) do not go with a command")
+        return None
+    if not (iface or server or client):
+        click.echo(ctx.get_help())
+        return 0
+    return tunnel.run(iface=iface, server=server, client=client, port=port, tap=bool(tap),
+                      debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
+                      reconnect=reconnect)
 
 
 for command in (*device.commands, dump.command, respond.command, selftest.command):

@@ -1,0 +1,1 @@
+"""Sockets only: connect, listen, send buffers, receive into buffers. No framing here."""

@@ -1,0 +1,84 @@
+"""The classic simpletun wire: every packet as a 2-byte big-endian length, then the packet
+bytes; no header, no handshake, the same in both directions (pure, sans-IO).
+
+:func:`encode_header` makes the prefix (send it with the packet in one ``sendmsg``);
+:class:`Decoder` takes stream bytes in chunks of any size and returns whole packets.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..packets import Malformed
+
+HEADER_LEN = 2
+MAX_LENGTH = 0xFFFF
+#: The original C program reads a frame into a 2000-byte buffer without checking: never
+#: send it more.
+CLASSIC_PEER_MAX = 2000
+
+_LEN = struct.Struct("!H")
+
+
+class FrameTooLarge(Malformed):
+    """A frame announced more bytes than the device on this side can carry."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"frame of {length} bytes, more than the {limit} this side can carry")
+        self.length = length
+        self.limit = limit
+
+
+def encode_header(length: int) -> bytes:
+    if not 0 < length <= MAX_LENGTH:
+        raise ValueError(f"a classic frame carries 1..{MAX_LENGTH} bytes, not {length}")
+    return _LEN.pack(length)
+
+
+def encode(packet: bytes) -> bytes:
+    """One whole frame (header + packet) as a single bytes object."""
+    return encode_header(len(packet)) + packet
+
+
+class Decoder:
+    """Incremental frame decoder.
+
+    ``feed(chunk)`` returns the packets completed by ``chunk``, in order. A length above
+    ``max_packet`` raises :class:`FrameTooLarge` (the stream cannot be trusted after that:
+    close the connection). Zero-length frames are skipped and counted in ``empty``.
+    """
+
+    __slots__ = ("_buf", "empty", "max_packet")
+
+    def __init__(self, max_packet: int = MAX_LENGTH) -> None:
+        self._buf = bytearray()
+        self.max_packet = max_packet
+        self.empty = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
+        buf = self._buf
+        buf += chunk
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        limit = self.max_packet
+        while end - pos >= HEADER_LEN:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            if length > limit:
+                del buf[:pos]
+                raise FrameTooLarge(length, limit)
+            stop = pos + HEADER_LEN + length
+            if stop > end:
+                break
+            if length:
+                out.append(bytes(buf[pos + HEADER_LEN:stop]))
+            else:
+                self.empty += 1
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return out
