@@ -260,6 +260,23 @@ def link_kind(name: str, *, netns: str | None = None) -> str | None:
         return None
 
 
+def add_bridge(name: str, *, netns: str | None = None) -> None:
+    """Create a Linux bridge (``ip link add NAME type bridge``) and bring it up."""
+    with _ipr(netns) as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="bridge")
+        except NetlinkError as exc:
+            raise _fail(exc, f"creating bridge {name}") from None
+    set_up(name, netns=netns)
+
+
+def set_master(name: str, bridge: str, *, netns: str | None = None) -> None:
+    """Make ``name`` a port of ``bridge`` (``ip link set NAME master BRIDGE``)."""
+    with _ipr(netns) as ipr:
+        master = _index(ipr, bridge, netns)
+    _set(name, netns, f"adding {name} to {bridge}", master=master)
+
+
 # --- routes --------------------------------------------------------------------------
 
 def _route(cmd: str, net: str | IPNetwork, name: str, via: str | None,

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,8 @@ class Namespace:
                               timeout=timeout, **kwargs)
 
     def ping(self, address: str, *, count: int = 3, interval: float = 0.2,
-             deadline: float = 10, size: int | None = None) -> PingResult:
+             deadline: float = 10, size: int | None = None,
+             interface: str | None = None) -> PingResult:
         """Ping ``address`` from inside this namespace with the system's ping."""
         exe = shutil.which("ping")
         if exe is None:
@@ -108,8 +110,17 @@ class Namespace:
         cmd = [exe, "-n", "-c", str(count), "-i", str(interval), "-w", str(deadline)]
         if size is not None:
             cmd += ["-s", str(size)]
+        if interface is not None:
+            cmd += ["-I", interface]
         done = self.run([*cmd, address], timeout=deadline + 5)
         return PingResult.parse(address, count, done.stdout + done.stderr)
+
+    def sysctl(self, key: str, value: str) -> None:
+        """Set ``key`` (e.g. net.ipv4.ip_forward) inside this namespace."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        done = self.run([sys.executable, "-c", f"open({path!r}, 'w').write({value!r})"])
+        if done.returncode != 0:
+            raise SimpletunError(f"cannot set {key} in {self.name}: {done.stderr.strip()}")
 
     def stop_processes(self, timeout: float = 3) -> None:
         for proc in self.procs:

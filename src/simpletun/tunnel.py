@@ -25,7 +25,7 @@ from .errors import PacketRejected
 from .packets.check import check
 from .transport import tcp
 from .tuntap import READ_SIZE, Device
-from .wire.classic import HEADER_LEN, Decoder, FrameTooLarge
+from .wire.classic import HEADER_LEN, Decoder
 
 BATCH = 32  # packets read from the device per sendmsg at most
 RECV_SIZE = 256 * 1024
@@ -103,13 +103,7 @@ class Pump:
                         return Ended(_reason(exc))
                     if n == 0:
                         return Ended("closed by the peer")
-                    try:
-                        packets = decoder.feed(self._rview[:n])
-                    except FrameTooLarge as exc:
-                        counters.drops["oversized"] += 1
-                        return Ended(f"{peer} sent a {exc}: refusing it and closing the "
-                                     f"connection (is the peer's MTU larger than {name}'s?)",
-                                     error=True)
+                    packets = decoder.feed(self._rview[:n])
                     if decoder.empty:
                         counters.drops["empty"] += decoder.empty
                         decoder.empty = 0
@@ -128,6 +122,11 @@ class Pump:
                         if debug is not None:
                             debug(f"NET2TAP {counters.to_dev}: read {len(packet) + HEADER_LEN} "
                                   f"bytes from the network, wrote {len(packet)} to {name}")
+                    if decoder.error is not None:
+                        counters.drops["oversized"] += 1
+                        return Ended(f"{peer} sent a {decoder.error}: refusing it and closing "
+                                     f"the connection (is the peer's MTU larger than {name}'s?)",
+                                     error=True)
                 elif fd == dev_fd:
                     left = self._from_device(sock)
                     if left is None:
@@ -204,8 +203,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
         tcp.tune(conn)
         peer = tcp.show(addr)
         log(f"client {peer} connected")
+        before = Counters(counters.to_net, counters.to_dev, drops=Counter(counters.drops))
         while True:
-            before = Counters(counters.to_net, counters.to_dev)
             ended = pump.run(conn, peer, extra=(listener,))
             if ended.wake is not listener:
                 break
@@ -215,9 +214,9 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
             conn.close()
             conn, peer = new, tcp.show(new_addr)
         conn.close()
-        sent, got = counters.to_net - before.to_net, counters.to_dev - before.to_dev
-        line = f"client {peer} disconnected: {ended.reason} ({sent} packets sent, {got} received)"
-        log(line)
+        session = Counters(counters.to_net - before.to_net, counters.to_dev - before.to_dev,
+                           drops=counters.drops - before.drops)
+        log(f"client {peer} disconnected: {ended.reason} ({session.summary()})")
         if once:
             return
 

@@ -150,3 +150,14 @@ def test_selftest_command(lab: Lab) -> None:
     done = simpletun("selftest", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("self-check passed")
+
+
+@pytest.mark.parametrize("tap", [False, True], ids=["tun", "tap"])
+def test_demo_command(lab: Lab, tap: bool) -> None:
+    done = simpletun("demo", "--megabytes", "2", *(["--tap"] if tap else []), timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "ping through the tunnel     10.200.0.1: 20/20 replies" in out
+    assert "ping6 through the tunnel       fd20::1: 20/20 replies" in out
+    assert "TCP 2 MiB through the tunnel:" in out and "sha256 matches" in out
+    assert out.strip().endswith("demo passed")

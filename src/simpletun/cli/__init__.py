@@ -11,7 +11,7 @@ import click
 
 from ..errors import SimpletunError
 from ..transport import tcp
-from . import device, dump, respond, selftest, tunnel
+from . import demo, device, dump, respond, selftest, tunnel
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -62,7 +62,8 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
                       reconnect=reconnect)
 
 
-for command in (*device.commands, dump.command, respond.command, selftest.command):
+for command in (*device.commands, dump.command, respond.command, demo.command,
+                selftest.command):
     cli.add_command(command)
 
 

@@ -44,16 +44,18 @@ class Decoder:
     """Incremental frame decoder.
 
     ``feed(chunk)`` returns the packets completed by ``chunk``, in order. A length above
-    ``max_packet`` raises :class:`FrameTooLarge` (the stream cannot be trusted after that:
-    close the connection). Zero-length frames are skipped and counted in ``empty``.
+    ``max_packet`` ends the stream: the packets before it are still returned, ``error`` is
+    set to a :class:`FrameTooLarge`, and any later ``feed`` raises it (close the
+    connection). Zero-length frames are skipped and counted in ``empty``.
     """
 
-    __slots__ = ("_buf", "empty", "max_packet")
+    __slots__ = ("_buf", "empty", "error", "max_packet")
 
     def __init__(self, max_packet: int = MAX_LENGTH) -> None:
         self._buf = bytearray()
         self.max_packet = max_packet
         self.empty = 0
+        self.error: FrameTooLarge | None = None
 
     @property
     def pending(self) -> int:
@@ -61,6 +63,8 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
         buf = self._buf
         buf += chunk
         out: list[bytes] = []
@@ -69,8 +73,9 @@ class Decoder:
         while end - pos >= HEADER_LEN:
             length = (buf[pos] << 8) | buf[pos + 1]
             if length > limit:
-                del buf[:pos]
-                raise FrameTooLarge(length, limit)
+                self.error = FrameTooLarge(length, limit)
+                buf.clear()
+                return out
             stop = pos + HEADER_LEN + length
             if stop > end:
                 break

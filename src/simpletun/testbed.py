@@ -1,0 +1,181 @@
+"""Two hosts joined by a veth link with a simpletun tunnel between them: what the demo,
+the benchmark and the end-to-end tests are built on.
+
+    with Lab("demo") as lab:
+        bed = Testbed(lab)
+        bed.start()                       # server on host "server", client on host "client"
+        bed.client.ping(bed.server_overlay)
+
+Underlay 192.0.2.0/24 (TEST-NET-1) and overlay 10.200.0.0/24 live only inside the
+namespaces; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from .errors import SimpletunError
+from .netns import Lab, Namespace, veth
+
+UNDERLAY = ("192.0.2.1/24", "192.0.2.2/24")
+OVERLAY = ("10.200.0.1/24", "10.200.0.2/24")
+OVERLAY6 = ("fd20::1/64", "fd20::2/64")
+
+
+class Watched:
+    """A process whose stderr lines are collected as they come, so that one can wait for a
+    line (``wait_for``) at any time without the pipe filling up."""
+
+    def __init__(self, proc: subprocess.Popen[str], label: str) -> None:
+        self.proc = proc
+        self.label = label
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def count(self, text: str) -> int:
+        with self._cond:
+            return sum(text in line for line in self.lines)
+
+    def wait_for(self, text: str, timeout: float = 10.0, occurrences: int = 1) -> None:
+        """Wait until ``text`` has appeared in ``occurrences`` lines."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(text in line for line in self.lines) < occurrences:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._thread.is_alive()):
+                    raise SimpletunError(
+                        f"{self.label}: no {text!r} after {timeout:g} s; it said:\n  "
+                        + "\n  ".join(self.lines[-20:]))
+                self._cond.wait(min(left, 0.2))
+
+    def stop(self, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(2)
+        return self.proc.returncode
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+
+def simpletun_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simpletun", *args]
+
+
+class Testbed:
+    """Hosts ``server`` and ``client`` on a veth underlay, a tunnel between them."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, lab: Lab, *, tap: bool = False, iface: str | None = None,
+                 port: int = 55555, ipv6_overlay: bool = True, mtu: int | None = None) -> None:
+        self.lab = lab
+        self.tap = tap
+        self.iface = iface or ("tap0" if tap else "tun0")
+        self.port = port
+        self.ipv6_overlay = ipv6_overlay
+        self.mtu = mtu
+        self.server = lab.host("server")
+        self.client = lab.host("client")
+        veth(self.server, "veth0", self.client, "veth0", a_addrs=[UNDERLAY[0]],
+             b_addrs=[UNDERLAY[1]])
+        self.server_underlay = UNDERLAY[0].split("/")[0]
+        self.server_overlay = OVERLAY[0].split("/")[0]
+        self.client_overlay = OVERLAY[1].split("/")[0]
+        self.server_overlay6 = OVERLAY6[0].split("/")[0]
+        self.server_proc: Watched | None = None
+        self.client_proc: Watched | None = None
+
+    def _args(self, index: int) -> list[str]:
+        args = ["-i", self.iface, "-p", str(self.port), "--address", OVERLAY[index]]
+        if self.ipv6_overlay:
+            args += ["--address", OVERLAY6[index]]
+        if self.tap:
+            args.append("-a")
+        if self.mtu:
+            args += ["--mtu", str(self.mtu)]
+        return args
+
+    def _start(self, ns: Namespace, args: Sequence[str], label: str) -> Watched:
+        proc = ns.popen(simpletun_cmd(*args), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, text=True)
+        return Watched(proc, label)
+
+    def server_command(self, *extra: str) -> list[str]:
+        return [*self._args(0), "-s", *extra]
+
+    def client_command(self, *extra: str) -> list[str]:
+        return [*self._args(1), "-c", self.server_underlay, *extra]
+
+    def start_server(self, *extra: str) -> Watched:
+        self.server_proc = self._start(self.server, self.server_command(*extra), "server")
+        self.server_proc.wait_for("listening on")
+        return self.server_proc
+
+    def start_client(self, *extra: str, wait: bool = True) -> Watched:
+        self.client_proc = self._start(self.client, self.client_command(*extra), "client")
+        if wait:
+            self.client_proc.wait_for("connected to")
+        return self.client_proc
+
+    def start(self, server_extra: Sequence[str] = (), client_extra: Sequence[str] = ()) -> None:
+        self.start_server(*server_extra)
+        self.start_client(*client_extra)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Both ends configured and IPv6 duplicate address detection over."""
+        from . import link
+
+        for ns in (self.server, self.client):
+            link.wait_usable(self.iface, netns=ns.name)
+
+    def transfer(self, size: int, *, to: str | None = None,
+                 port: int = 5001) -> tuple[int, str, float]:
+        """Send ``size`` bytes from the client to the server (over ``to``, the server's
+        overlay address by default); returns (bytes, sha256, seconds) once the server's
+        digest matched, or raises."""
+        target = to or self.server_overlay
+        recv = self.server.popen([sys.executable, "-m", "simpletun.flow", "recv", target,
+                                  str(port)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert recv.stdout is not None
+            if recv.stdout.readline().strip() != "ready":
+                raise SimpletunError("the receiver did not start")
+            sent = self.client.run([sys.executable, "-m", "simpletun.flow", "send", target,
+                                    str(port), str(size)], timeout=300)
+            out, _ = recv.communicate(timeout=30)
+        finally:
+            if recv.poll() is None:
+                recv.kill()
+                recv.wait()
+        if sent.returncode != 0:
+            raise SimpletunError(f"transfer failed: {sent.stderr.strip() or sent.stdout}")
+        got_size, got_digest = out.split()
+        size_s, digest, seconds = sent.stdout.split()
+        if (int(got_size), got_digest) != (int(size_s), digest):
+            raise SimpletunError("transfer corrupted: digests differ")
+        return int(size_s), digest, float(seconds)
+
