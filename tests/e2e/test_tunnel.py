@@ -150,3 +150,18 @@ def test_a_new_client_replaces_a_stale_one(lab: Lab) -> None:
         assert bed.client.ping("10.200.0.1", count=2, interval=0.05, interface="tun1").ok
     finally:
         stale.proc.send_signal(signal.SIGCONT)
+
+
+def test_once_exits_after_the_first_client_and_sigint_is_clean(lab: Lab) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start(server_extra=["--once"])
+    assert bed.server_proc and bed.client_proc
+    bed.client_proc.proc.send_signal(signal.SIGINT)
+    assert bed.client_proc.proc.wait(10) == 0
+    bed.client_proc.stop()
+    assert "shutting down:" in bed.client_proc.lines[-1]
+    assert bed.server_proc.proc.wait(10) == 0  # --once: gone with its client
+    bed.server_proc.stop()
+    assert "disconnected: closed by the peer" in bed.server_proc.text
+    assert " done: " in bed.server_proc.lines[-1] and "received" in bed.server_proc.lines[-1]
+    assert not link.exists("tun0", netns=bed.server.name)
