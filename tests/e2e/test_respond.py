@@ -5,12 +5,9 @@ pcap (read back by our reader and by tcpdump) show those packets."""
 from __future__ import annotations
 
 import re
-import select
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,39 +15,31 @@ import pytest
 from simpletun import link, pcap
 from simpletun.describe import describe
 from simpletun.netns import Lab, Namespace
+from simpletun.testbed import Watched
 
 from ..conftest import simpletun
 
 ADDR4, ADDR6 = "10.99.0.1/24", "fd99::1/64"
 
 
-def start(ns: Namespace, *args: str) -> subprocess.Popen[str]:
-    return ns.popen([sys.executable, "-m", "simpletun", *args], stdout=subprocess.PIPE,
+def start(ns: Namespace, *args: str) -> Watched:
+    proc = ns.popen([sys.executable, "-m", "simpletun", *args], stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
+    return Watched(proc, args[0])
 
 
-def wait_ready(ns: Namespace, name: str, proc: subprocess.Popen[str], marker: str) -> str:
-    """Read the command's stderr up to its ready line (it holds the device from then on)
-    and wait for IPv6 duplicate address detection; returns what was read."""
-    assert proc.stderr is not None
-    seen = ""
-    deadline = time.monotonic() + 10
-    while marker not in seen:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
-        if ready:
-            line = proc.stderr.readline()
-            assert line, f"exited before it was ready: {seen}"
-            seen += line
-        assert time.monotonic() < deadline, f"not ready: {seen}"
+def wait_ready(ns: Namespace, name: str, proc: Watched, marker: str) -> None:
+    """Wait for the command's ready line (it holds the device from then on) and for IPv6
+    duplicate address detection to end."""
+    proc.wait_for(marker)
     link.wait_usable(name, netns=ns.name)
-    return seen
 
 
-def stop(proc: subprocess.Popen[str], seen: str) -> tuple[str, str]:
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, seen + err
-    return out, seen + err
+def stop(proc: Watched) -> tuple[str, str]:
+    """SIGTERM; returns (stdout, stderr) after a clean exit."""
+    assert proc.stop() == 0, proc.text
+    assert proc.proc.stdout is not None
+    return proc.proc.stdout.read(), proc.text
 
 
 @pytest.mark.parametrize("tap", [False, True], ids=["tun", "tap"])
@@ -62,10 +51,10 @@ def test_dump_with_responder_shows_and_captures_pings(lab: Lab, tmp_path: Path,
     cap_file = tmp_path / "capture.pcap"
     proc = start(ns, "dump", name, f"--{kind}", "--respond", "--address", ADDR4,
                  "--address", ADDR6, "--pcap", str(cap_file))
-    seen = wait_ready(ns, name, proc, "listening on")
+    wait_ready(ns, name, proc, "listening on")
     p4 = ns.ping("10.99.0.2", count=3)
     p6 = ns.ping("fd99::2", count=3)
-    out, err = stop(proc, seen)
+    out, err = stop(proc)
     assert p4.ok and p6.ok, p4.output + p6.output + err
 
     lines = out.splitlines()
@@ -111,10 +100,10 @@ def test_respond_answers_every_other_address(lab: Lab, tap: bool) -> None:
                      "--address", ADDR4, "--address", ADDR6, "--up", ns=ns)
     assert made.returncode == 0, made.stderr
     proc = start(ns, "respond", name)
-    seen = wait_ready(ns, name, proc, "answering on")
+    wait_ready(ns, name, proc, "answering on")
     results = [ns.ping(addr, count=2) for addr in
                ("10.99.0.2", "10.99.0.77", "10.99.0.254", "fd99::2", "fd99::abcd")]
-    out, err = stop(proc, seen)
+    out, err = stop(proc)
     for r in results:
         assert r.ok, r.output + err
     assert "answering on" in err and "10.99.0.0/24 (not 10.99.0.1)" in err
@@ -133,11 +122,10 @@ def test_dump_of_existing_device_stops_after_count(lab: Lab) -> None:
     assert simpletun("mktun", "stcount", "--address", "10.98.0.1/24", "--up",
                      ns=ns).returncode == 0
     proc = start(ns, "dump", "stcount", "-c", "2", "--time")
-    seen = wait_ready(ns, "stcount", proc, "listening on")
+    wait_ready(ns, "stcount", proc, "listening on")
     ns.run(["ping", "-c", "5", "-i", "0.2", "-W", "1", "10.98.0.2"])
-    out, err = proc.communicate(timeout=10)
-    err = seen + err
-    assert proc.returncode == 0, err
+    assert proc.proc.wait(10) == 0, proc.text
+    out, err = stop(proc)
     lines = out.splitlines()
     assert len(lines) == 2
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6} IPv4 10\.98\.0\.1 > 10\.98\.0\.2 ICMP echo "
