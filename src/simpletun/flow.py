@@ -3,6 +3,8 @@
 
     python -m simpletun.flow recv HOST PORT      prints "<bytes> <sha256>" after one transfer
     python -m simpletun.flow send HOST PORT SIZE prints "<bytes> <sha256> <seconds>"
+    python -m simpletun.flow sink HOST PORT STREAMS        prints "<bytes> <seconds>"
+    python -m simpletun.flow blast HOST PORT STREAMS SECONDS   (throughput, for the bench)
 
 The data is a deterministic pseudo-random stream (SHA-256 in counter mode), so both sides
 can be checked against each other without shipping a file.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import sys
+import threading
 import time
 
 CHUNK = 256 * 1024
@@ -69,6 +72,53 @@ def send(host: str, port: int, size: int, timeout: float = 120) -> tuple[int, st
     return size, digest, elapsed
 
 
+def sink(host: str, port: int, streams: int) -> tuple[int, float]:
+    """Accept ``streams`` connections and count what arrives until all end; returns
+    (bytes, seconds from the first byte to the last)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    totals = [0] * streams
+    first: list[float] = []
+    last = [0.0]
+
+    def drain(conn: socket.socket, i: int) -> None:
+        buf = bytearray(CHUNK)
+        with conn:
+            while n := conn.recv_into(buf):
+                if not first:
+                    first.append(time.perf_counter())
+                totals[i] += n
+        last[0] = max(last[0], time.perf_counter())
+
+    with socket.create_server((host, port), family=family, backlog=streams) as srv:
+        print("ready", flush=True)
+        threads = []
+        for i in range(streams):
+            conn, _ = srv.accept()
+            t = threading.Thread(target=drain, args=(conn, i))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+    return sum(totals), (last[0] - first[0]) if first else 0.0
+
+
+def blast(host: str, port: int, streams: int, seconds: float) -> None:
+    """Send as fast as possible on ``streams`` connections for ``seconds``."""
+    data = pattern(CHUNK * 4)
+    deadline = time.perf_counter() + seconds
+
+    def push() -> None:
+        with socket.create_connection((host, port), timeout=30) as conn:
+            while time.perf_counter() < deadline:
+                conn.sendall(data)
+
+    threads = [threading.Thread(target=push) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "recv":
         total, digest = receive(argv[1], int(argv[2]))
@@ -77,6 +127,13 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "send":
         size, digest, seconds = send(argv[1], int(argv[2]), int(argv[3]))
         print(size, digest, f"{seconds:.6f}", flush=True)
+        return 0
+    if len(argv) >= 4 and argv[0] == "sink":
+        total, seconds = sink(argv[1], int(argv[2]), int(argv[3]))
+        print(total, f"{seconds:.6f}", flush=True)
+        return 0
+    if len(argv) >= 5 and argv[0] == "blast":
+        blast(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import os
 import re
 import shutil
@@ -107,7 +108,8 @@ class Namespace:
         exe = shutil.which("ping")
         if exe is None:
             raise SimpletunError("ping is not installed: apt-get install iputils-ping")
-        cmd = [exe, "-n", "-c", str(count), "-i", str(interval), "-w", str(deadline)]
+        cmd = [exe, "-n", "-c", str(count), "-i", str(interval), "-w",
+               str(math.ceil(deadline))]  # ping takes whole seconds
         if size is not None:
             cmd += ["-s", str(size)]
         if interface is not None:

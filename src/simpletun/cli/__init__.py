@@ -11,7 +11,7 @@ import click
 
 from ..errors import SimpletunError
 from ..transport import tcp
-from . import demo, device, dump, respond, selftest, tunnel
+from . import bench, demo, device, dump, respond, selftest, tunnel
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -63,7 +63,7 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,
-                selftest.command):
+                bench.command, selftest.command):
     cli.add_command(command)
 
 

@@ -1,0 +1,209 @@
+"""``simpletun bench``: what a tunnel costs, as ratios to the bare link measured in the
+same run. Each mode gets a fresh pair of namespaces joined by veth:
+
+- ``bare``: the veth link itself, the ceiling;
+- ``classic``: simpletun on the classic wire (2-byte length framing over TCP);
+- further tunnel modes as they exist.
+
+For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds per GB moved
+(by the two tunnel processes), their peak RSS, and each figure's ratio to ``bare``.
+Throughput comes from iperf3 when it is installed, else from the built-in sender/receiver
+(:mod:`simpletun.flow`); the output says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import SimpletunError
+from .netns import Lab, Namespace
+from .testbed import Testbed, Watched
+
+#: mode name -> extra tunnel arguments (server, client); None for the bare link
+MODES: dict[str, tuple[list[str], list[str]] | None] = {
+    "bare": None,
+    "classic": ([], []),
+}
+PORT = 5201
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    throughput_mbps: dict[str, float]  # streams -> megabits per second
+    cpu_s_per_gb: float | None  # tunnel processes; None for bare
+    peak_rss_mb: float | None  # the larger of the two tunnel processes
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pick_tool(wanted: str) -> str:
+    if wanted == "auto":
+        return "iperf3" if shutil.which("iperf3") else "builtin"
+    if wanted == "iperf3" and not shutil.which("iperf3"):
+        raise SimpletunError("iperf3 is not installed: apt-get install iperf3, or use "
+                             "--tool builtin")
+    return wanted
+
+
+def throughput(server: Namespace, client: Namespace, address: str, streams: int,
+               seconds: float, tool: str) -> tuple[float, int]:
+    """Megabits per second from client to server, and the bytes moved."""
+    if tool == "iperf3":
+        srv = server.popen(["iperf3", "-s", "-1", "-B", address, "-p", str(PORT)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(50):
+                done = client.run(["iperf3", "-c", address, "-p", str(PORT), "-t",
+                                   str(seconds), "-P", str(streams), "-J"],
+                                  timeout=seconds + 60)
+                if done.returncode == 0:
+                    break
+                time.sleep(0.1)  # the server was not listening yet
+            else:
+                raise SimpletunError(f"iperf3 failed: {done.stdout[-300:]} {done.stderr}")
+            end = json.loads(done.stdout)["end"]["sum_received"]
+            return end["bits_per_second"] / 1e6, int(end["bytes"])
+        finally:
+            srv.wait(10)
+    sink = server.popen([sys.executable, "-m", "simpletun.flow", "sink", address, str(PORT),
+                         str(streams)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None
+        if sink.stdout.readline().strip() != "ready":
+            raise SimpletunError("the built-in receiver did not start")
+        client.run([sys.executable, "-m", "simpletun.flow", "blast", address, str(PORT),
+                    str(streams), str(seconds)], timeout=seconds + 60, check=True)
+        out, _ = sink.communicate(timeout=60)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    total, elapsed = out.split()
+    return int(total) * 8 / float(elapsed) / 1e6, int(total)
+
+
+def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: int,
+                 tool: str, progress: Callable[[str], None]) -> ModeResult:
+    extra = MODES[mode]
+    with Lab("bench") as lab:
+        bed = Testbed(lab, ipv6_overlay=False)
+        procs: list[Watched] = []
+        if extra is None:
+            target = bed.server_underlay
+        else:
+            bed.start(server_extra=extra[0], client_extra=extra[1])
+            assert bed.server_proc is not None and bed.client_proc is not None
+            procs = [bed.server_proc, bed.client_proc]
+            target = bed.server_overlay
+        progress(f"{mode}: ping x{pings}")
+        p = bed.client.ping(target, count=pings, interval=0.01, deadline=pings * 0.05 + 10)
+        if not p.ok:
+            raise SimpletunError(f"{mode}: ping failed ({p.received}/{p.sent})")
+        results: dict[str, float] = {}
+        moved = 0
+        cpu_before = sum(_cpu_seconds(w.proc.pid) for w in procs)
+        for n in streams:
+            progress(f"{mode}: TCP, {n} stream{'s' if n > 1 else ''}, {seconds:g} s ({tool})")
+            mbps, nbytes = throughput(bed.server, bed.client, target, n, seconds, tool)
+            results[str(n)] = mbps
+            moved += nbytes
+        cpu = sum(_cpu_seconds(w.proc.pid) for w in procs) - cpu_before
+        rss = max((_peak_rss_mb(w.proc.pid) for w in procs), default=None)
+        for w in procs:
+            w.stop()
+    return ModeResult(
+        mode=mode,
+        rtt_p50_ms=statistics.median(p.rtts_ms),
+        rtt_p99_ms=_percentile(p.rtts_ms, 0.99),
+        throughput_mbps=results,
+        cpu_s_per_gb=cpu / (moved / 1e9) if procs and moved else None,
+        peak_rss_mb=rss,
+    )
+
+
+def add_ratios(results: list[ModeResult]) -> None:
+    bare = next((r for r in results if r.mode == "bare"), None)
+    if bare is None:
+        return
+    for r in results:
+        r.ratios = {"rtt_p50": r.rtt_p50_ms / bare.rtt_p50_ms,
+                    "rtt_p99": r.rtt_p99_ms / bare.rtt_p99_ms,
+                    "rtt_p50_added_us": (r.rtt_p50_ms - bare.rtt_p50_ms) * 1000}
+        for n, mbps in r.throughput_mbps.items():
+            base = bare.throughput_mbps.get(n)
+            if base:
+                r.ratios[f"throughput_{n}"] = mbps / base
+
+
+def table(results: list[ModeResult], tool: str, seconds: float) -> str:
+    streams = list(results[0].throughput_mbps) if results else []
+    head = f"{'mode':<9} {'rtt p50':>9} {'p99':>9} {'added':>8}"
+    for n in streams:
+        head += f" {f'{n} stream Mbit/s':>18} {'of bare':>8}"
+    head += f" {'CPU s/GB':>9} {'peak RSS':>9}"
+    lines = [head]
+    for r in results:
+        line = (f"{r.mode:<9} {r.rtt_p50_ms * 1000:7.0f}us {r.rtt_p99_ms * 1000:7.0f}us "
+                f"{r.ratios.get('rtt_p50_added_us', 0):6.0f}us")
+        for n in streams:
+            ratio = r.ratios.get(f"throughput_{n}")
+            line += f" {r.throughput_mbps[n]:18.0f} {f'{ratio:.1%}' if ratio else '-':>8}"
+        cpu = f"{r.cpu_s_per_gb:.2f}" if r.cpu_s_per_gb is not None else "-"
+        rss = f"{r.peak_rss_mb:.1f} MB" if r.peak_rss_mb is not None else "-"
+        line += f" {cpu:>9} {rss:>9}"
+        lines.append(line)
+    lines.append(f"throughput by {tool}, {seconds:g} s per run; 'added' is the RTT p50 over "
+                 "the bare link; CPU and RSS are the two tunnel processes'")
+    return "\n".join(lines)
+
+
+def run(*, modes: Sequence[str], streams: Sequence[int], seconds: float, pings: int,
+        tool: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    if os.geteuid() != 0:
+        raise SimpletunError("the benchmark needs root (network namespaces): run it with sudo")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise SimpletunError(f"unknown mode {unknown[0]!r}: choose from {', '.join(MODES)}")
+    tool = pick_tool(tool)
+    results = [measure_mode(m, streams=streams, seconds=seconds, pings=pings, tool=tool,
+                            progress=progress) for m in modes]
+    add_ratios(results)
+    return {"tool": tool, "seconds": seconds, "streams": list(streams),
+            "cpus": os.cpu_count(), "kernel": os.uname().release,
+            "results": [asdict(r) for r in results],
+            "table": table(results, tool, seconds)}
