@@ -3,6 +3,7 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 
 - ``bare``: the veth link itself, the ceiling;
 - ``classic``: simpletun on the classic wire (2-byte length framing over TCP);
+- ``native``: simpletun's own wire between two simpletun peers, offloads on;
 - further tunnel modes as they exist.
 
 For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds per GB moved
@@ -31,7 +32,8 @@ from .testbed import Testbed, Watched
 #: mode name -> extra tunnel arguments (server, client); None for the bare link
 MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "bare": None,
-    "classic": ([], []),
+    "classic": (["--classic"], ["--classic"]),
+    "native": ([], []),
 }
 PORT = 5201
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -52,3 +52,7 @@ class DeviceError(SimpletunError):
 
 class PacketRejected(SimpletunError):
     """The kernel refused a packet written to the device (not an IP packet, too big...)."""
+
+
+class HandshakeFailed(SimpletunError):
+    """The two simpletun peers cannot work together (tun vs tap, MTU, version)."""

@@ -1,18 +1,26 @@
 """The tunnel: the only code that touches both the device and the network.
 
-A packet read from the device (:meth:`Device.read_into`) is framed by :mod:`wire.classic`
-and leaves through one ``sendmsg`` per batch; bytes received from the socket go through
-:class:`wire.classic.Decoder` and :func:`packets.check.check` before one
-:meth:`Device.write` per packet. Nothing from the network reaches the device unchecked;
-what is refused is counted in ``Counters.drops`` by reason.
+Device to network: :meth:`Pump._from_device` reads up to BATCH packets
+(:meth:`Queue.read_into`), each into a slot with room in front for its frame header, and
+sends them all with one ``sendmsg``. Network to device: bytes from the socket go through the
+session's decoder (:mod:`wire.classic` or :mod:`wire.native`) and :func:`packets.check.check`
+(plus :func:`vnet.check` for super-packets) before one :meth:`Device.write` per packet.
+Nothing from the network reaches the device unchecked; refusals are counted by reason.
 
-:func:`serve` (server) and :func:`run_client` (client) wrap the :class:`Pump` in the
-connection life cycle: accept/replace/forget clients, connect/reconnect with backoff.
+A device opened with vnet_hdr carries a 10-byte virtio_net_hdr on every packet. When both
+peers agree to FEATURE_VNET, offloads are switched on and the header and whole TCP/UDP
+super-packets (up to 64 KiB) travel in DATA_VNET frames, so one system call moves dozens of
+packets. Otherwise offloads are off, the header is stripped on the way out and a zero
+header put back on the way in (what a classic peer, or an old one, needs).
+
+:func:`serve` (server) and :func:`run_client` (client) wrap the pump in the connection life
+cycle: handshake, accept/replace/forget clients, connect/reconnect with backoff.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import time
@@ -20,22 +28,28 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import vnet
 from .backoff import Backoff
-from .errors import PacketRejected
+from .errors import DeviceError, HandshakeFailed, PacketRejected
 from .packets.check import check
 from .transport import tcp
-from .tuntap import READ_SIZE, Device
-from .wire.classic import HEADER_LEN, Decoder
+from .tuntap import READ_SIZE, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, Device
+from .wire import classic, native
 
 BATCH = 32  # packets read from the device per sendmsg at most
 RECV_SIZE = 256 * 1024
+HEAD_ROOM = native.HEADER_LEN  # the largest frame header
+HANDSHAKE_TIMEOUT = 1.0
+ETH_OVERHEAD = 18  # Ethernet header + one VLAN tag on a tap device
+OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+UDP_OFFLOADS = TUN_F_USO4 | TUN_F_USO6
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class Counters:
-    to_net: int = 0  # packets device -> network
+    to_net: int = 0  # packets (super-packets count once) device -> network
     to_dev: int = 0  # packets network -> device
     bytes_to_net: int = 0
     bytes_to_dev: int = 0
@@ -47,6 +61,22 @@ class Counters:
                 + (f", dropped {drops}" if drops else ""))
 
 
+@dataclass(frozen=True)
+class Wire:
+    """How one session frames packets."""
+
+    native: bool
+    vnet: bool = False  # DATA_VNET frames, offloads on
+
+    def describe(self) -> str:
+        if not self.native:
+            return "classic wire"
+        return "native wire, offloads on" if self.vnet else "native wire"
+
+
+CLASSIC = Wire(native=False)
+
+
 @dataclass
 class Ended:
     reason: str
@@ -55,32 +85,58 @@ class Ended:
 
 
 class Pump:
-    """Moves packets between one device and one connected TCP socket, classic framing."""
+    """Moves packets between one device and one connected TCP socket."""
 
-    def __init__(self, dev: Device, *, max_packet: int, counters: Counters, log: Log,
+    def __init__(self, dev: Device, *, mtu: int, counters: Counters, log: Log,
                  debug: Log | None = None) -> None:
         self.dev = dev
-        self.max_packet = max_packet
+        self.mtu = mtu
+        #: the largest packet a plain frame may carry: the MTU, plus Ethernet+VLAN on tap
+        self.max_packet = mtu + (ETH_OVERHEAD if dev.tap else 0)
         self.counters = counters
         self.log = log
         self.debug = debug
-        self._slots = [bytearray(HEADER_LEN + READ_SIZE) for _ in range(BATCH)]
+        self.dev_vnet = dev.vnet_hdr_size is not None
+        self._slots = [bytearray(HEAD_ROOM + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
+        self._offloads: int | None = None
 
-    def run(self, sock: socket.socket, peer: str,
+    # --- offloads -------------------------------------------------------------------
+    def offload_flags(self) -> int:
+        """Offloads this device takes (USO only where the kernel has it); 0 without vnet."""
+        if not self.dev_vnet:
+            return 0
+        for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
+            try:
+                self.dev.set_offload(flags)
+            except DeviceError:
+                continue
+            self._offloads = flags
+            return flags
+        return 0
+
+    def _set_offloads(self, on: bool) -> None:
+        want = (self._offloads or self.offload_flags()) if on else 0
+        if self.dev_vnet:
+            self.dev.set_offload(want)
+
+    # --- the loop -------------------------------------------------------------------
+    def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
             extra: tuple[socket.socket, ...] = ()) -> Ended:
         """Pump until the peer leaves, misbehaves, or one of ``extra`` is readable."""
-        dev, counters, debug = self.dev, self.counters, self.debug
-        tap = dev.tap
-        decoder = Decoder(self.max_packet)
+        self._set_offloads(wire.vnet)
         sock.setblocking(False)
-        dev.set_blocking(False)
-        pending = b""  # bytes accepted from the device but not yet taken by the socket
-        dev_fd, sock_fd = dev.fileno(), sock.fileno()
+        self.dev.set_blocking(False)
+        deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
+        if leftover:
+            ended = deliver(leftover, peer)
+            if ended is not None:
+                return ended
+        dev_fd, sock_fd = self.dev.fileno(), sock.fileno()
         extra_fds = {s.fileno(): s for s in extra}
-        name = dev.name
+        pending = b""  # bytes accepted from the device but not yet taken by the socket
         while True:
             # while the socket is backed up, leave packets in the device queue (backpressure)
             rlist = [sock_fd, *extra_fds] if pending else [sock_fd, dev_fd, *extra_fds]
@@ -103,58 +159,123 @@ class Pump:
                         return Ended(_reason(exc))
                     if n == 0:
                         return Ended("closed by the peer")
-                    packets = decoder.feed(self._rview[:n])
-                    if decoder.empty:
-                        counters.drops["empty"] += decoder.empty
-                        decoder.empty = 0
-                    for packet in packets:
-                        why = check(packet, tap)
-                        if why is not None:
-                            counters.drops[why] += 1
-                            continue
-                        try:
-                            dev.write(packet)
-                        except PacketRejected:
-                            counters.drops["rejected"] += 1
-                            continue
-                        counters.to_dev += 1
-                        counters.bytes_to_dev += len(packet)
-                        if debug is not None:
-                            debug(f"NET2TAP {counters.to_dev}: read {len(packet) + HEADER_LEN} "
-                                  f"bytes from the network, wrote {len(packet)} to {name}")
-                    if decoder.error is not None:
-                        counters.drops["oversized"] += 1
-                        return Ended(f"{peer} sent a {decoder.error}: refusing it and closing "
-                                     f"the connection (is the peer's MTU larger than {name}'s?)",
-                                     error=True)
+                    ended = deliver(self._rview[:n], peer)
+                    if ended is not None:
+                        return ended
                 elif fd == dev_fd:
-                    left = self._from_device(sock)
+                    left = self._from_device(sock, wire)
                     if left is None:
                         return Ended("connection lost while sending")
                     pending = left
                 else:
                     return Ended("another socket is ready", wake=extra_fds[fd])
 
-    def _from_device(self, sock: socket.socket) -> bytes | None:
+    # --- network -> device ------------------------------------------------------------
+    def _write(self, packet: bytes, with_vnet: bool) -> None:
+        """Check one packet from the network and give it to the device."""
+        counters = self.counters
+        payload = packet[vnet.VNET_HDR_LEN:] if with_vnet else packet
+        why = check(payload, self.dev.tap)
+        if why is None and with_vnet:
+            why = vnet.check(packet)
+        if why is not None:
+            counters.drops[why] += 1
+            return
+        try:
+            if with_vnet:
+                self.dev.write(packet)
+            elif self.dev_vnet:
+                self.dev.write_parts(vnet.ZERO, packet)
+            else:
+                self.dev.write(packet)
+        except PacketRejected:
+            counters.drops["rejected"] += 1
+            return
+        counters.to_dev += 1
+        counters.bytes_to_dev += len(payload)
+        if self.debug is not None:
+            self.debug(f"NET2TAP {counters.to_dev}: read {len(payload)} bytes from the "
+                       f"network, wrote {len(payload)} to {self.dev.name}")
+
+    def _classic_receiver(self) -> Callable[[bytes | memoryview, str], Ended | None]:
+        decoder = classic.Decoder(self.max_packet)
+        counters, name = self.counters, self.dev.name
+
+        def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
+            for packet in decoder.feed(data):
+                self._write(packet, False)
+            if decoder.empty:
+                counters.drops["empty"] += decoder.empty
+                decoder.empty = 0
+            if decoder.error is not None:
+                counters.drops["oversized"] += 1
+                return Ended(f"{peer} sent a {decoder.error}: refusing it and closing the "
+                             f"connection (is the peer's MTU larger than {name}'s?)", error=True)
+            return None
+
+        return deliver
+
+    def _native_receiver(self, wire: Wire) -> Callable[[bytes | memoryview, str], Ended | None]:
+        decoder = native.Decoder(native.MAX_PAYLOAD)
+        counters = self.counters
+
+        def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
+            for kind, payload in decoder.feed(data):
+                if kind == native.DATA:
+                    if len(payload) > self.max_packet:
+                        counters.drops["oversized"] += 1
+                    else:
+                        self._write(payload, False)
+                elif kind == native.DATA_VNET and wire.vnet:
+                    self._write(payload, True)
+                elif kind == native.CLOSE:
+                    return Ended(f"the peer closed: {payload.decode(errors='replace')}")
+                elif kind != native.KEEPALIVE:
+                    counters.drops["unexpected-frame"] += 1
+            if decoder.error is not None:
+                counters.drops["bad-frame"] += 1
+                return Ended(f"{peer} sent a bad {decoder.error}: closing the connection",
+                             error=True)
+            return None
+
+        return deliver
+
+    # --- device -> network ------------------------------------------------------------
+    def _from_device(self, sock: socket.socket, wire: Wire) -> bytes | None:
         """Drain up to BATCH packets and send them framed with one sendmsg; returns what the
         socket did not take (b"" normally), or None if the connection failed."""
         dev, counters, debug = self.dev, self.counters, self.debug
+        # where the payload starts in a slot: after the vnet_hdr unless it travels along
+        skip = vnet.VNET_HDR_LEN if self.dev_vnet and not wire.vnet else 0
+        native_kind = native.DATA_VNET if wire.vnet else native.DATA
+        hlen = native.HEADER_LEN if wire.native else classic.HEADER_LEN
         frames: list[memoryview] = []
         total = 0
-        for view in self._views[:BATCH]:
+        for view in self._views:
             try:
-                n = dev.read_into(view[HEADER_LEN:])
+                n = dev.read_into(view[HEAD_ROOM:])
             except BlockingIOError:
                 break
-            view[0] = n >> 8
-            view[1] = n & 0xFF
-            frames.append(view[:HEADER_LEN + n])
-            total += HEADER_LEN + n
+            start = HEAD_ROOM + skip
+            size = n - skip
+            if size <= 0:
+                continue
+            h = start - hlen
+            if wire.native:
+                view[h] = native_kind
+                view[h + 1] = size >> 16
+                view[h + 2] = (size >> 8) & 0xFF
+                view[h + 3] = size & 0xFF
+            else:
+                view[h] = size >> 8
+                view[h + 1] = size & 0xFF
+            frames.append(view[h:start + size])
+            total += hlen + size
             counters.to_net += 1
-            counters.bytes_to_net += n
+            counters.bytes_to_net += size
             if debug is not None:
-                debug(f"TAP2NET {counters.to_net}: read {n} bytes from {dev.name}, sending "
-                      f"{n + HEADER_LEN} to the network")
+                debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, sending "
+                      f"{size + hlen} to the network")
         if not frames:
             return b""
         try:
@@ -188,49 +309,125 @@ def _discard(dev: Device, counters: Counters) -> None:
         counters.drops["no-peer"] += 1
 
 
-def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = False) -> None:
+def _handshake(sock: socket.socket, machine: native.ClientHandshake | native.ServerHandshake,
+               timeout: float) -> native.Outcome:
+    """Run a handshake state machine over ``sock`` until it decides or ``timeout``."""
+    sock.setblocking(True)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        try:
+            data = sock.recv(65536)
+        except OSError as exc:
+            raise tcp.PeerGone(f"connection lost during the handshake: {_reason(exc)}") from None
+        if not data:
+            raise tcp.PeerGone("the peer closed the connection during the handshake")
+        outcome = machine.feed(data)
+        if outcome is not None:
+            return outcome
+    return machine.timed_out()
+
+
+@dataclass
+class Session:
+    """What this side announces in the handshake."""
+
+    negotiate: bool = True  # False: classic wire only, no handshake (--classic)
+    features: int = native.ALL_FEATURES
+    session_id: bytes = field(default_factory=lambda: os.urandom(8))
+    timeout: float = HANDSHAKE_TIMEOUT
+
+    def hello(self, pump: Pump) -> native.Hello:
+        features = self.features
+        if not pump.dev_vnet or not pump.offload_flags():
+            features &= ~native.FEATURE_VNET
+        pump._set_offloads(False)
+        return native.Hello(tap=pump.dev.tap, mtu=pump.mtu, features=features,
+                            session=self.session_id)
+
+
+def _wire(outcome: native.Outcome) -> Wire:
+    if outcome.wire != "native" or outcome.hello is None:
+        return CLASSIC
+    return Wire(native=True, vnet=bool(outcome.hello.features & native.FEATURE_VNET))
+
+
+def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = False,
+          session: Session | None = None) -> None:
     """Serve one client at a time forever (or, with ``once``, the first one only). A new
     client replaces the current one: a client that reconnects wins over its stale self."""
+    session = session or Session()
     log, counters = pump.log, pump.counters
+    local = session.hello(pump) if session.negotiate else None
     dev_fd, listen_fd = dev.fileno(), listener.fileno()
+    conn: socket.socket | None = None
+    addr: tuple[str, int] = ("", 0)
     while True:
-        readable, _, _ = select.select([listen_fd, dev_fd], [], [])
-        if dev_fd in readable:
-            _discard(dev, counters)
-        if listen_fd not in readable:
-            continue
-        conn, addr = listener.accept()
+        if conn is None:
+            readable, _, _ = select.select([listen_fd, dev_fd], [], [])
+            if dev_fd in readable:
+                _discard(dev, counters)
+            if listen_fd not in readable:
+                continue
+            conn, addr = listener.accept()
         tcp.tune(conn)
         peer = tcp.show(addr)
-        log(f"client {peer} connected")
+        outcome = native.Outcome("classic")
+        if local is not None:
+            try:
+                outcome = _handshake(conn, native.ServerHandshake(local), session.timeout)
+            except tcp.PeerGone as exc:
+                log(f"client {peer} left during the handshake: {exc}")
+                conn.close()
+                conn = None
+                continue
+            if outcome.reply:
+                conn.sendall(outcome.reply)
+            if outcome.wire == "refused":
+                log(f"refused client {peer}: {outcome.reason}")
+                conn.close()
+                conn = None
+                continue
+        wire = _wire(outcome)
+        log(f"client {peer} connected ({wire.describe()})")
         before = Counters(counters.to_net, counters.to_dev, drops=Counter(counters.drops))
-        while True:
-            ended = pump.run(conn, peer, extra=(listener,))
-            if ended.wake is not listener:
-                break
+        ended = pump.run(conn, peer, wire, outcome.leftover, extra=(listener,))
+        session_counts = Counters(counters.to_net - before.to_net,
+                                  counters.to_dev - before.to_dev,
+                                  drops=counters.drops - before.drops)
+        if ended.wake is listener:
             new, new_addr = listener.accept()
-            tcp.tune(new)
-            log(f"client {tcp.show(new_addr)} connected, replacing {peer}")
+            log(f"client {tcp.show(new_addr)} connected, replacing {peer} "
+                f"({session_counts.summary()})")
             conn.close()
-            conn, peer = new, tcp.show(new_addr)
+            conn, addr = new, new_addr
+            continue
         conn.close()
-        session = Counters(counters.to_net - before.to_net, counters.to_dev - before.to_dev,
-                           drops=counters.drops - before.drops)
-        log(f"client {peer} disconnected: {ended.reason} ({session.summary()})")
+        conn = None
+        log(f"client {peer} disconnected: {ended.reason} ({session_counts.summary()})")
         if once:
             return
 
 
 def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool,
-               backoff: Backoff | None = None, connect_timeout: float = 10.0) -> None:
-    """Connect and pump; when the server goes away, exit with PeerGone, or with
+               backoff: Backoff | None = None, connect_timeout: float = 10.0,
+               session: Session | None = None) -> None:
+    """Connect, shake hands and pump; when the server goes away, exit with PeerGone, or with
     ``reconnect`` try again after a backoff (draining the device meanwhile)."""
+    session = session or Session()
     log = pump.log
     backoff = backoff or Backoff()
     server = tcp.show((host, port))
+    local = session.hello(pump) if session.negotiate else None
     while True:
         try:
             sock = tcp.connect(host, port, timeout=connect_timeout)
+            outcome = native.Outcome("classic")
+            if local is not None:
+                machine = native.ClientHandshake(local)
+                sock.sendall(machine.start())
+                outcome = _handshake(sock, machine, session.timeout)
         except tcp.TransportError as exc:
             if not reconnect:
                 raise
@@ -238,10 +435,14 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
             log(f"{exc}; retrying in {delay:.1f} s")
             _wait(dev, pump.counters, delay)
             continue
+        if outcome.wire == "refused":
+            sock.close()
+            raise HandshakeFailed(f"server {server} refused: {outcome.reason}")
         backoff.reset()
-        log(f"connected to {server}")
+        wire = _wire(outcome)
+        log(f"connected to {server} ({wire.describe()})")
         with sock:
-            ended = pump.run(sock, server)
+            ended = pump.run(sock, server, wire, outcome.leftover)
         if not reconnect:
             raise tcp.PeerGone(f"server {server} went away: {ended.reason}; use --reconnect "
                                "to keep trying")

@@ -276,6 +276,18 @@ class Queue:
                 ) from None
             raise
 
+    def write_parts(self, *parts: bytes | bytearray | memoryview) -> int:
+        """Write one packet given in pieces (e.g. a vnet_hdr and the packet), one writev."""
+        try:
+            return os.writev(self._fd, parts)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EFAULT):
+                raise PacketRejected(
+                    f"{self.device_name} refused a packet of {sum(map(len, parts))} bytes "
+                    f"({exc.strerror}): not a valid IP packet/Ethernet frame or too large"
+                ) from None
+            raise
+
     def set_blocking(self, blocking: bool) -> None:
         os.set_blocking(self._fd, blocking)
 
@@ -364,6 +376,9 @@ class Device:
 
     def write(self, packet: bytes | bytearray | memoryview) -> int:
         return self.queues[0].write(packet)
+
+    def write_parts(self, *parts: bytes | bytearray | memoryview) -> int:
+        return self.queues[0].write_parts(*parts)
 
     def queue(self, index: int) -> Queue:
         return self.queues[index]

@@ -14,8 +14,6 @@ from ..transport import tcp
 from ..wire.classic import CLASSIC_PEER_MAX
 from ._common import configure, parse_addresses, sigterm_as_interrupt
 
-ETH_OVERHEAD = 18  # Ethernet header + one VLAN tag on a tap device
-
 
 def log(message: str) -> None:
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", err=True)
@@ -27,7 +25,7 @@ def debug_line(message: str) -> None:
 
 def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
-        once: bool, reconnect: bool) -> int:
+        once: bool, reconnect: bool, classic_wire: bool = False) -> int:
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -41,28 +39,29 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
     host, port = tcp.split_host_port(client, port) if client else ("", port)
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
-        with tuntap.open_device(iface, tap=tap) as dev:
+        with tuntap.open_device(iface, tap=tap, vnet_hdr=not classic_wire) as dev:
             configure(dev.name, wanted, mtu=mtu, up=bool(nets))
             for net in nets:
                 link.add_route(net, dev.name)
             dev_mtu = link.state(dev.name).mtu
-            max_packet = dev_mtu + (ETH_OVERHEAD if tap else 0)
-            if max_packet + 2 > CLASSIC_PEER_MAX:
+            counters = tunnel.Counters()
+            pump = tunnel.Pump(dev, mtu=dev_mtu, counters=counters, log=log,
+                               debug=debug_line if debug else None)
+            if pump.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
-            counters = tunnel.Counters()
-            pump = tunnel.Pump(dev, max_packet=max_packet, counters=counters, log=log,
-                               debug=debug_line if debug else None)
+            session = tunnel.Session(negotiate=not classic_wire)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             try:
                 if listener is not None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): listening on TCP port {port}")
-                    tunnel.serve(dev, listener, pump, once=once)
+                    tunnel.serve(dev, listener, pump, once=once, session=session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): connecting to "
                         f"{tcp.show((host, port))}")
-                    tunnel.run_client(dev, host, port, pump, reconnect=reconnect)
+                    tunnel.run_client(dev, host, port, pump, reconnect=reconnect,
+                                      session=session)
             except KeyboardInterrupt:
                 log(f"shutting down: {counters.summary()}")
                 return 0

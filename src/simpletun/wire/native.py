@@ -1,0 +1,272 @@
+"""The native simpletun wire: a versioned handshake, then typed frames of up to 64 KiB
+plus headers (pure, sans-IO).
+
+**Handshake.** The client speaks first with a HELLO; the server answers with its own HELLO
+(features agreed) or a REFUSE carrying a one-line reason. Both travel *inside a classic
+frame* (2-byte length) holding an IPv6 packet from ::1 to ::1 with hop limit 0 and next
+header 253 (RFC 3692, experiments) whose payload is the message. A classic peer (the
+original C program) writes that frame into its device like any other packet, and its kernel
+drops it (a loopback destination arriving on a non-loopback device): the classic peer
+survives, never answers, and the client falls back to the classic wire.
+
+HELLO payload: magic ``b"simpletun"``, version (1), kind (1 tun, 2 tap), MTU (u16),
+features (u32), session id (8 bytes), queue (u16). REFUSE payload: magic, version, 0xFF,
+then a UTF-8 reason.
+
+**Frames.** 4-byte header: type (1 byte), length (3 bytes, big-endian), then the payload.
+DATA carries one packet; DATA_VNET carries a 10-byte virtio_net_hdr and a packet (a TCP/UDP
+super-packet when offloads are on); KEEPALIVE carries nothing; CLOSE a UTF-8 reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..packets import Malformed
+from .classic import encode as classic_encode
+
+MAGIC = b"simpletun"
+VERSION = 1
+KIND_TUN, KIND_TAP = 1, 2
+REFUSE = 0xFF
+
+FEATURE_VNET = 0x01  # DATA_VNET frames: vnet_hdr + (super-)packet, offloads on both devices
+FEATURE_KEEPALIVE = 0x02
+ALL_FEATURES = FEATURE_VNET | FEATURE_KEEPALIVE
+
+DATA, DATA_VNET, KEEPALIVE, CLOSE = 1, 2, 3, 4
+FRAME_TYPES = {DATA, DATA_VNET, KEEPALIVE, CLOSE}
+HEADER_LEN = 4
+VNET_HDR_LEN = 10
+#: largest payload: a 64 KiB super-packet, its vnet_hdr and an Ethernet+VLAN header
+MAX_PAYLOAD = 65535 + VNET_HDR_LEN + 18
+
+# the IPv6 envelope of handshake messages
+_ENVELOPE_NH = 253
+_LOOPBACK6 = bytes(15) + b"\x01"
+_HELLO = struct.Struct("!9sBBHI8sH")
+_REFUSE_HEAD = struct.Struct("!9sBB")
+
+
+class HandshakeError(Malformed):
+    """The peer speaks the native protocol but the two sides cannot work together."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    tap: bool
+    mtu: int
+    features: int
+    session: bytes  # 8 bytes, chosen by the client
+    queue: int = 0
+    version: int = VERSION
+
+    @property
+    def kind(self) -> str:
+        return "tap" if self.tap else "tun"
+
+
+def _envelope(payload: bytes) -> bytes:
+    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(payload), _ENVELOPE_NH, 0, _LOOPBACK6,
+                       _LOOPBACK6)
+    return classic_encode(ipv6 + payload)
+
+
+def _unwrap(packet: bytes) -> bytes | None:
+    """The handshake payload if ``packet`` is a handshake envelope, else None."""
+    if (len(packet) < 40 + len(MAGIC) or packet[0] >> 4 != 6 or packet[6] != _ENVELOPE_NH
+            or packet[8:40] != _LOOPBACK6 * 2):
+        return None
+    payload = packet[40:]
+    return payload if payload.startswith(MAGIC) else None
+
+
+def encode_hello(hello: Hello) -> bytes:
+    return _envelope(_HELLO.pack(MAGIC, hello.version, KIND_TAP if hello.tap else KIND_TUN,
+                                 hello.mtu, hello.features, hello.session, hello.queue))
+
+
+def encode_refuse(reason: str) -> bytes:
+    return _envelope(_REFUSE_HEAD.pack(MAGIC, VERSION, REFUSE) + reason.encode()[:1000])
+
+
+def decode_handshake(packet: bytes) -> Hello | str | None:
+    """A handshake packet (the inside of a classic frame): a Hello, a refusal reason (str),
+    or None if it is not a handshake at all (an ordinary packet from a classic peer)."""
+    payload = _unwrap(packet)
+    if payload is None:
+        return None
+    if len(payload) < _REFUSE_HEAD.size:
+        raise HandshakeError("truncated handshake")
+    _magic, version, kind = _REFUSE_HEAD.unpack_from(payload)
+    if kind == REFUSE:
+        return payload[_REFUSE_HEAD.size:].decode(errors="replace")
+    if version != VERSION:
+        raise HandshakeError(f"peer speaks simpletun protocol version {version}, this side "
+                             f"{VERSION}: run the same simpletun version on both sides")
+    if len(payload) < _HELLO.size:
+        raise HandshakeError("truncated hello")
+    _m, _v, kind, mtu, features, session, queue = _HELLO.unpack_from(payload)
+    if kind not in (KIND_TUN, KIND_TAP):
+        raise HandshakeError(f"peer announced device kind {kind}")
+    return Hello(tap=kind == KIND_TAP, mtu=mtu, features=features, session=session, queue=queue)
+
+
+def agree(local: Hello, remote: Hello) -> Hello:
+    """What the server answers a client's hello with, or HandshakeError with the reason."""
+    if local.tap != remote.tap:
+        flag = "-a" if remote.tap else "-u (or no -a)"
+        raise HandshakeError(f"peer is {remote.kind}, this side is {local.kind}: use {flag} "
+                             f"on both sides")
+    if local.mtu != remote.mtu:
+        raise HandshakeError(f"peer's MTU is {remote.mtu}, this side's {local.mtu}: set the same "
+                             f"--mtu on both sides")
+    return Hello(tap=local.tap, mtu=local.mtu, features=local.features & remote.features,
+                 session=remote.session, queue=remote.queue)
+
+
+# --- frames ------------------------------------------------------------------------------
+
+def frame_header(kind: int, length: int) -> bytes:
+    if kind not in FRAME_TYPES or not 0 <= length <= MAX_PAYLOAD:
+        raise ValueError(f"bad frame: type {kind}, {length} bytes")
+    return bytes((kind, length >> 16, (length >> 8) & 0xFF, length & 0xFF))
+
+
+def encode_frame(kind: int, payload: bytes = b"") -> bytes:
+    return frame_header(kind, len(payload)) + payload
+
+
+class FrameError(Malformed):
+    """A frame the stream cannot recover from: unknown type or over the size limit."""
+
+
+class Decoder:
+    """Incremental native frame decoder: ``feed`` returns ``(type, payload)`` pairs for the
+    frames completed so far. A bad header ends the stream: the frames before it are still
+    returned and ``error`` is set (later feeds raise it)."""
+
+    __slots__ = ("_buf", "error", "max_payload")
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self._buf = bytearray()
+        self.max_payload = max_payload
+        self.error: FrameError | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
+        if self.error is not None:
+            raise self.error
+        buf = self._buf
+        buf += chunk
+        out: list[tuple[int, bytes]] = []
+        pos, end, limit = 0, len(buf), self.max_payload
+        while end - pos >= HEADER_LEN:
+            kind = buf[pos]
+            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            if kind not in FRAME_TYPES or length > limit:
+                self.error = FrameError(
+                    f"frame of type {kind} and {length} bytes (at most {limit} of types "
+                    f"{sorted(FRAME_TYPES)})")
+                buf.clear()
+                return out
+            stop = pos + HEADER_LEN + length
+            if stop > end:
+                break
+            out.append((kind, bytes(buf[pos + HEADER_LEN:stop])))
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return out
+
+
+# --- the handshake as state machines (bytes in, outcome out) ----------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a connection proceeds: ``native`` with the agreed ``hello``, ``classic``, or
+    ``refused`` with ``reason``. ``leftover`` are stream bytes that belong to the session
+    (for classic: everything received, the first frame included); ``reply`` is what the
+    server must send before anything else."""
+
+    wire: str
+    hello: Hello | None = None
+    leftover: bytes = b""
+    reply: bytes = b""
+    reason: str = ""
+
+
+def _first_frame(buf: bytearray) -> bytes | None:
+    """The first classic frame's packet once it is complete (None until then)."""
+    if len(buf) < 2:
+        return None
+    length = (buf[0] << 8) | buf[1]
+    if len(buf) < 2 + length:
+        return None
+    return bytes(buf[2:2 + length])
+
+
+class ClientHandshake:
+    """Send :meth:`start`'s bytes, then ``feed`` what arrives until an Outcome, or call
+    :meth:`timed_out` when the server stays silent (a classic server never answers)."""
+
+    def __init__(self, hello: Hello) -> None:
+        self.hello = hello
+        self._buf = bytearray()
+
+    def start(self) -> bytes:
+        return encode_hello(self.hello)
+
+    def feed(self, data: bytes) -> Outcome | None:
+        self._buf += data
+        if len(self._buf) >= 2 and (self._buf[0] << 8 | self._buf[1]) > MAX_PAYLOAD:
+            return Outcome("classic", leftover=bytes(self._buf))
+        packet = _first_frame(self._buf)
+        if packet is None:
+            return None
+        msg = decode_handshake(packet)
+        if msg is None:  # a classic server sent a packet first
+            return Outcome("classic", leftover=bytes(self._buf))
+        if isinstance(msg, str):
+            return Outcome("refused", reason=msg)
+        return Outcome("native", hello=msg, leftover=bytes(self._buf[2 + len(packet):]))
+
+    def timed_out(self) -> Outcome:
+        return Outcome("classic", leftover=bytes(self._buf))
+
+
+class ServerHandshake:
+    """``feed`` what a new client sends until an Outcome; :meth:`timed_out` if it stays
+    silent (a classic client with nothing to send yet)."""
+
+    def __init__(self, local: Hello) -> None:
+        self.local = local
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> Outcome | None:
+        self._buf += data
+        if len(self._buf) >= 2 and (self._buf[0] << 8 | self._buf[1]) > MAX_PAYLOAD:
+            return Outcome("classic", leftover=bytes(self._buf))
+        packet = _first_frame(self._buf)
+        if packet is None:
+            return None
+        try:
+            msg = decode_handshake(packet)
+            if msg is None:  # a classic client: its first frame is a packet
+                return Outcome("classic", leftover=bytes(self._buf))
+            if isinstance(msg, str):
+                return Outcome("refused", reason=f"client sent a refusal: {msg}")
+            agreed = agree(self.local, msg)
+        except HandshakeError as exc:
+            return Outcome("refused", reason=str(exc), reply=encode_refuse(str(exc)))
+        local = Hello(tap=self.local.tap, mtu=self.local.mtu, features=agreed.features,
+                      session=agreed.session, queue=agreed.queue)
+        return Outcome("native", hello=agreed, leftover=bytes(self._buf[2 + len(packet):]),
+                       reply=encode_hello(local))
+
+    def timed_out(self) -> Outcome:
+        return Outcome("classic", leftover=bytes(self._buf))
