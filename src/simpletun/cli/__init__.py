@@ -38,6 +38,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               "(the classic behaviour).")
 @click.option("--reconnect", is_flag=True,
               help="Client: when the server goes away, keep retrying with backoff.")
+@click.option("--no-offload", is_flag=True,
+              help="Native wire without vnet_hdr super-packets (one packet per frame).")
 @click.option("--classic", "classic_wire", is_flag=True,
               help="Speak only the classic wire (no handshake, no offloads). Without it a "
                    "client falls back to it by itself when the server does not answer the "
@@ -46,7 +48,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.pass_context
 def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None, port: int,
         tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
-        routes: tuple[str, ...], once: bool, reconnect: bool,
+        routes: tuple[str, ...], once: bool, reconnect: bool, no_offload: bool,
         classic_wire: bool) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
@@ -64,7 +66,7 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
         return 0
     return tunnel.run(iface=iface, server=server, client=client, port=port, tap=bool(tap),
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
-                      reconnect=reconnect, classic_wire=classic_wire)
+                      reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,

@@ -25,7 +25,7 @@ def debug_line(message: str) -> None:
 
 def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
-        once: bool, reconnect: bool, classic_wire: bool = False) -> int:
+        once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True) -> int:
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -39,7 +39,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
     host, port = tcp.split_host_port(client, port) if client else ("", port)
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
-        with tuntap.open_device(iface, tap=tap, vnet_hdr=not classic_wire) as dev:
+        with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not classic_wire) as dev:
             configure(dev.name, wanted, mtu=mtu, up=bool(nets))
             for net in nets:
                 link.add_route(net, dev.name)
@@ -50,6 +50,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
             if pump.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
+            # without vnet_hdr on the device, Session.hello leaves FEATURE_VNET out by itself
             session = tunnel.Session(negotiate=not classic_wire)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"

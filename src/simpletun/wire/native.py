@@ -2,7 +2,9 @@
 plus headers (pure, sans-IO).
 
 **Handshake.** The client speaks first with a HELLO; the server answers with its own HELLO
-(features agreed) or a REFUSE carrying a one-line reason. Both travel *inside a classic
+(features agreed; on a tun/tap or MTU mismatch its own unchanged HELLO, so that the client
+can say what is wrong from its side) or, for what the client cannot judge (another
+version), a REFUSE carrying a one-line reason. Both travel *inside a classic
 frame* (2-byte length) holding an IPv6 packet from ::1 to ::1 with hop limit 0 and next
 header 253 (RFC 3692, experiments) whose payload is the message. A classic peer (the
 original C program) writes that frame into its device like any other packet, and its kernel
@@ -114,11 +116,11 @@ def decode_handshake(packet: bytes) -> Hello | str | None:
 
 
 def agree(local: Hello, remote: Hello) -> Hello:
-    """What the server answers a client's hello with, or HandshakeError with the reason."""
+    """The session both sides can have (features intersected; the client's session id and
+    queue), or HandshakeError with the reason, worded from ``local``'s side."""
     if local.tap != remote.tap:
-        flag = "-a" if remote.tap else "-u (or no -a)"
-        raise HandshakeError(f"peer is {remote.kind}, this side is {local.kind}: use {flag} "
-                             f"on both sides")
+        raise HandshakeError(f"peer is {remote.kind}, this side is {local.kind}: use -a on "
+                             "both sides")
     if local.mtu != remote.mtu:
         raise HandshakeError(f"peer's MTU is {remote.mtu}, this side's {local.mtu}: set the same "
                              f"--mtu on both sides")
@@ -233,7 +235,11 @@ class ClientHandshake:
             return Outcome("classic", leftover=bytes(self._buf))
         if isinstance(msg, str):
             return Outcome("refused", reason=msg)
-        return Outcome("native", hello=msg, leftover=bytes(self._buf[2 + len(packet):]))
+        try:  # the server answers a mismatch with its own hello: say why from this side
+            agreed = agree(self.hello, msg)
+        except HandshakeError as exc:
+            return Outcome("refused", reason=str(exc))
+        return Outcome("native", hello=agreed, leftover=bytes(self._buf[2 + len(packet):]))
 
     def timed_out(self) -> Outcome:
         return Outcome("classic", leftover=bytes(self._buf))
@@ -256,13 +262,16 @@ class ServerHandshake:
             return None
         try:
             msg = decode_handshake(packet)
-            if msg is None:  # a classic client: its first frame is a packet
-                return Outcome("classic", leftover=bytes(self._buf))
-            if isinstance(msg, str):
-                return Outcome("refused", reason=f"client sent a refusal: {msg}")
-            agreed = agree(self.local, msg)
-        except HandshakeError as exc:
+        except HandshakeError as exc:  # e.g. another version: the client cannot judge it
             return Outcome("refused", reason=str(exc), reply=encode_refuse(str(exc)))
+        if msg is None:  # a classic client: its first frame is a packet
+            return Outcome("classic", leftover=bytes(self._buf))
+        if isinstance(msg, str):
+            return Outcome("refused", reason=f"client sent a refusal: {msg}")
+        try:
+            agreed = agree(self.local, msg)
+        except HandshakeError as exc:  # answer with our own hello: the client sees why
+            return Outcome("refused", reason=str(exc), reply=encode_hello(self.local))
         local = Hello(tap=self.local.tap, mtu=self.local.mtu, features=agreed.features,
                       session=agreed.session, queue=agreed.queue)
         return Outcome("native", hello=agreed, leftover=bytes(self._buf[2 + len(packet):]),
