@@ -12,15 +12,15 @@ import errno
 import ipaddress
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadAddress, DeviceError, NoSuchDevice, PermissionDenied
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,6 +34,10 @@ NETNS_DIR = "/run/netns"
 
 @contextmanager
 def _ipr(netns: str | None) -> Iterator[IPRoute]:
+    # imported here, not at the top: pyroute2's package pulls in ~25 MB of modules, which a
+    # long-running tunnel process should not carry for a few configuration calls
+    from pyroute2 import IPRoute
+
     if netns is not None and not os.path.exists(os.path.join(NETNS_DIR, netns)):
         raise NoSuchDevice(f"no network namespace named {netns!r} (see: ip netns list)")
     try:
@@ -52,7 +56,20 @@ def _index(ipr: IPRoute, name: str, netns: str | None) -> int:
     return int(found[0])
 
 
-def _fail(exc: NetlinkError, doing: str) -> Exception:
+def _netlink(doing: str, call: Callable[[], Any], known: dict[int, str] | None = None) -> Any:
+    """Run one netlink request; its error becomes one clear line (``known`` maps errno
+    values to what they mean for this request)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return call()
+    except NetlinkError as exc:
+        if known and exc.code in known:
+            raise BadAddress(f"{doing}: {known[exc.code]}") from None
+        raise _fail(exc, doing) from None
+
+
+def _fail(exc: Any, doing: str) -> Exception:
     code = exc.code
     if code == errno.EPERM or code == errno.EACCES:
         return PermissionDenied(f"{doing}: not permitted, needs CAP_NET_ADMIN: run as root")
@@ -97,13 +114,9 @@ def add_address(name: str, cidr: str | IPInterface, *, netns: str | None = None,
         extra: dict[str, Any] = {}
         if iface.version == 6 and nodad:
             extra["flags"] = IFA_F_NODAD
-        try:
-            ipr.addr("add", index=idx, address=str(iface.ip),
-                     prefixlen=iface.network.prefixlen, **extra)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                raise BadAddress(f"{doing}: {name} already has that address") from None
-            raise _fail(exc, doing) from None
+        _netlink(doing, lambda: ipr.addr("add", index=idx, address=str(iface.ip),
+                                          prefixlen=iface.network.prefixlen, **extra),
+                 {errno.EEXIST: f"{name} already has that address"})
     return iface
 
 
@@ -112,12 +125,9 @@ def del_address(name: str, cidr: str | IPInterface, *, netns: str | None = None)
     doing = f"removing {iface} from {name}"
     with _ipr(netns) as ipr:
         idx = _index(ipr, name, netns)
-        try:
-            ipr.addr("del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code == errno.EADDRNOTAVAIL:
-                raise BadAddress(f"{doing}: {name} does not have that address") from None
-            raise _fail(exc, doing) from None
+        _netlink(doing, lambda: ipr.addr("del", index=idx, address=str(iface.ip),
+                                          prefixlen=iface.network.prefixlen),
+                 {errno.EADDRNOTAVAIL: f"{name} does not have that address"})
 
 
 def addresses(name: str, *, netns: str | None = None) -> list[IPInterface]:
@@ -152,10 +162,7 @@ def wait_usable(name: str, *, netns: str | None = None, timeout: float = 5.0) ->
 def _set(name: str, netns: str | None, doing: str, **attrs: Any) -> None:
     with _ipr(netns) as ipr:
         idx = _index(ipr, name, netns)
-        try:
-            ipr.link("set", index=idx, **attrs)
-        except NetlinkError as exc:
-            raise _fail(exc, doing) from None
+        _netlink(doing, lambda: ipr.link("set", index=idx, **attrs))
 
 
 def set_up(name: str, *, netns: str | None = None) -> None:
@@ -263,10 +270,7 @@ def link_kind(name: str, *, netns: str | None = None) -> str | None:
 def add_bridge(name: str, *, netns: str | None = None) -> None:
     """Create a Linux bridge (``ip link add NAME type bridge``) and bring it up."""
     with _ipr(netns) as ipr:
-        try:
-            ipr.link("add", ifname=name, kind="bridge")
-        except NetlinkError as exc:
-            raise _fail(exc, f"creating bridge {name}") from None
+        _netlink(f"creating bridge {name}", lambda: ipr.link("add", ifname=name, kind="bridge"))
     set_up(name, netns=netns)
 
 
@@ -292,16 +296,9 @@ def _route(cmd: str, net: str | IPNetwork, name: str, via: str | None,
             attrs["gateway"] = via
         if metric is not None:
             attrs["priority"] = metric
-        try:
-            ipr.route(cmd, **attrs)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                raise BadAddress(f"{doing}: that route exists already") from None
-            if exc.code == errno.ESRCH:
-                raise BadAddress(f"{doing}: no such route") from None
-            if exc.code == errno.ENETUNREACH:
-                raise BadAddress(f"{doing}: the gateway is not reachable on {name}") from None
-            raise _fail(exc, doing) from None
+        _netlink(doing, lambda: ipr.route(cmd, **attrs),
+                 {errno.EEXIST: "that route exists already", errno.ESRCH: "no such route",
+                  errno.ENETUNREACH: f"the gateway is not reachable on {name}"})
 
 
 def add_route(net: str | IPNetwork, name: str, *, via: str | None = None,

@@ -21,9 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as _pr_netns
-
 from . import link
 from .errors import SimpletunError
 
@@ -80,7 +77,9 @@ class Namespace:
 
     @classmethod
     def create(cls, name: str) -> Namespace:
-        _pr_netns.create(name)
+        from pyroute2 import netns as pr_netns  # see link._ipr on why pyroute2 waits
+
+        pr_netns.create(name)
         ns = cls(name)
         link.set_up("lo", netns=name)
         return ns
@@ -139,7 +138,9 @@ class Namespace:
     def remove(self) -> None:
         self.stop_processes()
         if os.path.exists(os.path.join(link.NETNS_DIR, self.name)):
-            _pr_netns.remove(self.name)
+            from pyroute2 import netns as pr_netns
+
+            pr_netns.remove(self.name)
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -148,6 +149,8 @@ class Namespace:
 def veth(a: Namespace, a_name: str, b: Namespace, b_name: str, *,
          a_addrs: Sequence[str] = (), b_addrs: Sequence[str] = (), mtu: int | None = None) -> None:
     """Join ``a`` and ``b`` with a veth pair, address both ends and bring them up."""
+    from pyroute2 import IPRoute
+
     tmp = f"stv{os.getpid() % 100000}x{next(_counter)}"
     with IPRoute(netns=a.name, flags=0) as ipr:
         ipr.link("add", ifname=a_name, kind="veth", peer={"ifname": tmp, "net_ns_fd": b.name})

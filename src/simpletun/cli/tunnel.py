@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .. import link, tunnel, tuntap
+from .. import isolate, link, tunnel, tuntap
 from ..transport import tcp
 from ..wire.classic import CLASSIC_PEER_MAX
 from ._common import configure, parse_addresses, sigterm_as_interrupt
@@ -21,6 +21,15 @@ def log(message: str) -> None:
 
 def debug_line(message: str) -> None:
     sys.stderr.write(message + "\n")
+
+
+def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
+               routes: list[link.IPNetwork]) -> int:
+    """Addresses, MTU, up, routes; returns the MTU. Runs in a forked child (see isolate)."""
+    configure(name, addresses, mtu=mtu, up=bool(routes))
+    for net in routes:
+        link.add_route(net, name)
+    return link.state(name).mtu
 
 
 def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
@@ -40,10 +49,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not classic_wire) as dev:
-            configure(dev.name, wanted, mtu=mtu, up=bool(nets))
-            for net in nets:
-                link.add_route(net, dev.name)
-            dev_mtu = link.state(dev.name).mtu
+            dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
             counters = tunnel.Counters()
             pump = tunnel.Pump(dev, mtu=dev_mtu, counters=counters, log=log,
                                debug=debug_line if debug else None)
