@@ -171,7 +171,7 @@ class Pump:
                     return Ended("another socket is ready", wake=extra_fds[fd])
 
     # --- network -> device ------------------------------------------------------------
-    def _write(self, packet: bytes, with_vnet: bool) -> None:
+    def _write(self, packet: bytes | memoryview, with_vnet: bool) -> None:
         """Check one packet from the network and give it to the device."""
         counters = self.counters
         payload = packet[vnet.VNET_HDR_LEN:] if with_vnet else packet
@@ -220,7 +220,8 @@ class Pump:
         counters = self.counters
 
         def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
-            for kind, payload in decoder.feed(data):
+            # payloads are views into the receive buffer: used here, before the next recv
+            for kind, payload in decoder.feed_views(data):
                 if kind == native.DATA:
                     if len(payload) > self.max_packet:
                         counters.drops["oversized"] += 1
@@ -229,7 +230,7 @@ class Pump:
                 elif kind == native.DATA_VNET and wire.vnet:
                     self._write(payload, True)
                 elif kind == native.CLOSE:
-                    return Ended(f"the peer closed: {payload.decode(errors='replace')}")
+                    return Ended(f"the peer closed: {bytes(payload).decode(errors='replace')}")
                 elif kind != native.KEEPALIVE:
                     counters.drops["unexpected-frame"] += 1
             if decoder.error is not None:

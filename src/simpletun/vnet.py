@@ -33,7 +33,7 @@ def pack(h: VnetHeader) -> bytes:
     return _HDR.pack(*h)
 
 
-def check(buf: bytes) -> str | None:
+def check(buf: bytes | memoryview) -> str | None:
     """None if ``buf`` (header + packet) is something the kernel may be given, else why."""
     if len(buf) < VNET_HDR_LEN + 1:
         return "short"

@@ -7,7 +7,7 @@ from .checksum import verify
 from .ethernet import ETH_HLEN
 
 
-def check_ip(packet: bytes) -> str | None:
+def check_ip(packet: bytes | memoryview) -> str | None:
     """None if ``packet`` is exactly one IPv4 or IPv6 packet, else the reason.
 
     A tunnel frame carries what a tun read returned: one packet whose IP length is the
@@ -34,10 +34,10 @@ def check_ip(packet: bytes) -> str | None:
     return "not-ip"
 
 
-def check_frame(frame: bytes) -> str | None:
+def check_frame(frame: bytes | memoryview) -> str | None:
     """None if ``frame`` can be an Ethernet frame, else the reason."""
     return None if len(frame) >= ETH_HLEN else "short"
 
 
-def check(packet: bytes, tap: bool) -> str | None:
+def check(packet: bytes | memoryview, tap: bool) -> str | None:
     return check_frame(packet) if tap else check_ip(packet)

@@ -161,29 +161,58 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
+        """Frames completed by ``chunk``, their payloads as bytes."""
+        return [(kind, bytes(payload)) for kind, payload in self.feed_views(chunk)]
+
+    def feed_views(self, chunk: bytes | bytearray | memoryview,
+                   ) -> list[tuple[int, bytes | memoryview]]:
+        """Like :meth:`feed`, without copying: a frame that lies whole inside ``chunk`` comes
+        out as a memoryview into it (valid until ``chunk``'s buffer is reused); only a frame
+        split across chunks is copied. The hot receive path of the tunnel."""
         if self.error is not None:
             raise self.error
-        buf = self._buf
-        buf += chunk
-        out: list[tuple[int, bytes]] = []
-        pos, end, limit = 0, len(buf), self.max_payload
+        out: list[tuple[int, bytes | memoryview]] = []
+        view = memoryview(chunk)
+        carry = self._buf
+        if carry:  # finish the frame the last chunk left open
+            if len(carry) < HEADER_LEN:
+                take = HEADER_LEN - len(carry)
+                carry += view[:take]
+                view = view[take:]
+                if len(carry) < HEADER_LEN:
+                    return out
+            kind, length = carry[0], (carry[1] << 16) | (carry[2] << 8) | carry[3]
+            if not self._valid(kind, length):
+                return out
+            take = HEADER_LEN + length - len(carry)
+            carry += view[:take]
+            view = view[take:]
+            if len(carry) < HEADER_LEN + length:
+                return out
+            out.append((kind, bytes(carry[HEADER_LEN:])))
+            carry.clear()
+        pos, end = 0, len(view)
         while end - pos >= HEADER_LEN:
-            kind = buf[pos]
-            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-            if kind not in FRAME_TYPES or length > limit:
-                self.error = FrameError(
-                    f"frame of type {kind} and {length} bytes (at most {limit} of types "
-                    f"{sorted(FRAME_TYPES)})")
-                buf.clear()
+            kind = view[pos]
+            length = (view[pos + 1] << 16) | (view[pos + 2] << 8) | view[pos + 3]
+            if not self._valid(kind, length):
                 return out
             stop = pos + HEADER_LEN + length
             if stop > end:
                 break
-            out.append((kind, bytes(buf[pos + HEADER_LEN:stop])))
+            out.append((kind, view[pos + HEADER_LEN:stop]))
             pos = stop
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            carry += view[pos:]
         return out
+
+    def _valid(self, kind: int, length: int) -> bool:
+        if kind in FRAME_TYPES and length <= self.max_payload:
+            return True
+        self.error = FrameError(f"frame of type {kind} and {length} bytes (at most "
+                                f"{self.max_payload} of types {sorted(FRAME_TYPES)})")
+        self._buf.clear()
+        return False
 
 
 # --- the handshake as state machines (bytes in, outcome out) ----------------------------
