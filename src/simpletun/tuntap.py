@@ -266,18 +266,11 @@ class Queue:
 
     def write(self, packet: bytes | bytearray | memoryview) -> int:
         """Write exactly one whole packet; PacketRejected if the kernel refuses it."""
-        try:
-            return os.write(self._fd, packet)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EFAULT):
-                raise PacketRejected(
-                    f"{self.device_name} refused a packet of {len(packet)} bytes "
-                    f"({exc.strerror}): not a valid IP packet/Ethernet frame or too large"
-                ) from None
-            raise
+        return self.write_parts(packet)
 
     def write_parts(self, *parts: bytes | bytearray | memoryview) -> int:
-        """Write one packet given in pieces (e.g. a vnet_hdr and the packet), one writev."""
+        """Write one packet given in pieces (e.g. a vnet_hdr and the packet) with one
+        writev; PacketRejected if the kernel refuses it."""
         try:
             return os.writev(self._fd, parts)
         except OSError as exc:

@@ -241,22 +241,39 @@ def _first_frame(buf: bytearray) -> bytes | None:
     return bytes(buf[2:2 + length])
 
 
-class ClientHandshake:
+class _Handshake:
+    """What both sides share: the bytes seen so far, waiting for the first classic frame."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def _first(self, data: bytes) -> bytes | None:
+        """The first frame's packet once ``data`` completes it."""
+        self._buf += data
+        return _first_frame(self._buf)
+
+    def _rest(self, packet: bytes) -> bytes:
+        """What followed the first frame: the session's first bytes."""
+        return bytes(self._buf[2 + len(packet):])
+
+    def timed_out(self) -> Outcome:
+        """The peer stayed silent: a classic peer with nothing to say yet."""
+        return Outcome("classic", leftover=bytes(self._buf))
+
+
+class ClientHandshake(_Handshake):
     """Send :meth:`start`'s bytes, then ``feed`` what arrives until an Outcome, or call
     :meth:`timed_out` when the server stays silent (a classic server never answers)."""
 
     def __init__(self, hello: Hello) -> None:
+        super().__init__()
         self.hello = hello
-        self._buf = bytearray()
 
     def start(self) -> bytes:
         return encode_hello(self.hello)
 
     def feed(self, data: bytes) -> Outcome | None:
-        self._buf += data
-        if len(self._buf) >= 2 and (self._buf[0] << 8 | self._buf[1]) > MAX_PAYLOAD:
-            return Outcome("classic", leftover=bytes(self._buf))
-        packet = _first_frame(self._buf)
+        packet = self._first(data)
         if packet is None:
             return None
         msg = decode_handshake(packet)
@@ -268,25 +285,19 @@ class ClientHandshake:
             agreed = agree(self.hello, msg)
         except HandshakeError as exc:
             return Outcome("refused", reason=str(exc))
-        return Outcome("native", hello=agreed, leftover=bytes(self._buf[2 + len(packet):]))
-
-    def timed_out(self) -> Outcome:
-        return Outcome("classic", leftover=bytes(self._buf))
+        return Outcome("native", hello=agreed, leftover=self._rest(packet))
 
 
-class ServerHandshake:
+class ServerHandshake(_Handshake):
     """``feed`` what a new client sends until an Outcome; :meth:`timed_out` if it stays
     silent (a classic client with nothing to send yet)."""
 
     def __init__(self, local: Hello) -> None:
+        super().__init__()
         self.local = local
-        self._buf = bytearray()
 
     def feed(self, data: bytes) -> Outcome | None:
-        self._buf += data
-        if len(self._buf) >= 2 and (self._buf[0] << 8 | self._buf[1]) > MAX_PAYLOAD:
-            return Outcome("classic", leftover=bytes(self._buf))
-        packet = _first_frame(self._buf)
+        packet = self._first(data)
         if packet is None:
             return None
         try:
@@ -303,8 +314,5 @@ class ServerHandshake:
             return Outcome("refused", reason=str(exc), reply=encode_hello(self.local))
         local = Hello(tap=self.local.tap, mtu=self.local.mtu, features=agreed.features,
                       session=agreed.session, queue=agreed.queue)
-        return Outcome("native", hello=agreed, leftover=bytes(self._buf[2 + len(packet):]),
+        return Outcome("native", hello=agreed, leftover=self._rest(packet),
                        reply=encode_hello(local))
-
-    def timed_out(self) -> Outcome:
-        return Outcome("classic", leftover=bytes(self._buf))
