@@ -101,11 +101,13 @@ class Pump:
         self._views = [memoryview(s) for s in self._slots]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
-        self._offloads: int | None = None
+        #: what the device takes when a session agrees on FEATURE_VNET (0: none); offloads
+        #: stay off until then
+        self.offloads = self._probe_offloads()
 
     # --- offloads -------------------------------------------------------------------
-    def offload_flags(self) -> int:
-        """Offloads this device takes (USO only where the kernel has it); 0 without vnet."""
+    def _probe_offloads(self) -> int:
+        """The offloads this device takes (USO only where the kernel has it), left off."""
         if not self.dev_vnet:
             return 0
         for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
@@ -113,14 +115,13 @@ class Pump:
                 self.dev.set_offload(flags)
             except DeviceError:
                 continue
-            self._offloads = flags
+            self.dev.set_offload(0)
             return flags
         return 0
 
     def _set_offloads(self, on: bool) -> None:
-        want = (self._offloads or self.offload_flags()) if on else 0
         if self.dev_vnet:
-            self.dev.set_offload(want)
+            self.dev.set_offload(self.offloads if on else 0)
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
@@ -340,10 +341,7 @@ class Session:
     timeout: float = HANDSHAKE_TIMEOUT
 
     def hello(self, pump: Pump) -> native.Hello:
-        features = self.features
-        if not pump.dev_vnet or not pump.offload_flags():
-            features &= ~native.FEATURE_VNET
-        pump._set_offloads(False)
+        features = self.features if pump.offloads else self.features & ~native.FEATURE_VNET
         return native.Hello(tap=pump.dev.tap, mtu=pump.mtu, features=features,
                             session=self.session_id)
 

@@ -56,7 +56,8 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
             if pump.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
-            # without vnet_hdr on the device, Session.hello leaves FEATURE_VNET out by itself
+            # without vnet_hdr on the device pump.offloads is 0, and the hello leaves
+            # FEATURE_VNET out by itself
             session = tunnel.Session(negotiate=not classic_wire)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
