@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from . import link, tuntap
+from . import tuntap
 from .describe import describe
-from .errors import PacketRejected
+from .errors import NoSuchDevice, PacketRejected
 from .pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter
 from .pi import pack_pi, proto_of_ip
 from .responder import Responder
@@ -37,12 +37,11 @@ def linktype(tap: bool) -> int:
 def open_or_create(name: str, tap: bool | None) -> tuple[tuntap.Device, bool]:
     """Attach to ``name`` (its own tun/tap kind unless ``tap`` says otherwise), or create a
     temporary device if there is none. Returns the device and whether it was created."""
-    tuntap.check_name(name, pattern_ok=False)
-    if link.exists(name):
-        if tap is None:
-            return tuntap.attach(name), False
-        return tuntap.attach(name, tap=tap), False
-    return tuntap.open_device(name, tap=bool(tap)), True
+    options = {} if tap is None else {"tap": tap}
+    try:
+        return tuntap.attach(name, **options), False  # checks the name, looks the device up
+    except NoSuchDevice:
+        return tuntap.open_device(name, tap=bool(tap)), True
 
 
 def run(
