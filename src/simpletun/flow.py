@@ -34,7 +34,7 @@ def pattern(size: int, seed: bytes = b"simpletun") -> bytes:
     return bytes(out[:size])
 
 
-def receive(host: str, port: int, ready: float | None = None) -> tuple[int, str]:
+def receive(host: str, port: int) -> tuple[int, str]:
     """Accept one connection, read it to the end, return (bytes, sha256 hex); the digest
     is also sent back so the sender can time the whole transfer end to end."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
-from . import link, pcap, tuntap
+from . import capture, link, pcap, tuntap
 from .errors import SimpletunError
 from .netns import Lab, Namespace
+from .testbed import Watched, simpletun_cmd
 
 ADDR4, PEER4 = "10.99.0.1/24", "10.99.0.2"
 ADDR6, PEER6 = "fd99::1/64", "fd99::2"
@@ -29,10 +28,6 @@ ADDR6, PEER6 = "fd99::1/64", "fd99::2"
 
 class CheckFailed(Exception):
     pass
-
-
-def _simpletun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "simpletun", *args]
 
 
 def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -43,34 +38,27 @@ def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None
         time.sleep(0.05)
 
 
-def _addresses_present(name: str, ns: Namespace) -> bool:
-    try:
-        have = {str(a) for a in link.addresses(name, netns=ns.name)}
-    except SimpletunError:
-        return False
-    return {ADDR4, ADDR6} <= have
-
-
 def check_device(ns: Namespace, tap: bool, workdir: str) -> list[str]:
     """Ping through a responder on a fresh device; returns report lines."""
     kind = "tap" if tap else "tun"
     name = f"st{kind}0"
     cap = os.path.join(workdir, f"{kind}.pcap")
-    proc = ns.popen(_simpletun("dump", name, f"--{kind}", "--respond", "--address", ADDR4,
-                               "--address", ADDR6, "--pcap", cap),
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = Watched(ns.popen(simpletun_cmd("dump", name, f"--{kind}", "--respond", "--address",
+                                          ADDR4, "--address", ADDR6, "--pcap", cap),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), "dump")
     try:
-        _wait_for(lambda: _addresses_present(name, ns) or proc.poll() is not None,
-                  f"{name} to get its addresses")
-        if proc.poll() is not None:
-            raise CheckFailed(f"dump exited early: {proc.stderr.read().strip()}")  # type: ignore[union-attr]
+        try:  # its ready line: it holds the device, with its addresses, from then on
+            dump.wait_for("listening on")
+        except SimpletunError as exc:
+            raise CheckFailed(str(exc)) from None
         link.wait_usable(name, netns=ns.name)
         p4 = ns.ping(PEER4, count=3)
         p6 = ns.ping(PEER6, count=3)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        ns.procs.remove(proc)
+        dump.stop()
+        ns.procs.remove(dump.proc)
+    assert dump.proc.stdout is not None
+    out, err = dump.proc.stdout.read(), dump.text
     lines = [f"{kind}: {name} with {ADDR4} and {ADDR6}, answered by simpletun dump --respond"]
     for p in (p4, p6):
         if not p.ok:
@@ -88,7 +76,7 @@ def check_device(ns: Namespace, tap: bool, workdir: str) -> list[str]:
     if len(captured.records) != len(shown):
         raise CheckFailed(f"{kind}: pcap holds {len(captured.records)} packets, dump printed "
                           f"{len(shown)} lines")
-    if captured.linktype != (pcap.LINKTYPE_ETHERNET if tap else pcap.LINKTYPE_RAW):
+    if captured.linktype != capture.linktype(tap):
         raise CheckFailed(f"{kind}: pcap link type {captured.linktype}")
     if tap and not any("ARP" in line and "is-at" in line for line in shown):
         raise CheckFailed(f"tap: no ARP reply in the dump:\n{out}")
@@ -103,13 +91,13 @@ def check_device(ns: Namespace, tap: bool, workdir: str) -> list[str]:
 
 def check_persistent(ns: Namespace) -> list[str]:
     name = "stper0"
-    made = ns.run(_simpletun("mktun", name, "--tap", "--user", "nobody", "--mtu", "1400"))
+    made = ns.run(simpletun_cmd("mktun", name, "--tap", "--user", "nobody", "--mtu", "1400"))
     if made.returncode != 0:
         raise CheckFailed(f"mktun failed: {made.stderr.strip()}")
     state = link.state(name, netns=ns.name)
     if state.tun is None or not state.tun.persist or not state.tun.tap or state.mtu != 1400:
         raise CheckFailed(f"mktun made {state}")
-    gone = ns.run(_simpletun("deltun", name))
+    gone = ns.run(simpletun_cmd("deltun", name))
     if gone.returncode != 0 or link.exists(name, netns=ns.name):
         raise CheckFailed(f"deltun failed: {gone.stderr.strip()}")
     return [f"mktun/deltun: {made.stdout.strip()}; then {gone.stdout.strip()}"]
