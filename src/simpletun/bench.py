@@ -3,11 +3,14 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 
 - ``bare``: the veth link itself, the ceiling;
 - ``classic``: simpletun on the classic wire (2-byte length framing over TCP);
-- ``native``: simpletun's own wire between two simpletun peers, offloads on;
+- ``native``: simpletun's own wire between two simpletun peers, offloads on, one worker
+  per CPU on each side (``--workers``);
+- ``native-1w``: the same with one worker per side;
 - further tunnel modes as they exist.
 
 For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds per GB moved
-(by the two tunnel processes), their peak RSS, and each figure's ratio to ``bare``.
+(by the tunnel processes and their workers), the largest peak RSS of any of them, and each
+figure's ratio to ``bare``.
 Throughput comes from iperf3 when it is installed, else from the built-in sender/receiver
 (:mod:`simpletun.flow`); the output says which.
 """
@@ -34,6 +37,7 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "bare": None,
     "classic": (["--classic"], ["--classic"]),
     "native": ([], []),
+    "native-1w": (["--workers", "1"], ["--workers", "1"]),
 }
 PORT = 5201
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -47,7 +51,7 @@ class ModeResult:
     rtt_p99_ms: float
     throughput_mbps: dict[str, float]  # streams -> megabits per second
     cpu_s_per_gb: float | None  # tunnel processes; None for bare
-    peak_rss_mb: float | None  # the larger of the two tunnel processes
+    peak_rss_mb: float | None  # the largest of the tunnel processes (workers included)
     ratios: dict[str, float] = field(default_factory=dict)
 
 
@@ -63,6 +67,25 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def _tree(roots: Sequence[int]) -> list[int]:
+    """``roots`` and all their descendants (the tunnel's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -138,14 +161,15 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
             raise SimpletunError(f"{mode}: ping failed ({p.received}/{p.sent})")
         results: dict[str, float] = {}
         moved = 0
-        cpu_before = sum(_cpu_seconds(w.proc.pid) for w in procs)
+        tree = _tree([w.proc.pid for w in procs])
+        cpu_before = sum(_cpu_seconds(pid) for pid in tree)
         for n in streams:
             progress(f"{mode}: TCP, {n} stream{'s' if n > 1 else ''}, {seconds:g} s ({tool})")
             mbps, nbytes = throughput(bed.server, bed.client, target, n, seconds, tool)
             results[str(n)] = mbps
             moved += nbytes
-        cpu = sum(_cpu_seconds(w.proc.pid) for w in procs) - cpu_before
-        rss = max((_peak_rss_mb(w.proc.pid) for w in procs), default=None)
+        cpu = sum(_cpu_seconds(pid) for pid in tree) - cpu_before
+        rss = max((_peak_rss_mb(pid) for pid in tree), default=None)
         for w in procs:
             w.stop()
     return ModeResult(

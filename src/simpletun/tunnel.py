@@ -19,6 +19,7 @@ cycle: handshake, accept/replace/forget clients, connect/reconnect with backoff.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -31,11 +32,14 @@ from dataclasses import dataclass, field
 from . import vnet
 from .backoff import Backoff
 from .errors import DeviceError, HandshakeFailed, PacketRejected
+from .liveness import DEAD, KEEPALIVE, Liveness
 from .packets.check import check
 from .transport import tcp
 from .tuntap import READ_SIZE, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, Device
 from .wire import classic, native
 
+KEEPALIVE_INTERVAL = 10.0
+DEAD_PEER_TIMEOUT = 40.0
 BATCH = 32  # packets read from the device per sendmsg at most
 RECV_SIZE = 256 * 1024
 HEAD_ROOM = native.HEADER_LEN  # the largest frame header
@@ -47,6 +51,20 @@ UDP_OFFLOADS = TUN_F_USO4 | TUN_F_USO6
 Log = Callable[[str], None]
 
 
+def probe_offloads(dev: Device) -> int:
+    """The offloads ``dev`` takes (USO only where the kernel has it), left switched off."""
+    if dev.vnet_hdr_size is None:
+        return 0
+    for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
+        try:
+            dev.set_offload(flags)
+        except DeviceError:
+            continue
+        dev.set_offload(0)
+        return flags
+    return 0
+
+
 @dataclass
 class Counters:
     to_net: int = 0  # packets (super-packets count once) device -> network
@@ -54,6 +72,16 @@ class Counters:
     bytes_to_net: int = 0
     bytes_to_dev: int = 0
     drops: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> Counters:
+        return Counters(self.to_net, self.to_dev, self.bytes_to_net, self.bytes_to_dev,
+                        Counter(self.drops))
+
+    def since(self, before: Counters) -> Counters:
+        """What happened after ``before`` was taken (one session's share)."""
+        return Counters(self.to_net - before.to_net, self.to_dev - before.to_dev,
+                        self.bytes_to_net - before.bytes_to_net,
+                        self.bytes_to_dev - before.bytes_to_dev, self.drops - before.drops)
 
     def summary(self) -> str:
         drops = ", ".join(f"{n} {k}" for k, n in sorted(self.drops.items()))
@@ -67,6 +95,7 @@ class Wire:
 
     native: bool
     vnet: bool = False  # DATA_VNET frames, offloads on
+    keepalive: bool = False  # both send KEEPALIVE frames when idle and watch for silence
 
     def describe(self) -> str:
         if not self.native:
@@ -88,7 +117,8 @@ class Pump:
     """Moves packets between one device and one connected TCP socket."""
 
     def __init__(self, dev: Device, *, mtu: int, counters: Counters, log: Log,
-                 debug: Log | None = None) -> None:
+                 debug: Log | None = None, keepalive: float | None = KEEPALIVE_INTERVAL,
+                 timeout: float | None = DEAD_PEER_TIMEOUT, offloads: int | None = None) -> None:
         self.dev = dev
         self.mtu = mtu
         #: the largest packet a plain frame may carry: the MTU, plus Ethernet+VLAN on tap
@@ -96,29 +126,19 @@ class Pump:
         self.counters = counters
         self.log = log
         self.debug = debug
+        #: seconds between keepalives when idle, and of silence before the peer is dead
+        #: (sessions that agreed on FEATURE_KEEPALIVE; None: off)
+        self.keepalive, self.timeout = keepalive, timeout
         self.dev_vnet = dev.vnet_hdr_size is not None
         self._slots = [bytearray(HEAD_ROOM + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
         #: what the device takes when a session agrees on FEATURE_VNET (0: none); offloads
-        #: stay off until then
-        self.offloads = self._probe_offloads()
+        #: stay off until then. Workers of one device pass the parent's probe in.
+        self.offloads = probe_offloads(dev) if offloads is None else offloads
 
     # --- offloads -------------------------------------------------------------------
-    def _probe_offloads(self) -> int:
-        """The offloads this device takes (USO only where the kernel has it), left off."""
-        if not self.dev_vnet:
-            return 0
-        for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
-            try:
-                self.dev.set_offload(flags)
-            except DeviceError:
-                continue
-            self.dev.set_offload(0)
-            return flags
-        return 0
-
     def _set_offloads(self, on: bool) -> None:
         if self.dev_vnet:
             self.dev.set_offload(self.offloads if on else 0)
@@ -138,10 +158,29 @@ class Pump:
         dev_fd, sock_fd = self.dev.fileno(), sock.fileno()
         extra_fds = {s.fileno(): s for s in extra}
         pending = b""  # bytes accepted from the device but not yet taken by the socket
+        live = (Liveness(time.monotonic(), interval=self.keepalive, timeout=self.timeout)
+                if wire.keepalive else None)
+        wait: float | None = None
         while True:
             # while the socket is backed up, leave packets in the device queue (backpressure)
             rlist = [sock_fd, *extra_fds] if pending else [sock_fd, dev_fd, *extra_fds]
-            readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [])
+            readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [],
+                                                  wait)
+            if live is not None:  # one clock read per wake-up, not per packet
+                now = time.monotonic()
+                if sock_fd in readable:
+                    live.received(now)
+                if dev_fd in readable or writable:
+                    live.sent(now)
+                due = live.due(now)
+                if due == DEAD:
+                    return Ended(f"nothing heard from the peer for {live.silence(now):.0f} s "
+                                 "(dead-peer timeout)")
+                if due == KEEPALIVE:
+                    pending += _KEEPALIVE_FRAME
+                    writable = [sock_fd]
+                    live.sent(now)
+                wait = live.wait(now)
             if writable:
                 try:
                     sent = sock.send(pending)
@@ -291,6 +330,9 @@ class Pump:
         return b"".join(frames)[sent:]
 
 
+_KEEPALIVE_FRAME = native.encode_frame(native.KEEPALIVE)
+
+
 def _reason(exc: OSError) -> str:
     return {
         errno.ECONNRESET: "connection reset by the peer",
@@ -300,7 +342,7 @@ def _reason(exc: OSError) -> str:
     }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
-def _discard(dev: Device, counters: Counters) -> None:
+def discard(dev: Device, counters: Counters) -> None:
     """Read and drop what the device holds while there is no peer to send it to."""
     dev.set_blocking(False)
     while True:
@@ -339,17 +381,43 @@ class Session:
     features: int = native.ALL_FEATURES
     session_id: bytes = field(default_factory=lambda: os.urandom(8))
     timeout: float = HANDSHAKE_TIMEOUT
+    queue: int = 0  # which of this side's queues (workers) the connection serves
+    queues: int = 1
 
     def hello(self, pump: Pump) -> native.Hello:
         features = self.features if pump.offloads else self.features & ~native.FEATURE_VNET
         return native.Hello(tap=pump.dev.tap, mtu=pump.mtu, features=features,
-                            session=self.session_id)
+                            session=self.session_id, queue=self.queue, queues=self.queues)
 
 
-def _wire(outcome: native.Outcome) -> Wire:
+def wire_of(outcome: native.Outcome) -> Wire:
     if outcome.wire != "native" or outcome.hello is None:
         return CLASSIC
-    return Wire(native=True, vnet=bool(outcome.hello.features & native.FEATURE_VNET))
+    features = outcome.hello.features
+    return Wire(native=True, vnet=bool(features & native.FEATURE_VNET),
+                keepalive=bool(features & native.FEATURE_KEEPALIVE))
+
+
+def accept_client(conn: socket.socket, peer: str, local: native.Hello | None,
+                  timeout: float, log: Log) -> native.Outcome | None:
+    """Tune a new connection and shake hands (``local`` None: classic only). The outcome, or
+    None when the client was refused or left (logged, connection closed)."""
+    tcp.tune(conn)
+    if local is None:
+        return native.Outcome("classic")
+    try:
+        outcome = _handshake(conn, native.ServerHandshake(local), timeout)
+        if outcome.reply:
+            conn.sendall(outcome.reply)
+    except (tcp.PeerGone, OSError) as exc:
+        log(f"client {peer} left during the handshake: {exc}")
+        conn.close()
+        return None
+    if outcome.wire == "refused":
+        log(f"refused client {peer}: {outcome.reason}")
+        conn.close()
+        return None
+    return outcome
 
 
 def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = False,
@@ -366,93 +434,129 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
         if conn is None:
             readable, _, _ = select.select([listen_fd, dev_fd], [], [])
             if dev_fd in readable:
-                _discard(dev, counters)
+                discard(dev, counters)
             if listen_fd not in readable:
                 continue
             conn, addr = listener.accept()
-        tcp.tune(conn)
         peer = tcp.show(addr)
-        outcome = native.Outcome("classic")
-        if local is not None:
-            try:
-                outcome = _handshake(conn, native.ServerHandshake(local), session.timeout)
-            except tcp.PeerGone as exc:
-                log(f"client {peer} left during the handshake: {exc}")
-                conn.close()
-                conn = None
-                continue
-            if outcome.reply:
-                conn.sendall(outcome.reply)
-            if outcome.wire == "refused":
-                log(f"refused client {peer}: {outcome.reason}")
-                conn.close()
-                conn = None
-                continue
-        wire = _wire(outcome)
+        outcome = accept_client(conn, peer, local, session.timeout, log)
+        if outcome is None:
+            conn = None
+            continue
+        wire = wire_of(outcome)
         log(f"client {peer} connected ({wire.describe()})")
-        before = Counters(counters.to_net, counters.to_dev, drops=Counter(counters.drops))
+        before = counters.snapshot()
         ended = pump.run(conn, peer, wire, outcome.leftover, extra=(listener,))
-        session_counts = Counters(counters.to_net - before.to_net,
-                                  counters.to_dev - before.to_dev,
-                                  drops=counters.drops - before.drops)
         if ended.wake is listener:
             new, new_addr = listener.accept()
-            log(f"client {tcp.show(new_addr)} connected, replacing {peer} "
-                f"({session_counts.summary()})")
+            log(f"client {peer} disconnected: replaced by client {tcp.show(new_addr)} "
+                f"({counters.since(before).summary()})")
             conn.close()
             conn, addr = new, new_addr
             continue
         conn.close()
         conn = None
-        log(f"client {peer} disconnected: {ended.reason} ({session_counts.summary()})")
+        log(f"client {peer} disconnected: {ended.reason} ({counters.since(before).summary()})")
         if once:
             return
 
 
+def connect(host: str, port: int, local: native.Hello | None, *, connect_timeout: float,
+            handshake_timeout: float) -> tuple[socket.socket, native.Outcome]:
+    """Connect and shake hands (``local`` None: classic only); TransportError on failure,
+    HandshakeFailed if the server refuses."""
+    sock = tcp.connect(host, port, timeout=connect_timeout)
+    outcome = native.Outcome("classic")
+    try:
+        if local is not None:
+            machine = native.ClientHandshake(local)
+            sock.sendall(machine.start())
+            outcome = _handshake(sock, machine, handshake_timeout)
+    except OSError as exc:
+        sock.close()
+        raise tcp.PeerGone(f"connection lost during the handshake: {_reason(exc)}") from None
+    except BaseException:
+        sock.close()
+        raise
+    if outcome.wire == "refused":
+        sock.close()
+        raise HandshakeFailed(f"server {tcp.show((host, port))} refused: {outcome.reason}")
+    return sock, outcome
+
+
+def queues_agreed(outcome: native.Outcome) -> int:
+    """How many queues (connections) a session uses: one on the classic wire."""
+    return outcome.hello.queues if outcome.hello is not None else 1
+
+
 def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool,
                backoff: Backoff | None = None, connect_timeout: float = 10.0,
-               session: Session | None = None) -> None:
+               session: Session | None = None,
+               first: tuple[socket.socket, native.Outcome] | None = None) -> None:
     """Connect, shake hands and pump; when the server goes away, exit with PeerGone, or with
-    ``reconnect`` try again after a backoff (draining the device meanwhile)."""
+    ``reconnect`` try again after a backoff (draining the device meanwhile). ``first``: a
+    connection already made. A worker whose queue the server does not serve returns."""
     session = session or Session()
     log = pump.log
     backoff = backoff or Backoff()
     server = tcp.show((host, port))
     local = session.hello(pump) if session.negotiate else None
+    where = f" on queue {session.queue}" if session.queues > 1 else ""
     while True:
-        try:
-            sock = tcp.connect(host, port, timeout=connect_timeout)
-            outcome = native.Outcome("classic")
-            if local is not None:
-                machine = native.ClientHandshake(local)
-                sock.sendall(machine.start())
-                outcome = _handshake(sock, machine, session.timeout)
-        except tcp.TransportError as exc:
-            if not reconnect:
-                raise
-            delay = backoff.next()
-            log(f"{exc}; retrying in {delay:.1f} s")
-            _wait(dev, pump.counters, delay)
-            continue
-        if outcome.wire == "refused":
+        if first is not None:
+            (sock, outcome), first = first, None
+        else:
+            try:
+                sock, outcome = connect(host, port, local, connect_timeout=connect_timeout,
+                                        handshake_timeout=session.timeout)
+            except tcp.TransportError as exc:
+                if not reconnect:
+                    raise
+                delay = backoff.next()
+                log(f"{exc}; retrying in {delay:.1f} s")
+                _pause(dev, pump.counters, delay)
+                continue
+        if session.queue >= queues_agreed(outcome):
             sock.close()
-            raise HandshakeFailed(f"server {server} refused: {outcome.reason}")
+            log(f"queue {session.queue} stays idle: the server serves {queues_agreed(outcome)}")
+            return
         backoff.reset()
-        wire = _wire(outcome)
-        log(f"connected to {server} ({wire.describe()})")
+        wire = wire_of(outcome)
+        log(f"connected to {server} ({wire.describe()}){where}")
+        set_queue_attached(dev, True)
         with sock:
             ended = pump.run(sock, server, wire, outcome.leftover)
         if not reconnect:
             raise tcp.PeerGone(f"server {server} went away: {ended.reason}; use --reconnect "
                                "to keep trying")
         delay = backoff.next()
-        log(f"disconnected from {server}: {ended.reason}; reconnecting in {delay:.1f} s")
-        _wait(dev, pump.counters, delay)
+        log(f"disconnected from {server}{where}: {ended.reason}; reconnecting in "
+            f"{delay:.1f} s")
+        _pause(dev, pump.counters, delay)
 
 
-def _wait(dev: Device, counters: Counters, seconds: float) -> None:
+def set_queue_attached(dev: Device, on: bool) -> None:
+    """On a worker's multi-queue device: let the kernel steer flows to this queue, or (while
+    it has no connection) stop it, so that they go to queues that can carry them."""
+    if dev.multi_queue:
+        with contextlib.suppress(OSError):  # EINVAL: already in that state
+            dev.queues[0].attach() if on else dev.queues[0].detach()
+
+
+def _pause(dev: Device, counters: Counters, seconds: float) -> None:
+    """Wait between connections: a worker's queue is detached meanwhile (a detached queue
+    cannot be polled); a lone device is drained."""
+    if dev.multi_queue:
+        discard(dev, counters)
+        set_queue_attached(dev, False)
+        time.sleep(seconds)
+    else:
+        wait_discarding(dev, counters, seconds)
+
+
+def wait_discarding(dev: Device, counters: Counters, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     fd = dev.fileno()
     while (left := deadline - time.monotonic()) > 0:
         if select.select([fd], [], [], left)[0]:
-            _discard(dev, counters)
+            discard(dev, counters)

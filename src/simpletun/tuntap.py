@@ -125,7 +125,7 @@ def _open_clone() -> int:
         raise TunUnavailable(f"cannot open {CLONE_DEVICE}: {exc.strerror}") from None
 
 
-def _exists(name: str) -> bool:
+def exists(name: str) -> bool:
     if not name or "%" in name:
         return False
     try:
@@ -504,7 +504,7 @@ def open_device(
     if queues < 1:
         raise DeviceError("queues must be at least 1")
     multi_queue = multi_queue or queues > 1
-    existed = _exists(name)
+    existed = exists(name)
     if not create and not existed:
         raise NoSuchDevice(
             f"{name or 'the device'} does not exist: create it first (simpletun mktun "

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from simpletun import link
+from simpletun import link, workers
 from simpletun.netns import Lab
 from simpletun.testbed import Testbed
 
@@ -29,7 +29,8 @@ def test_traffic_through_the_tunnel(lab: Lab, tap: bool) -> None:
     assert bed.client_proc and bed.server_proc
     # without -d: one line per connect, nothing per packet
     assert not any("TAP2NET" in line or "NET2TAP" in line for line in bed.client_proc.lines)
-    assert bed.server_proc.count("client 192.0.2.2:") == 1
+    # one connection per worker (one per CPU on both sides by default)
+    assert bed.server_proc.count("client 192.0.2.2:") == workers.default_workers()
     assert link.state(bed.iface, netns=bed.server.name).tun.tap is tap  # type: ignore[union-attr]
 
 
@@ -55,7 +56,8 @@ def test_client_reconnects_when_the_server_comes_back(lab: Lab) -> None:
     bed.client_proc.wait_for("reconnecting in")
     assert not bed.client.ping(bed.server_overlay, count=1, deadline=1).ok
     bed.start_server()
-    bed.client_proc.wait_for("connected to 192.0.2.1:55555", timeout=40, occurrences=2)
+    bed.client_proc.wait_for("connected to 192.0.2.1:55555", timeout=40,
+                             occurrences=2 * workers.default_workers())  # again, each worker
     bed.wait_ready()
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
     bed.transfer(2 * MB)
@@ -145,7 +147,7 @@ def test_a_new_client_replaces_a_stale_one(lab: Lab) -> None:
         fresh = bed._start(bed.client, ["-i", "tun1", "--address", "10.200.0.3/24", "-c",
                                         bed.server_underlay], "client2")
         fresh.wait_for("connected to")
-        bed.server_proc.wait_for("replacing 192.0.2.2:")
+        bed.server_proc.wait_for("disconnected: replaced by client 192.0.2.2:")
         link.wait_usable("tun1", netns=bed.client.name)
         assert bed.client.ping("10.200.0.1", count=2, interval=0.05, interface="tun1").ok
     finally:

@@ -27,7 +27,8 @@ from simpletun.wire.native import (
 from .vectors import TUN_PING4
 
 SESSION = bytes(range(8))
-CLIENT = Hello(tap=False, mtu=1500, features=native.ALL_FEATURES, session=SESSION, queue=3)
+CLIENT = Hello(tap=False, mtu=1500, features=native.ALL_FEATURES, session=SESSION, queue=3,
+               queues=4)
 SERVER = Hello(tap=False, mtu=1500, features=native.FEATURE_KEEPALIVE, session=bytes(8))
 
 
@@ -39,7 +40,7 @@ def test_hello_bytes() -> None:
     assert ip[0] >> 4 == 6 and ip[6] == 253 and ip[7] == 0
     assert ip[8:40] == (bytes(15) + b"\x01") * 2
     assert ip[40:].hex() == ("73696d706c6574756e" "01" "01" "05dc" "00000003"
-                             "0001020304050607" "0003")
+                             "0001020304050607" "0003" "0004")
     assert check_ip(ip) is None  # a classic peer's device accepts it (and the kernel drops it)
     assert decode_handshake(ip) == CLIENT
 
@@ -56,7 +57,7 @@ def test_refuse_and_non_handshake_packets() -> None:
 def test_agree() -> None:
     agreed = agree(SERVER, CLIENT)
     assert agreed.features == native.FEATURE_KEEPALIVE  # the intersection
-    assert (agreed.session, agreed.queue) == (SESSION, 3)
+    assert (agreed.session, agreed.queue, agreed.queues) == (SESSION, 3, 1)  # fewer queues
     with pytest.raises(HandshakeError, match="peer is tap, this side is tun: use -a on both sides"):
         agree(SERVER, Hello(tap=True, mtu=1500, features=0, session=SESSION))
     with pytest.raises(HandshakeError, match="peer is tun, this side is tap: use -a"):

@@ -11,6 +11,7 @@ import click
 
 from ..errors import SimpletunError
 from ..transport import tcp
+from ..tunnel import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL
 from . import bench, demo, device, dump, respond, selftest, tunnel
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -44,12 +45,23 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Speak only the classic wire (no handshake, no offloads). Without it a "
                    "client falls back to it by itself when the server does not answer the "
                    "handshake, and a server serves classic clients too.")
+@click.option("--workers", "worker_count", type=click.IntRange(1, 64), metavar="N",
+              help="Processes (and device queues), each with its own connection, so flows "
+                   "spread over cores; default: one per CPU, at most 8 (1 with --classic).")
+@click.option("--keepalive", type=click.FloatRange(0), default=KEEPALIVE_INTERVAL,
+              show_default=True, metavar="SECONDS",
+              help="Native wire: send a keepalive after this long without traffic (0: off).")
+@click.option("--peer-timeout", type=click.FloatRange(0), default=DEAD_PEER_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="Native wire: drop the peer after this long without hearing from it (0: "
+                   "never; TCP's own timeouts still apply).")
 @click.version_option(package_name="simpletun", message="simpletun %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None, port: int,
         tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
         routes: tuple[str, ...], once: bool, reconnect: bool, no_offload: bool,
-        classic_wire: bool) -> int | None:
+        classic_wire: bool, worker_count: int | None, keepalive: float,
+        peer_timeout: float) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
 
@@ -66,7 +78,8 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
         return 0
     return tunnel.run(iface=iface, server=server, client=client, port=port, tap=bool(tap),
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
-                      reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload)
+                      reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
+                      worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,

@@ -9,7 +9,8 @@ import time
 
 import click
 
-from .. import isolate, link, tunnel, tuntap
+from .. import isolate, link, tunnel, tuntap, workers
+from ..errors import DeviceMismatch
 from ..transport import tcp
 from ..wire.classic import CLASSIC_PEER_MAX
 from ._common import configure, parse_addresses, sigterm_as_interrupt
@@ -32,9 +33,36 @@ def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
     return link.state(name).mtu
 
 
+def _workers(requested: int | None, *, server: bool, once: bool, classic_wire: bool) -> int:
+    if requested is not None and requested > 1:
+        if classic_wire:
+            raise click.UsageError("--workers needs the native wire: drop --classic")
+        if once:
+            raise click.UsageError("--workers does not go with --once")
+    if requested is not None:
+        return requested
+    return 1 if classic_wire or once else workers.default_workers()
+
+
+def _open(iface: str, *, tap: bool, vnet: bool, queues: int, auto: bool) -> tuntap.Device:
+    """Open the device with ``queues`` queues; an existing single-queue device gets one
+    worker when the count was not asked for."""
+    try:
+        return tuntap.open_device(iface, tap=tap, vnet_hdr=vnet, queues=queues)
+    except DeviceMismatch:
+        if queues == 1 or not auto:
+            raise
+    dev = tuntap.open_device(iface, tap=tap, vnet_hdr=vnet)  # tun vs tap: that error
+    log(f"{iface} exists without multi-queue: running one worker (recreate it with "
+        "mktun --multi-queue for more)")
+    return dev
+
+
 def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
-        once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True) -> int:
+        once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True,
+        worker_count: int | None = None, keepalive: float = tunnel.KEEPALIVE_INTERVAL,
+        peer_timeout: float = tunnel.DEAD_PEER_TIMEOUT) -> int:
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -43,37 +71,53 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
         raise click.UsageError("--once is for the server (-s)")
     if reconnect and server:
         raise click.UsageError("--reconnect is for the client (-c)")
+    count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     wanted = parse_addresses(addresses)
     nets = [link.parse_network(r) for r in routes]
     host, port = tcp.split_host_port(client, port) if client else ("", port)
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
-        with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not classic_wire) as dev:
+        with _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
+                   auto=worker_count is None) as dev:
+            count = len(dev.queues)
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
-            counters = tunnel.Counters()
-            pump = tunnel.Pump(dev, mtu=dev_mtu, counters=counters, log=log,
-                               debug=debug_line if debug else None)
+            offloads = tunnel.probe_offloads(dev)
+
+            def make_pump(queue_dev: tuntap.Device, prefix: str) -> tunnel.Pump:
+                return tunnel.Pump(queue_dev, mtu=dev_mtu, counters=tunnel.Counters(),
+                                   log=(lambda m: log(prefix + m)) if prefix else log,
+                                   debug=debug_line if debug else None, offloads=offloads,
+                                   keepalive=keepalive or None, timeout=peer_timeout or None)
+
+            pump = make_pump(dev, "")
             if pump.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
             # without vnet_hdr on the device pump.offloads is 0, and the hello leaves
             # FEATURE_VNET out by itself
-            session = tunnel.Session(negotiate=not classic_wire)
+            session = tunnel.Session(negotiate=not classic_wire, queues=count)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
+            how = f", {count} workers" if count > 1 else ""
             try:
                 if listener is not None:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): listening on TCP port {port}")
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): listening on TCP port {port}")
+                    if count > 1:
+                        return workers.serve(dev, listener, make_pump, session, log)
                     tunnel.serve(dev, listener, pump, once=once, session=session)
                 else:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): connecting to "
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): connecting to "
                         f"{tcp.show((host, port))}")
+                    if count > 1:
+                        return workers.run_clients(dev, host, port, make_pump, session,
+                                                   reconnect=reconnect, log=log)
                     tunnel.run_client(dev, host, port, pump, reconnect=reconnect,
                                       session=session)
             except KeyboardInterrupt:
-                log(f"shutting down: {counters.summary()}")
+                if count == 1:
+                    log(f"shutting down: {pump.counters.summary()}")
                 return 0
-            log(f"done: {counters.summary()}")
+            log(f"done: {pump.counters.summary()}")
     finally:
         if listener is not None:
             listener.close()

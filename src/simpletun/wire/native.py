@@ -12,7 +12,10 @@ drops it (a loopback destination arriving on a non-loopback device): the classic
 survives, never answers, and the client falls back to the classic wire.
 
 HELLO payload: magic ``b"simpletun"``, version (1), kind (1 tun, 2 tap), MTU (u16),
-features (u32), session id (8 bytes), queue (u16). REFUSE payload: magic, version, 0xFF,
+features (u32), session id (8 bytes), queue (u16), queues (u16). With ``--workers`` a
+client opens one connection per queue of its multi-queue device, all with one session id;
+``queue`` says which this connection is and ``queues`` how many the sender runs (the
+session uses as many as the smaller side has). REFUSE payload: magic, version, 0xFF,
 then a UTF-8 reason.
 
 **Frames.** 4-byte header: type (1 byte), length (3 bytes, big-endian), then the payload.
@@ -47,7 +50,7 @@ MAX_PAYLOAD = 65535 + VNET_HDR_LEN + 18
 # the IPv6 envelope of handshake messages
 _ENVELOPE_NH = 253
 _LOOPBACK6 = bytes(15) + b"\x01"
-_HELLO = struct.Struct("!9sBBHI8sH")
+_HELLO = struct.Struct("!9sBBHI8sHH")
 _REFUSE_HEAD = struct.Struct("!9sBB")
 
 
@@ -62,6 +65,7 @@ class Hello:
     features: int
     session: bytes  # 8 bytes, chosen by the client
     queue: int = 0
+    queues: int = 1
     version: int = VERSION
 
     @property
@@ -86,7 +90,8 @@ def _unwrap(packet: bytes) -> bytes | None:
 
 def encode_hello(hello: Hello) -> bytes:
     return _envelope(_HELLO.pack(MAGIC, hello.version, KIND_TAP if hello.tap else KIND_TUN,
-                                 hello.mtu, hello.features, hello.session, hello.queue))
+                                 hello.mtu, hello.features, hello.session, hello.queue,
+                                 hello.queues))
 
 
 def encode_refuse(reason: str) -> bytes:
@@ -109,15 +114,16 @@ def decode_handshake(packet: bytes) -> Hello | str | None:
                              f"{VERSION}: run the same simpletun version on both sides")
     if len(payload) < _HELLO.size:
         raise HandshakeError("truncated hello")
-    _m, _v, kind, mtu, features, session, queue = _HELLO.unpack_from(payload)
+    _m, _v, kind, mtu, features, session, queue, queues = _HELLO.unpack_from(payload)
     if kind not in (KIND_TUN, KIND_TAP):
         raise HandshakeError(f"peer announced device kind {kind}")
-    return Hello(tap=kind == KIND_TAP, mtu=mtu, features=features, session=session, queue=queue)
+    return Hello(tap=kind == KIND_TAP, mtu=mtu, features=features, session=session, queue=queue,
+                 queues=queues)
 
 
 def agree(local: Hello, remote: Hello) -> Hello:
-    """The session both sides can have (features intersected; the client's session id and
-    queue), or HandshakeError with the reason, worded from ``local``'s side."""
+    """The session both sides can have (features intersected, the fewer queues; the client's
+    session id and queue), or HandshakeError with the reason, worded from ``local``'s side."""
     if local.tap != remote.tap:
         raise HandshakeError(f"peer is {remote.kind}, this side is {local.kind}: use -a on "
                              "both sides")
@@ -125,7 +131,8 @@ def agree(local: Hello, remote: Hello) -> Hello:
         raise HandshakeError(f"peer's MTU is {remote.mtu}, this side's {local.mtu}: set the same "
                              f"--mtu on both sides")
     return Hello(tap=local.tap, mtu=local.mtu, features=local.features & remote.features,
-                 session=remote.session, queue=remote.queue)
+                 session=remote.session, queue=remote.queue,
+                 queues=min(local.queues, remote.queues))
 
 
 # --- frames ------------------------------------------------------------------------------
@@ -313,6 +320,6 @@ class ServerHandshake(_Handshake):
         except HandshakeError as exc:  # answer with our own hello: the client sees why
             return Outcome("refused", reason=str(exc), reply=encode_hello(self.local))
         local = Hello(tap=self.local.tap, mtu=self.local.mtu, features=agreed.features,
-                      session=agreed.session, queue=agreed.queue)
+                      session=agreed.session, queue=agreed.queue, queues=self.local.queues)
         return Outcome("native", hello=agreed, leftover=self._rest(packet),
                        reply=encode_hello(local))
