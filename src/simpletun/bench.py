@@ -214,7 +214,7 @@ def table(results: list[ModeResult], tool: str, seconds: float) -> str:
         line += f" {cpu:>9} {rss:>9}"
         lines.append(line)
     lines.append(f"throughput by {tool}, {seconds:g} s per run; 'added' is the RTT p50 over "
-                 "the bare link; CPU and RSS are the two tunnel processes'")
+                 "the bare link; CPU: all tunnel processes; RSS: the largest one")
     return "\n".join(lines)
 
 
