@@ -22,6 +22,7 @@ from .errors import SimpletunError
 from .netns import Lab, Namespace, veth
 
 UNDERLAY = ("192.0.2.1/24", "192.0.2.2/24")
+UNDERLAY6 = ("fd00::1/64", "fd00::2/64")
 OVERLAY = ("10.200.0.1/24", "10.200.0.2/24")
 OVERLAY6 = ("fd20::1/64", "fd20::2/64")
 
@@ -90,7 +91,8 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, lab: Lab, *, tap: bool = False, iface: str | None = None,
-                 port: int = 55555, ipv6_overlay: bool = True, mtu: int | None = None) -> None:
+                 port: int = 55555, ipv6_overlay: bool = True, mtu: int | None = None,
+                 underlay: int = 4) -> None:
         self.lab = lab
         self.tap = tap
         self.iface = iface or ("tap0" if tap else "tun0")
@@ -99,9 +101,11 @@ class Testbed:
         self.mtu = mtu
         self.server = lab.host("server")
         self.client = lab.host("client")
-        veth(self.server, "veth0", self.client, "veth0", a_addrs=[UNDERLAY[0]],
-             b_addrs=[UNDERLAY[1]])
-        self.server_underlay = UNDERLAY[0].split("/")[0]
+        under = UNDERLAY6 if underlay == 6 else UNDERLAY
+        veth(self.server, "veth0", self.client, "veth0", a_addrs=[under[0]], b_addrs=[under[1]])
+        #: the address the client connects to (IPv4, or IPv6 with ``underlay=6``)
+        self.server_underlay = under[0].split("/")[0]
+        self.client_underlay = under[1].split("/")[0]
         self.server_overlay = OVERLAY[0].split("/")[0]
         self.client_overlay = OVERLAY[1].split("/")[0]
         self.server_overlay6 = OVERLAY6[0].split("/")[0]

@@ -211,7 +211,7 @@ class Pump:
                     return Ended("another socket is ready", wake=extra_fds[fd])
 
     # --- network -> device ------------------------------------------------------------
-    def _write(self, packet: bytes | memoryview, with_vnet: bool) -> None:
+    def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:
         """Check one packet from the network and give it to the device."""
         counters = self.counters
         payload = packet[vnet.VNET_HDR_LEN:] if with_vnet else packet
@@ -243,7 +243,7 @@ class Pump:
 
         def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
             for packet in decoder.feed(data):
-                self._write(packet, False)
+                self.deliver(packet, False)
             if decoder.empty:
                 counters.drops["empty"] += decoder.empty
                 decoder.empty = 0
@@ -266,9 +266,9 @@ class Pump:
                     if len(payload) > self.max_packet:
                         counters.drops["oversized"] += 1
                     else:
-                        self._write(payload, False)
+                        self.deliver(payload, False)
                 elif kind == native.DATA_VNET and wire.vnet:
-                    self._write(payload, True)
+                    self.deliver(payload, True)
                 elif kind == native.CLOSE:
                     return Ended(f"the peer closed: {bytes(payload).decode(errors='replace')}")
                 elif kind != native.KEEPALIVE:

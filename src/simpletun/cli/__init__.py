@@ -45,6 +45,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Speak only the classic wire (no handshake, no offloads). Without it a "
                    "client falls back to it by itself when the server does not answer the "
                    "handshake, and a server serves classic clients too.")
+@click.option("-t", "--transport", type=click.Choice(["tcp", "udp"]), default="tcp",
+              show_default=True,
+              help="Underlay: tcp (classic-compatible), or udp (one packet per datagram, "
+                   "roaming; default MTU 1440 so an outer packet fits 1500 bytes).")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 64), metavar="N",
               help="Processes (and device queues), each with its own connection, so flows "
                    "spread over cores; default: one per CPU, at most 8 (1 with --classic).")
@@ -61,7 +65,7 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
         tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
         routes: tuple[str, ...], once: bool, reconnect: bool, no_offload: bool,
         classic_wire: bool, worker_count: int | None, keepalive: float,
-        peer_timeout: float) -> int | None:
+        peer_timeout: float, transport: str) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
 
@@ -79,7 +83,8 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
     return tunnel.run(iface=iface, server=server, client=client, port=port, tap=bool(tap),
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
                       reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
-                      worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout)
+                      worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout,
+                      transport=transport)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,

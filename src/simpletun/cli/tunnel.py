@@ -9,9 +9,10 @@ import time
 
 import click
 
-from .. import isolate, link, tunnel, tuntap, workers
+from .. import dgram, isolate, link, tunnel, tuntap, workers
 from ..errors import DeviceMismatch
-from ..transport import tcp
+from ..transport import tcp, udp
+from ..wire import datagram, native
 from ..wire.classic import CLASSIC_PEER_MAX
 from ._common import configure, parse_addresses, sigterm_as_interrupt
 
@@ -62,7 +63,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
         once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True,
         worker_count: int | None = None, keepalive: float = tunnel.KEEPALIVE_INTERVAL,
-        peer_timeout: float = tunnel.DEAD_PEER_TIMEOUT) -> int:
+        peer_timeout: float = tunnel.DEAD_PEER_TIMEOUT, transport: str = "tcp") -> int:
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -71,10 +72,16 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
         raise click.UsageError("--once is for the server (-s)")
     if reconnect and server:
         raise click.UsageError("--reconnect is for the client (-c)")
-    count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     wanted = parse_addresses(addresses)
     nets = [link.parse_network(r) for r in routes]
     host, port = tcp.split_host_port(client, port) if client else ("", port)
+    if transport != "tcp":
+        return _run_datagram(iface=iface, server=server, host=host, port=port, tap=tap,
+                             debug=debug, addresses=wanted, mtu=mtu, routes=nets, once=once,
+                             reconnect=reconnect, classic_wire=classic_wire,
+                             worker_count=worker_count, keepalive=keepalive,
+                             peer_timeout=peer_timeout, transport=transport)
+    count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
         with _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
@@ -121,4 +128,49 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
     finally:
         if listener is not None:
             listener.close()
+    return 0
+
+
+def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, debug: bool,
+                  addresses: list[link.IPInterface], mtu: int | None,
+                  routes: list[link.IPNetwork], once: bool, reconnect: bool,
+                  classic_wire: bool, worker_count: int | None, keepalive: float,
+                  peer_timeout: float, transport: str) -> int:
+    """The tunnel over UDP: one packet per datagram (see simpletun.dgram)."""
+    if classic_wire:
+        raise click.UsageError("the classic wire is TCP only: drop --classic or use "
+                               "--transport tcp")
+    if worker_count is not None and worker_count > 1:
+        raise click.UsageError(f"--workers is for the TCP transport; {transport} runs one")
+    if once:
+        raise click.UsageError(f"--once is for the TCP transport; {transport} serves one "
+                               "session at a time and forgets it when it goes silent")
+    if server:
+        endpoint, where = udp.server(port), None  # fail early on a busy port
+    else:
+        endpoint, where = udp.client(host, port)
+    overlay_mtu = mtu if mtu is not None else datagram.DEFAULT_MTU
+    try:
+        with tuntap.open_device(iface, tap=tap) as dev:
+            dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
+                                                          routes))
+            pump = tunnel.Pump(dev, mtu=dev_mtu, counters=tunnel.Counters(), log=log,
+                               debug=debug_line if debug else None, offloads=0,
+                               keepalive=keepalive or None, timeout=peer_timeout or None)
+            session = tunnel.Session(features=native.FEATURE_KEEPALIVE)
+            sigterm_as_interrupt()
+            kind = "tap" if dev.tap else "tun"
+            try:
+                if where is None:
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): listening on UDP port {port}")
+                    dgram.serve(endpoint, pump, session, port)
+                else:
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to {tcp.show(where)} "
+                        "over UDP")
+                    dgram.run_client(endpoint, where, pump, session, reconnect=reconnect)
+            except KeyboardInterrupt:
+                log(f"shutting down: {pump.counters.summary()}")
+                return 0
+    finally:
+        endpoint.close()
     return 0

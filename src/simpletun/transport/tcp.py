@@ -53,8 +53,10 @@ def tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
-def listen(port: int, host: str | None = None) -> socket.socket:
-    """A listening socket on ``port`` (all addresses, IPv4 and IPv6, unless ``host``)."""
+def listen(port: int, host: str | None = None,
+           kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+    """A listening socket on ``port`` (all addresses, IPv4 and IPv6, unless ``host``); with
+    ``kind=SOCK_DGRAM`` a bound UDP socket."""
     candidates: list[tuple[int, str]] = []
     if host is None:
         if socket.has_ipv6:
@@ -64,13 +66,15 @@ def listen(port: int, host: str | None = None) -> socket.socket:
         candidates.append((socket.AF_INET6 if ":" in host else socket.AF_INET, host))
     last: OSError | None = None
     for family, addr in candidates:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, kind)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6 and host is None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((addr, port))
-            sock.listen(8)
+            if kind == socket.SOCK_STREAM:
+                sock.listen(8)
             return sock
         except OSError as exc:
             sock.close()
@@ -92,7 +96,7 @@ def listen(port: int, host: str | None = None) -> socket.socket:
     raise TransportError(f"cannot listen on port {port}: {last.strerror if last else '?'}")
 
 
-def _addresses(host: str, port: int) -> Sequence[tuple[int, tuple[str, int]]]:
+def addresses(host: str, port: int) -> Sequence[tuple[int, tuple[str, int]]]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -113,7 +117,7 @@ def show(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
 def connect(host: str, port: int, timeout: float = 10.0) -> socket.socket:
     """A connected, tuned socket to ``host:port``, or a TransportError saying why not."""
     reason = "no address"
-    for family, sockaddr in _addresses(host, port):
+    for family, sockaddr in addresses(host, port):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:

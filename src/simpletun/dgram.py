@@ -1,0 +1,313 @@
+"""The tunnel over datagrams (``--transport udp``): one packet per datagram, framed by
+:mod:`wire.datagram`, over a :class:`transport.udp.Endpoint`.
+
+Device to network: up to BATCH packets are read, each into a slot with room for the 9-byte
+header in front, and leave with as few sendmsg calls as UDP GSO allows (same-size runs).
+Network to device: one receive may hold many datagrams (UDP GRO); each is parsed, must
+carry the current session id, and goes through :meth:`tunnel.Pump.deliver` (the same
+checks as on TCP) to the device. Anything else is counted and dropped.
+
+The server follows its client by session id: a known session from a new address is the
+client roaming, and the server answers there from then on. It forgets a client it has not
+heard from for the peer timeout; it answers datagrams of a session it does not know with
+REJECT, upon which a client (say, after a server restart) shakes hands again at once.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+from . import vnet
+from .backoff import Backoff
+from .errors import HandshakeFailed
+from .liveness import DEAD, KEEPALIVE, Liveness
+from .packets import Malformed
+from .transport import tcp, udp
+from .transport.udp import Address
+from .tunnel import BATCH, Counters, Log, Pump, Session, discard
+from .tuntap import READ_SIZE
+from .wire import datagram, native
+
+HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
+REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)
+
+
+class _Path:
+    """What both ends share: the endpoint, the device side and the batched send."""
+
+    def __init__(self, pump: Pump, endpoint: udp.Endpoint, session_id: bytes) -> None:
+        self.pump = pump
+        self.ep = endpoint
+        self.session_id = session_id
+        hlen = datagram.HEADER_LEN
+        self._slots = [bytearray(hlen + READ_SIZE) for _ in range(BATCH)]
+        self._views = [memoryview(s) for s in self._slots]
+        for s in self._slots:
+            s[:hlen] = datagram.header(datagram.DATA, session_id)
+        self.rbuf = bytearray(65536)
+        # plain packets only: the device has no vnet_hdr on datagram transports, but be safe
+        self._skip = vnet.VNET_HDR_LEN if pump.dev_vnet else 0
+        self.keepalive = datagram.encode(datagram.KEEPALIVE, session_id)
+
+    def to_network(self, address: Address) -> None:
+        """Drain up to BATCH packets from the device and send them to ``address``."""
+        dev, counters, debug = self.pump.dev, self.pump.counters, self.pump.debug
+        hlen, skip = datagram.HEADER_LEN, self._skip
+        frames = []
+        for view in self._views:
+            try:
+                n = dev.read_into(view[hlen:])
+            except BlockingIOError:
+                break
+            size = n - skip
+            if size <= 0:
+                continue
+            if skip:  # move the packet over the vnet_hdr (rare: see __init__)
+                view[hlen:hlen + size] = view[hlen + skip:hlen + n]
+            frames.append(view[:hlen + size])
+            counters.to_net += 1
+            counters.bytes_to_net += size
+            if debug is not None:
+                debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, sending "
+                      f"{size + hlen} to the network")
+        if frames:
+            self.ep.send_batch(frames, address)
+
+    def deliver(self, kind: int, payload: bytes | memoryview) -> str | None:
+        """A datagram of the current session: to the device (DATA), or the peer's closing
+        reason (CLOSE)."""
+        if kind == datagram.DATA:
+            if len(payload) > self.pump.max_packet:
+                self.pump.counters.drops["oversized"] += 1
+            else:
+                self.pump.deliver(payload, False)
+        elif kind == datagram.CLOSE:
+            return bytes(payload).decode(errors="replace") or "closed"
+        elif kind != datagram.KEEPALIVE:
+            self.pump.counters.drops["unexpected-datagram"] += 1
+        return None
+
+    def liveness(self, now: float) -> Liveness:
+        return Liveness(now, interval=self.pump.keepalive, timeout=self.pump.timeout)
+
+
+def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
+    """The handshake message in a HELLO datagram (a native handshake frame)."""
+    return native.decode_handshake(bytes(payload)[2:])
+
+
+def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> None:
+    """Serve one client session at a time, following it as it roams, forever."""
+    log, counters, dev = pump.log, pump.counters, pump.dev
+    local = session.hello(pump)
+    peer: datagram.Peer[Address] = datagram.Peer()
+    path: _Path | None = None
+    live: Liveness | None = None
+    rbuf = bytearray(65536)
+    last_reject = 0.0
+    dev.set_blocking(False)
+    ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
+    while True:
+        now = time.monotonic()
+        readable, _, _ = select.select([ep_fd, dev_fd], [], [],
+                                       live.wait(now) if live is not None else None)
+        now = time.monotonic()
+        if ep_fd in readable:
+            for _ in range(BATCH):
+                got = endpoint.receive(path.rbuf if path is not None else rbuf)
+                if got is None:
+                    break
+                grams, address = got
+                for gram in grams:
+                    try:
+                        kind, sid, payload = datagram.parse(gram)
+                    except Malformed:
+                        counters.drops["bad-datagram"] += 1
+                        continue
+                    if kind == datagram.HELLO:
+                        started = _server_hello(endpoint, local, peer, sid, payload, address, log,
+                                                counters)
+                        if started:
+                            path = _Path(pump, endpoint, sid)
+                            live = path.liveness(now)
+                        continue
+                    verdict = peer.check(sid, address)
+                    if not verdict.ok or path is None or live is None:
+                        counters.drops[verdict.why or "unknown-session"] += 1
+                        if kind != datagram.REJECT and now - last_reject >= REJECT_INTERVAL:
+                            endpoint.send(datagram.encode(datagram.REJECT, sid), address)
+                            last_reject = now
+                        continue
+                    if verdict.roamed_from is not None:
+                        log(f"client roamed from {tcp.show(verdict.roamed_from)} to "
+                            f"{tcp.show(address)}")
+                    live.received(now)
+                    closed = path.deliver(kind, payload)
+                    if closed is not None:
+                        log(f"client {tcp.show(address)} disconnected: {closed} "
+                            f"({counters.summary()})")
+                        peer.forget()
+                        path = live = None
+        if dev_fd in readable:
+            if path is not None and peer.address is not None:
+                path.to_network(peer.address)
+                if live is not None:
+                    live.sent(now)
+            else:
+                discard(dev, counters)
+        if live is not None and path is not None and peer.address is not None:
+            due = live.due(now)
+            if due == KEEPALIVE:
+                endpoint.send(path.keepalive, peer.address)
+                live.sent(now)
+            elif due == DEAD:
+                log(f"client {tcp.show(peer.address)} disconnected: nothing heard for "
+                    f"{live.silence(now):.0f} s (dead-peer timeout); forgetting it "
+                    f"({counters.summary()})")
+                peer.forget()
+                path = live = None
+
+
+def _server_hello(endpoint: udp.Endpoint, local: native.Hello, peer: datagram.Peer[Address],
+                  sid: bytes, payload: bytes | memoryview, address: Address,
+                  log: Log, counters: Counters) -> bool:
+    """Answer a client's hello; True when a session (new or renewed) starts."""
+    shown = tcp.show(address)
+    try:
+        msg = _hello_payload(payload)
+    except native.HandshakeError as exc:
+        endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_refuse(str(exc))),
+                      address)
+        log(f"refused client {shown}: {exc}")
+        return False
+    if not isinstance(msg, native.Hello) or msg.session != sid:
+        counters.drops["bad-datagram"] += 1
+        return False
+    try:
+        agreed = native.agree(local, msg)
+    except native.HandshakeError as exc:  # our own hello tells the client why
+        endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(local)), address)
+        log(f"refused client {shown}: {exc}")
+        return False
+    renewed = peer.session == sid
+    replaced = peer.start(sid, address)
+    if replaced is not None:
+        log(f"client disconnected: replaced by client {shown}")
+    if not renewed:
+        log(f"client {shown} connected (native wire over UDP)")
+    reply = native.Hello(tap=local.tap, mtu=local.mtu, features=agreed.features, session=sid)
+    endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(reply)), address)
+    return True
+
+
+def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Session, *,
+               reconnect: bool) -> None:
+    """Shake hands (retrying), then pump; shake hands again when the server rejects the
+    session (it restarted) or, with ``reconnect``, when it falls silent."""
+    log, counters, dev = pump.log, pump.counters, pump.dev
+    shown = tcp.show(server)
+    local = session.hello(pump)
+    sid = session.session_id
+    hello = datagram.encode(datagram.HELLO, sid, native.encode_hello(local))
+    path = _Path(pump, endpoint, sid)
+    backoff = Backoff(initial=0.25, maximum=5.0)
+    up = False
+    live: Liveness | None = None
+    now = time.monotonic()
+    next_hello, give_up = now, now + HELLO_WAIT
+    dev.set_blocking(False)
+    ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
+    while True:
+        now = time.monotonic()
+        if not up:
+            if not reconnect and now >= give_up:
+                raise tcp.PeerGone(f"server {shown} did not answer over UDP within "
+                                   f"{HELLO_WAIT:g} s: is 'simpletun -s --transport udp' "
+                                   "running there, on this port?")
+            if now >= next_hello:
+                endpoint.send(hello, server)
+                next_hello = now + backoff.next()
+            wait: float | None = max(0.0, next_hello - now)
+        else:
+            assert live is not None
+            wait = live.wait(now)
+        readable, _, _ = select.select([ep_fd, dev_fd], [], [], wait)
+        now = time.monotonic()
+        if ep_fd in readable:
+            for _ in range(BATCH):
+                got = endpoint.receive(path.rbuf)
+                if got is None:
+                    break
+                grams, address = got
+                for gram in grams:
+                    if not udp.same(address, server):
+                        counters.drops["not-from-server"] += 1
+                        continue
+                    try:
+                        kind, their_sid, payload = datagram.parse(gram)
+                    except Malformed:
+                        counters.drops["bad-datagram"] += 1
+                        continue
+                    if their_sid != sid:
+                        counters.drops["unknown-session"] += 1
+                        continue
+                    if kind == datagram.HELLO:
+                        if not up:
+                            _client_hello(local, payload, shown)
+                            up, live = True, path.liveness(now)
+                            backoff.reset()
+                            log(f"connected to {shown} (native wire over UDP)")
+                        continue
+                    if kind == datagram.REJECT:
+                        if up:
+                            log(f"server {shown} does not know this session (restarted?): "
+                                "shaking hands again")
+                            up, live, next_hello = False, None, now
+                            give_up = now + HELLO_WAIT
+                        continue
+                    if not up or live is None:
+                        counters.drops["before-handshake"] += 1
+                        continue
+                    live.received(now)
+                    closed = path.deliver(kind, payload)
+                    if closed is not None:
+                        if not reconnect:
+                            raise tcp.PeerGone(f"server {shown} went away: {closed}; use "
+                                               "--reconnect to keep trying")
+                        log(f"disconnected from {shown}: {closed}; shaking hands again")
+                        up, live, next_hello = False, None, now
+        if dev_fd in readable:
+            if up and live is not None:
+                path.to_network(server)
+                live.sent(now)
+            else:
+                discard(dev, counters)
+        if up and live is not None:
+            due = live.due(now)
+            if due == KEEPALIVE:
+                endpoint.send(path.keepalive, server)
+                live.sent(now)
+            elif due == DEAD:
+                silence = f"nothing heard for {live.silence(now):.0f} s (dead-peer timeout)"
+                if not reconnect:
+                    raise tcp.PeerGone(f"server {shown} went away: {silence}; use "
+                                       "--reconnect to keep trying")
+                log(f"disconnected from {shown}: {silence}; shaking hands again")
+                up, live, next_hello = False, None, now
+
+
+def _client_hello(local: native.Hello, payload: bytes | memoryview, shown: str) -> None:
+    """Judge the server's answer: HandshakeFailed with the reason if it refused."""
+    try:
+        msg = _hello_payload(payload)
+    except native.HandshakeError as exc:
+        raise HandshakeFailed(f"server {shown} refused: {exc}") from None
+    if isinstance(msg, str):
+        raise HandshakeFailed(f"server {shown} refused: {msg}")
+    if msg is None:
+        raise HandshakeFailed(f"server {shown} answered with something that is not a hello")
+    try:
+        native.agree(local, msg)
+    except native.HandshakeError as exc:
+        raise HandshakeFailed(f"server {shown} refused: {exc}") from None

@@ -1,0 +1,124 @@
+"""UDP underlay: a bound socket (dual-stack server, or a client socket for the server's
+family), batched sends with UDP GSO and batched receives with UDP GRO where the kernel has
+them. The framing is :mod:`simpletun.wire.datagram`; the loop is :mod:`simpletun.dgram`."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+
+from ..wire import datagram
+from . import tcp
+
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (sendmsg cmsg / sockopt)
+UDP_GRO = 104  # linux/udp.h: receive coalesced datagrams, segment size in a cmsg
+_INT = struct.Struct("@i")
+_U16 = struct.Struct("@H")
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+Address = tuple[str, int]
+
+
+def _tune(sock: socket.socket) -> bool:
+    """Big buffers, GRO on; returns whether GRO is on."""
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        return True
+    except OSError:
+        return False
+
+
+class Endpoint:
+    """A UDP socket with batched I/O. ``gso``/``gro`` say what the kernel allowed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.gro = _tune(sock)
+        self.gso = True  # switched off by the first send that the kernel refuses
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+        """Send datagrams, grouping same-size runs into one GSO sendmsg each. Errors
+        (e.g. no route right now) drop the datagrams, as a network would."""
+        sock = self.sock
+        if self.gso and len(frames) > 1:
+            for start, end in datagram.gso_runs([len(f) for f in frames]):
+                run = frames[start:end]
+                try:
+                    if len(run) == 1:
+                        sock.sendto(run[0], address)
+                    else:
+                        sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _U16.pack(len(run[0])))],
+                                     0, address)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                        self.gso = False  # no GSO here: one datagram per sendto from now
+                        self.send_batch(run, address)
+                    continue
+            return
+        for f in frames:
+            try:
+                sock.sendto(f, address)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+
+    def send(self, data: bytes, address: Address) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendto(data, address)
+
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
+        """One receive: the datagrams (several when GRO coalesced them) and their source,
+        or None when nothing is waiting. Views into ``buf``: used before the next call."""
+        try:
+            n, ancdata, _flags, address = self.sock.recvmsg_into([buf], 64)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:  # e.g. ICMP port unreachable reported on the socket: try again later
+            return [], ("", 0)
+        segment = 0
+        for level, kind, data in ancdata:
+            if level == SOL_UDP and kind == UDP_GRO:
+                segment = (_INT.unpack(data[:_INT.size]) if len(data) >= _INT.size
+                           else _U16.unpack(data[:2]))[0]
+        return datagram.segments(memoryview(buf), n, segment), address
+
+
+def server(port: int, host: str | None = None) -> Endpoint:
+    """A UDP socket on ``port`` for all addresses, IPv4 and IPv6 (or ``host``)."""
+    sock = tcp.listen(port, host, kind=socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return Endpoint(sock)
+
+
+def client(host: str, port: int) -> tuple[Endpoint, Address]:
+    """A UDP socket for talking to ``host:port`` (not connected: the server's replies are
+    matched by address) and the server's address."""
+    family, address = tcp.addresses(host, port)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return Endpoint(sock), address
+
+
+def same(a: Address, b: Address) -> bool:
+    """Whether two socket addresses are one peer (IPv4-mapped IPv6 is IPv4)."""
+    return _plain(a) == _plain(b)
+
+
+def _plain(a: Address) -> Address:
+    host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
+    return host, a[1]

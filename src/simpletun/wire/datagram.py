@@ -1,0 +1,117 @@
+"""The native wire over datagrams (UDP, and ICMP payloads): one packet per datagram, each
+with a 9-byte header, plus the pure logic of who the server's peer is (pure, sans-IO).
+
+Header: type (1 byte: the native frame types, plus HELLO and REJECT), session id (8 bytes,
+chosen by the client in its hello). Payload: DATA one packet, KEEPALIVE and REJECT nothing,
+CLOSE a UTF-8 reason, HELLO a native handshake message (:func:`native.encode_hello` /
+``encode_refuse``: the client's hello, the server's answer or refusal).
+
+The session id is what lets the server follow a client whose address changes (roaming) and
+what it drops datagrams by when they belong to no session it knows. It is not secret: real
+authentication comes with encryption. REJECT tells a client that the server does not know
+its session (the server restarted): the client shakes hands again at once.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ..packets import Malformed
+from . import native
+
+HELLO, REJECT = 5, 6
+DATA, KEEPALIVE, CLOSE = native.DATA, native.KEEPALIVE, native.CLOSE
+TYPES = {DATA, KEEPALIVE, CLOSE, HELLO, REJECT}
+HEADER = struct.Struct("!B8s")
+HEADER_LEN = HEADER.size  # 9
+
+#: outer overhead per packet: IP header + UDP header + this header
+UDP_OVERHEAD = {4: 20 + 8 + HEADER_LEN, 6: 40 + 8 + HEADER_LEN}
+#: the default overlay MTU: an outer packet fits a 1500-byte path over IPv4 and IPv6
+DEFAULT_MTU = 1500 - UDP_OVERHEAD[6] - 3  # 1440
+
+
+def header(kind: int, session: bytes) -> bytes:
+    return HEADER.pack(kind, session)
+
+
+def encode(kind: int, session: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, session) + payload
+
+
+def parse(datagram: bytes | memoryview) -> tuple[int, bytes, bytes | memoryview]:
+    """(type, session, payload); Malformed if it is not one of ours."""
+    if len(datagram) < HEADER_LEN:
+        raise Malformed(f"datagram of {len(datagram)} bytes, shorter than the header")
+    kind = datagram[0]
+    if kind not in TYPES:
+        raise Malformed(f"datagram of unknown type {kind}")
+    return kind, bytes(datagram[1:HEADER_LEN]), datagram[HEADER_LEN:]
+
+
+def segments(buf: memoryview, size: int, segment: int) -> list[memoryview]:
+    """Split what one GRO receive returned (``size`` bytes of datagrams, each ``segment``
+    long but the last) into the datagrams."""
+    if segment <= 0 or segment >= size:
+        return [buf[:size]]
+    return [buf[i:min(i + segment, size)] for i in range(0, size, segment)]
+
+
+def gso_runs(sizes: list[int], limit: int = 64, max_bytes: int = 65000) -> list[tuple[int, int]]:
+    """Group consecutive datagrams for UDP GSO: runs ``(start, end)`` in which all have the
+    same size except that the last may be shorter, at most ``limit`` datagrams and
+    ``max_bytes`` in all. Each run leaves in one sendmsg."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    while start < len(sizes):
+        size = sizes[start]
+        end, total = start + 1, size
+        while (end < len(sizes) and end - start < limit and total + sizes[end] <= max_bytes
+               and sizes[end] <= size):
+            total += sizes[end]
+            end += 1
+            if sizes[end - 1] < size:  # a shorter one ends the run
+                break
+        runs.append((start, end))
+        start = end
+    return runs
+
+
+A = TypeVar("A")
+
+
+@dataclass
+class Verdict(Generic[A]):
+    ok: bool
+    roamed_from: A | None = None
+    why: str = ""
+
+
+class Peer(Generic[A]):
+    """The server's idea of its client: a session id and the address it last came from."""
+
+    def __init__(self) -> None:
+        self.session: bytes | None = None
+        self.address: A | None = None
+
+    def start(self, session: bytes, address: A) -> bytes | None:
+        """A hello was accepted: this session from this address. Returns the session it
+        replaces (None when there was none or it is the same one)."""
+        old = self.session if self.session not in (None, session) else None
+        self.session, self.address = session, address
+        return old
+
+    def check(self, session: bytes, address: A) -> Verdict[A]:
+        """May a datagram with this session id from this address reach the device? A known
+        session from a new address is the client roaming: the address is updated."""
+        if self.session is None or session != self.session:
+            return Verdict(False, why="unknown-session")
+        if address != self.address:
+            old, self.address = self.address, address
+            return Verdict(True, roamed_from=old)
+        return Verdict(True)
+
+    def forget(self) -> None:
+        self.session = self.address = None
