@@ -6,6 +6,9 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 - ``native``: simpletun's own wire between two simpletun peers, offloads on, one worker
   per CPU on each side (``--workers``);
 - ``native-1w``: the same with one worker per side;
+- ``udp``: the native wire over UDP (``-t udp``), one packet per datagram;
+- ``native-loss``, ``udp-loss``: the same with 2% of the underlay's tunnel packets dropped
+  (nft ``numgen random``), where TCP-in-TCP suffers and UDP should not;
 - further tunnel modes as they exist.
 
 For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds per GB moved
@@ -38,7 +41,13 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "classic": (["--classic"], ["--classic"]),
     "native": ([], []),
     "native-1w": (["--workers", "1"], ["--workers", "1"]),
+    "udp": (["-t", "udp"], ["-t", "udp"]),
+    "native-loss": ([], []),
+    "udp-loss": (["-t", "udp"], ["-t", "udp"]),
 }
+#: modes measured with this percentage of the underlay's tunnel packets dropped at random
+#: (nft, in both namespaces, each direction)
+LOSS_PERCENT = 2
 PORT = 5201
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -142,6 +151,18 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
     return int(total) * 8 / float(elapsed) / 1e6, int(total)
 
 
+def lossy(ns: Namespace, port: int, percent: int) -> None:
+    """Drop ``percent`` % of the packets to and from ``port`` arriving in ``ns`` (nft)."""
+    rules = (f"table inet simpletun_loss {{\n chain input {{\n"
+             f"  type filter hook input priority 0;\n"
+             f"  th dport {port} numgen random mod 100 < {percent} counter drop\n"
+             f"  th sport {port} numgen random mod 100 < {percent} counter drop\n }}\n}}\n")
+    done = ns.run(["nft", "-f", "-"], input=rules)
+    if done.returncode != 0:
+        raise SimpletunError(f"cannot set up packet loss with nft ({done.stderr.strip()}): "
+                             "apt-get install nftables, or leave out the -loss modes")
+
+
 def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: int,
                  tool: str, progress: Callable[[str], None]) -> ModeResult:
     extra = MODES[mode]
@@ -152,12 +173,15 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
             target = bed.server_underlay
         else:
             bed.start(server_extra=extra[0], client_extra=extra[1])
+            if mode.endswith("-loss"):
+                for ns in (bed.server, bed.client):
+                    lossy(ns, bed.port, LOSS_PERCENT)
             assert bed.server_proc is not None and bed.client_proc is not None
             procs = [bed.server_proc, bed.client_proc]
             target = bed.server_overlay
         progress(f"{mode}: ping x{pings}")
         p = bed.client.ping(target, count=pings, interval=0.01, deadline=pings * 0.05 + 10)
-        if not p.ok:
+        if not p.ok and not (mode.endswith("-loss") and p.received > pings // 2):
             raise SimpletunError(f"{mode}: ping failed ({p.received}/{p.sent})")
         results: dict[str, float] = {}
         moved = 0
@@ -198,13 +222,14 @@ def add_ratios(results: list[ModeResult]) -> None:
 
 def table(results: list[ModeResult], tool: str, seconds: float) -> str:
     streams = list(results[0].throughput_mbps) if results else []
-    head = f"{'mode':<9} {'rtt p50':>9} {'p99':>9} {'added':>8}"
+    w = max([4, *(len(r.mode) for r in results)])
+    head = f"{'mode':<{w}} {'rtt p50':>9} {'p99':>9} {'added':>8}"
     for n in streams:
         head += f" {f'{n} stream Mbit/s':>18} {'of bare':>8}"
     head += f" {'CPU s/GB':>9} {'peak RSS':>9}"
     lines = [head]
     for r in results:
-        line = (f"{r.mode:<9} {r.rtt_p50_ms * 1000:7.0f}us {r.rtt_p99_ms * 1000:7.0f}us "
+        line = (f"{r.mode:<{w}} {r.rtt_p50_ms * 1000:7.0f}us {r.rtt_p99_ms * 1000:7.0f}us "
                 f"{r.ratios.get('rtt_p50_added_us', 0):6.0f}us")
         for n in streams:
             ratio = r.ratios.get(f"throughput_{n}")

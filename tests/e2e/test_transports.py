@@ -11,7 +11,8 @@ import time
 import pytest
 
 from simpletun import link
-from simpletun.netns import Lab, Namespace, veth
+from simpletun.bench import lossy
+from simpletun.netns import Lab, veth
 from simpletun.testbed import Testbed
 
 MB = 1024 * 1024
@@ -27,28 +28,19 @@ def _bed(lab: Lab, transport: str, underlay: int, *extra: str,
     return bed
 
 
-def _lossy(ns: Namespace, port: int = 55555) -> None:
-    """Drop 2% of the tunnel's underlay packets arriving in ``ns``, at random."""
-    rules = (f"table inet loss {{\n chain input {{\n type filter hook input priority 0;\n"
-             f" th dport {port} numgen random mod 100 < 2 counter drop\n"
-             f" th sport {port} numgen random mod 100 < 2 counter drop\n }}\n}}\n")
-    done = ns.run(["nft", "-f", "-"], input=rules)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("loss", [False, True], ids=["clean", "2pct-loss"])
 def test_20mb_transfer(lab: Lab, transport: str, underlay: int, loss: bool) -> None:
     bed = _bed(lab, transport, underlay)
     if loss:
-        _lossy(bed.server)
-        _lossy(bed.client)
+        lossy(bed.server, bed.port, 2)
+        lossy(bed.client, bed.port, 2)
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
     size, _digest, _seconds = bed.transfer(20 * MB)
     assert size == 20 * MB
     if loss:
-        out = bed.server.run(["nft", "list", "table", "inet", "loss"]).stdout
+        out = bed.server.run(["nft", "list", "table", "inet", "simpletun_loss"]).stdout
         assert "counter packets 0 " not in out.split("dport")[1][:80], out  # it did drop
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import struct
 
@@ -22,11 +23,13 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 Address = tuple[str, int]
 
 
-def _tune(sock: socket.socket) -> bool:
-    """Big buffers, GRO on; returns whether GRO is on."""
+def _tune(sock: socket.socket, gro: bool) -> bool:
+    """Big buffers, and GRO on if ``gro``; returns whether GRO is on."""
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    if not gro:
+        return False
     try:
         sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         return True
@@ -35,12 +38,15 @@ def _tune(sock: socket.socket) -> bool:
 
 
 class Endpoint:
-    """A UDP socket with batched I/O. ``gso``/``gro`` say what the kernel allowed."""
+    """A UDP socket with batched I/O. ``gso``/``gro`` say what the kernel allowed.
+    ``SIMPLETUN_UDP_NO_GSO=1`` / ``SIMPLETUN_UDP_NO_GRO=1`` in the environment switch them
+    off, to measure what they bring."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.gro = _tune(sock)
-        self.gso = True  # switched off by the first send that the kernel refuses
+        self.gro = _tune(sock, gro=not os.environ.get("SIMPLETUN_UDP_NO_GRO"))
+        # switched off by the first send that the kernel refuses
+        self.gso = not os.environ.get("SIMPLETUN_UDP_NO_GSO")
 
     def fileno(self) -> int:
         return self.sock.fileno()
