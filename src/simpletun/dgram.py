@@ -39,15 +39,19 @@ class _Path:
     def __init__(self, pump: Pump, endpoint: udp.Endpoint, session_id: bytes) -> None:
         self.pump = pump
         self.ep = endpoint
-        self.session_id = session_id
-        hlen = datagram.HEADER_LEN
-        self._slots = [bytearray(hlen + READ_SIZE) for _ in range(BATCH)]
+        self._slots = [bytearray(datagram.HEADER_LEN + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
-        for s in self._slots:
-            s[:hlen] = datagram.header(datagram.DATA, session_id)
         self.rbuf = bytearray(65536)
         # plain packets only: the device has no vnet_hdr on datagram transports, but be safe
         self._skip = vnet.VNET_HDR_LEN if pump.dev_vnet else 0
+        self.use(session_id)
+
+    def use(self, session_id: bytes) -> None:
+        """Stamp ``session_id`` into every slot's header and the keepalive (a new session:
+        the buffers stay)."""
+        head = datagram.header(datagram.DATA, session_id)
+        for s in self._slots:
+            s[:len(head)] = head
         self.keepalive = datagram.encode(datagram.KEEPALIVE, session_id)
 
     def to_network(self, address: Address) -> None:
@@ -97,14 +101,13 @@ def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
     return native.decode_handshake(bytes(payload)[2:])
 
 
-def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> None:
+def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
     """Serve one client session at a time, following it as it roams, forever."""
     log, counters, dev = pump.log, pump.counters, pump.dev
     local = session.hello(pump)
     peer: datagram.Peer[Address] = datagram.Peer()
-    path: _Path | None = None
-    live: Liveness | None = None
-    rbuf = bytearray(65536)
+    path = _Path(pump, endpoint, bytes(8))
+    live: Liveness | None = None  # None: no session
     last_reject = 0.0
     dev.set_blocking(False)
     ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
@@ -115,7 +118,7 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> No
         now = time.monotonic()
         if ep_fd in readable:
             for _ in range(BATCH):
-                got = endpoint.receive(path.rbuf if path is not None else rbuf)
+                got = endpoint.receive(path.rbuf)
                 if got is None:
                     break
                 grams, address = got
@@ -129,11 +132,11 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> No
                         started = _server_hello(endpoint, local, peer, sid, payload, address, log,
                                                 counters)
                         if started:
-                            path = _Path(pump, endpoint, sid)
+                            path.use(sid)
                             live = path.liveness(now)
                         continue
                     verdict = peer.check(sid, address)
-                    if not verdict.ok or path is None or live is None:
+                    if not verdict.ok or live is None:
                         counters.drops[verdict.why or "unknown-session"] += 1
                         if kind != datagram.REJECT and now - last_reject >= REJECT_INTERVAL:
                             endpoint.send(datagram.encode(datagram.REJECT, sid), address)
@@ -148,15 +151,14 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> No
                         log(f"client {tcp.show(address)} disconnected: {closed} "
                             f"({counters.summary()})")
                         peer.forget()
-                        path = live = None
+                        live = None
         if dev_fd in readable:
-            if path is not None and peer.address is not None:
+            if live is not None and peer.address is not None:
                 path.to_network(peer.address)
-                if live is not None:
-                    live.sent(now)
+                live.sent(now)
             else:
                 discard(dev, counters)
-        if live is not None and path is not None and peer.address is not None:
+        if live is not None and peer.address is not None:
             due = live.due(now)
             if due == KEEPALIVE:
                 endpoint.send(path.keepalive, peer.address)
@@ -166,7 +168,7 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session, port: int) -> No
                     f"{live.silence(now):.0f} s (dead-peer timeout); forgetting it "
                     f"({counters.summary()})")
                 peer.forget()
-                path = live = None
+                live = None
 
 
 def _server_hello(endpoint: udp.Endpoint, local: native.Hello, peer: datagram.Peer[Address],

@@ -163,7 +163,7 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
             try:
                 if where is None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): listening on UDP port {port}")
-                    dgram.serve(endpoint, pump, session, port)
+                    dgram.serve(endpoint, pump, session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to {tcp.show(where)} "
                         "over UDP")
