@@ -187,10 +187,11 @@ def keep_queues(dev: Device, count: int) -> None:
 
 # --- server -------------------------------------------------------------------------------
 
-def serve(dev: Device, listener: socket.socket, make_pump: Callable[[Device, str], Pump],
-          session: Session, log: Log) -> int:
-    """Accept clients and hand each connection to the worker of its queue; returns the
-    exit status (a worker failed) or raises KeyboardInterrupt."""
+def serve(dev: Device, listener: socket.socket, pump: Pump,
+          make_pump: Callable[[Device, str], Pump], session: Session, log: Log) -> int:
+    """Accept clients and hand each connection to the worker of its queue (``pump``: the
+    parent's, for the hello; ``make_pump`` makes each worker's); returns the exit status (a
+    worker failed) or raises KeyboardInterrupt."""
     count = len(dev.queues)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
 
@@ -210,7 +211,7 @@ def serve(dev: Device, listener: socket.socket, make_pump: Callable[[Device, str
     for _mine, theirs in pairs:
         theirs.close()
     try:
-        return _dispatch(listener, ctrls, session, make_pump(dev, ""), log)
+        return _dispatch(listener, ctrls, session, pump, log)
     finally:  # signal first: each worker then says what it moved, before its ctrl closes
         stop(pool.pids)
         wait(pool)
@@ -299,12 +300,12 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
 
 # --- client -------------------------------------------------------------------------------
 
-def run_clients(dev: Device, host: str, port: int, make_pump: Callable[[Device, str], Pump],
-                session: Session, *, reconnect: bool, log: Log) -> int:
-    """Connect queue 0, then run one client worker per queue the session uses. Returns the
-    exit status, or raises KeyboardInterrupt."""
-    first_pump = make_pump(dev, "")
-    local = session.hello(first_pump) if session.negotiate else None
+def run_clients(dev: Device, host: str, port: int, pump: Pump,
+                make_pump: Callable[[Device, str], Pump], session: Session, *,
+                reconnect: bool, log: Log) -> int:
+    """Connect queue 0 (``pump``: the parent's), then run one client worker per queue the
+    session uses. Returns the exit status, or raises KeyboardInterrupt."""
+    local = session.hello(pump) if session.negotiate else None
     backoff = Backoff()
     while True:
         try:
@@ -316,7 +317,7 @@ def run_clients(dev: Device, host: str, port: int, make_pump: Callable[[Device, 
                 raise
             delay = backoff.next()
             log(f"{exc}; retrying in {delay:.1f} s")
-            tunnel.wait_discarding(dev, first_pump.counters, delay)
+            tunnel.wait_discarding(dev, pump.counters, delay)
     count = min(tunnel.queues_agreed(outcome), len(dev.queues))
     if count < len(dev.queues):
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
@@ -32,6 +33,20 @@ def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
     for net in routes:
         link.add_route(net, name)
     return link.state(name).mtu
+
+
+def _pump_factory(*, mtu: int, debug: bool, offloads: int, keepalive: float,
+                  peer_timeout: float) -> Callable[[tuntap.Device, str], tunnel.Pump]:
+    """What makes the pump of a device (or of one worker's queue, its lines prefixed):
+    the flags' settings, 0 seconds meaning off."""
+
+    def make(dev: tuntap.Device, prefix: str) -> tunnel.Pump:
+        return tunnel.Pump(dev, mtu=mtu, counters=tunnel.Counters(),
+                           log=(lambda m: log(prefix + m)) if prefix else log,
+                           debug=debug_line if debug else None, offloads=offloads,
+                           keepalive=keepalive or None, timeout=peer_timeout or None)
+
+    return make
 
 
 def _workers(requested: int | None, *, server: bool, once: bool, classic_wire: bool) -> int:
@@ -88,14 +103,9 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
                    auto=worker_count is None) as dev:
             count = len(dev.queues)
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
-            offloads = tunnel.probe_offloads(dev)
-
-            def make_pump(queue_dev: tuntap.Device, prefix: str) -> tunnel.Pump:
-                return tunnel.Pump(queue_dev, mtu=dev_mtu, counters=tunnel.Counters(),
-                                   log=(lambda m: log(prefix + m)) if prefix else log,
-                                   debug=debug_line if debug else None, offloads=offloads,
-                                   keepalive=keepalive or None, timeout=peer_timeout or None)
-
+            make_pump = _pump_factory(mtu=dev_mtu, debug=debug,
+                                      offloads=tunnel.probe_offloads(dev),
+                                      keepalive=keepalive, peer_timeout=peer_timeout)
             pump = make_pump(dev, "")
             if pump.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
@@ -110,13 +120,13 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
                 if listener is not None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): listening on TCP port {port}")
                     if count > 1:
-                        return workers.serve(dev, listener, make_pump, session, log)
+                        return workers.serve(dev, listener, pump, make_pump, session, log)
                     tunnel.serve(dev, listener, pump, once=once, session=session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): connecting to "
                         f"{tcp.show((host, port))}")
                     if count > 1:
-                        return workers.run_clients(dev, host, port, make_pump, session,
+                        return workers.run_clients(dev, host, port, pump, make_pump, session,
                                                    reconnect=reconnect, log=log)
                     tunnel.run_client(dev, host, port, pump, reconnect=reconnect,
                                       session=session)
@@ -154,9 +164,8 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
         with tuntap.open_device(iface, tap=tap) as dev:
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
                                                           routes))
-            pump = tunnel.Pump(dev, mtu=dev_mtu, counters=tunnel.Counters(), log=log,
-                               debug=debug_line if debug else None, offloads=0,
-                               keepalive=keepalive or None, timeout=peer_timeout or None)
+            pump = _pump_factory(mtu=dev_mtu, debug=debug, offloads=0, keepalive=keepalive,
+                                 peer_timeout=peer_timeout)(dev, "")
             session = tunnel.Session(features=native.FEATURE_KEEPALIVE)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
