@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import select
 import time
+from collections.abc import Iterator
 
 from . import vnet
 from .backoff import Backoff
@@ -92,6 +93,17 @@ class _Path:
             self.pump.counters.drops["unexpected-datagram"] += 1
         return None
 
+    def incoming(self) -> Iterator[tuple[memoryview, Address]]:
+        """The datagrams waiting on the socket (up to BATCH receives, each maybe a GRO
+        batch) with their source; views into ``rbuf``, used before the next one."""
+        for _ in range(BATCH):
+            got = self.ep.receive(self.rbuf)
+            if got is None:
+                return
+            grams, address = got
+            for gram in grams:
+                yield gram, address
+
     def liveness(self, now: float) -> Liveness:
         return Liveness(now, interval=self.pump.keepalive, timeout=self.pump.timeout)
 
@@ -117,41 +129,36 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
                                        live.wait(now) if live is not None else None)
         now = time.monotonic()
         if ep_fd in readable:
-            for _ in range(BATCH):
-                got = endpoint.receive(path.rbuf)
-                if got is None:
-                    break
-                grams, address = got
-                for gram in grams:
-                    try:
-                        kind, sid, payload = datagram.parse(gram)
-                    except Malformed:
-                        counters.drops["bad-datagram"] += 1
-                        continue
-                    if kind == datagram.HELLO:
-                        started = _server_hello(endpoint, local, peer, sid, payload, address, log,
-                                                counters)
-                        if started:
-                            path.use(sid)
-                            live = path.liveness(now)
-                        continue
-                    verdict = peer.check(sid, address)
-                    if not verdict.ok or live is None:
-                        counters.drops[verdict.why or "unknown-session"] += 1
-                        if kind != datagram.REJECT and now - last_reject >= REJECT_INTERVAL:
-                            endpoint.send(datagram.encode(datagram.REJECT, sid), address)
-                            last_reject = now
-                        continue
-                    if verdict.roamed_from is not None:
-                        log(f"client roamed from {tcp.show(verdict.roamed_from)} to "
-                            f"{tcp.show(address)}")
-                    live.received(now)
-                    closed = path.deliver(kind, payload)
-                    if closed is not None:
-                        log(f"client {tcp.show(address)} disconnected: {closed} "
-                            f"({counters.summary()})")
-                        peer.forget()
-                        live = None
+            for gram, address in path.incoming():
+                try:
+                    kind, sid, payload = datagram.parse(gram)
+                except Malformed:
+                    counters.drops["bad-datagram"] += 1
+                    continue
+                if kind == datagram.HELLO:
+                    started = _server_hello(endpoint, local, peer, sid, payload, address, log,
+                                            counters)
+                    if started:
+                        path.use(sid)
+                        live = path.liveness(now)
+                    continue
+                verdict = peer.check(sid, address)
+                if not verdict.ok or live is None:
+                    counters.drops[verdict.why or "unknown-session"] += 1
+                    if kind != datagram.REJECT and now - last_reject >= REJECT_INTERVAL:
+                        endpoint.send(datagram.encode(datagram.REJECT, sid), address)
+                        last_reject = now
+                    continue
+                if verdict.roamed_from is not None:
+                    log(f"client roamed from {tcp.show(verdict.roamed_from)} to "
+                        f"{tcp.show(address)}")
+                live.received(now)
+                closed = path.deliver(kind, payload)
+                if closed is not None:
+                    log(f"client {tcp.show(address)} disconnected: {closed} "
+                        f"({counters.summary()})")
+                    peer.forget()
+                    live = None
         if dev_fd in readable:
             if live is not None and peer.address is not None:
                 path.to_network(peer.address)
@@ -237,48 +244,43 @@ def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Ses
         readable, _, _ = select.select([ep_fd, dev_fd], [], [], wait)
         now = time.monotonic()
         if ep_fd in readable:
-            for _ in range(BATCH):
-                got = endpoint.receive(path.rbuf)
-                if got is None:
-                    break
-                grams, address = got
-                for gram in grams:
-                    if not udp.same(address, server):
-                        counters.drops["not-from-server"] += 1
-                        continue
-                    try:
-                        kind, their_sid, payload = datagram.parse(gram)
-                    except Malformed:
-                        counters.drops["bad-datagram"] += 1
-                        continue
-                    if their_sid != sid:
-                        counters.drops["unknown-session"] += 1
-                        continue
-                    if kind == datagram.HELLO:
-                        if not up:
-                            _client_hello(local, payload, shown)
-                            up, live = True, path.liveness(now)
-                            backoff.reset()
-                            log(f"connected to {shown} (native wire over UDP)")
-                        continue
-                    if kind == datagram.REJECT:
-                        if up:
-                            log(f"server {shown} does not know this session (restarted?): "
-                                "shaking hands again")
-                            up, live, next_hello = False, None, now
-                            give_up = now + HELLO_WAIT
-                        continue
-                    if not up or live is None:
-                        counters.drops["before-handshake"] += 1
-                        continue
-                    live.received(now)
-                    closed = path.deliver(kind, payload)
-                    if closed is not None:
-                        if not reconnect:
-                            raise tcp.PeerGone(f"server {shown} went away: {closed}; use "
-                                               "--reconnect to keep trying")
-                        log(f"disconnected from {shown}: {closed}; shaking hands again")
+            for gram, address in path.incoming():
+                if not udp.same(address, server):
+                    counters.drops["not-from-server"] += 1
+                    continue
+                try:
+                    kind, their_sid, payload = datagram.parse(gram)
+                except Malformed:
+                    counters.drops["bad-datagram"] += 1
+                    continue
+                if their_sid != sid:
+                    counters.drops["unknown-session"] += 1
+                    continue
+                if kind == datagram.HELLO:
+                    if not up:
+                        _client_hello(local, payload, shown)
+                        up, live = True, path.liveness(now)
+                        backoff.reset()
+                        log(f"connected to {shown} (native wire over UDP)")
+                    continue
+                if kind == datagram.REJECT:
+                    if up:
+                        log(f"server {shown} does not know this session (restarted?): "
+                            "shaking hands again")
                         up, live, next_hello = False, None, now
+                        give_up = now + HELLO_WAIT
+                    continue
+                if not up or live is None:
+                    counters.drops["before-handshake"] += 1
+                    continue
+                live.received(now)
+                closed = path.deliver(kind, payload)
+                if closed is not None:
+                    if not reconnect:
+                        raise tcp.PeerGone(f"server {shown} went away: {closed}; use "
+                                           "--reconnect to keep trying")
+                    log(f"disconnected from {shown}: {closed}; shaking hands again")
+                    up, live, next_hello = False, None, now
         if dev_fd in readable:
             if up and live is not None:
                 path.to_network(server)
