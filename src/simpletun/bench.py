@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -44,6 +45,8 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "udp": (["-t", "udp"], ["-t", "udp"]),
     "native-loss": ([], []),
     "udp-loss": (["-t", "udp"], ["-t", "udp"]),
+    "icmp": (["-t", "icmp"], ["-t", "icmp"]),
+    "icmp-loss": (["-t", "icmp"], ["-t", "icmp"]),
 }
 #: modes measured with this percentage of the underlay's tunnel packets dropped at random
 #: (nft, in both namespaces, each direction)
@@ -151,16 +154,29 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
     return int(total) * 8 / float(elapsed) / 1e6, int(total)
 
 
-def lossy(ns: Namespace, port: int, percent: int) -> None:
-    """Drop ``percent`` % of the packets to and from ``port`` arriving in ``ns`` (nft)."""
+def lossy(ns: Namespace, port: int, percent: int, *, icmp_on: str | None = None) -> None:
+    """Drop ``percent`` % of the packets to and from ``port`` arriving in ``ns`` (nft); with
+    ``icmp_on`` (an interface: the underlay) also of the echo requests and replies arriving
+    there, which is where the ICMP transport's packets ride."""
+    icmp = (f"  iifname \"{icmp_on}\" icmp type {{ echo-request, echo-reply }} "
+            f"numgen random mod 100 < {percent} counter drop\n"
+            f"  iifname \"{icmp_on}\" icmpv6 type {{ echo-request, echo-reply }} "
+            f"numgen random mod 100 < {percent} counter drop\n") if icmp_on else ""
     rules = (f"table inet simpletun_loss {{\n chain input {{\n"
              f"  type filter hook input priority 0;\n"
              f"  th dport {port} numgen random mod 100 < {percent} counter drop\n"
-             f"  th sport {port} numgen random mod 100 < {percent} counter drop\n }}\n}}\n")
+             f"  th sport {port} numgen random mod 100 < {percent} counter drop\n"
+             f"{icmp} }}\n}}\n")
     done = ns.run(["nft", "-f", "-"], input=rules)
     if done.returncode != 0:
         raise SimpletunError(f"cannot set up packet loss with nft ({done.stderr.strip()}): "
                              "apt-get install nftables, or leave out the -loss modes")
+
+
+def dropped(ns: Namespace) -> int:
+    """Packets the rules of :func:`lossy` dropped in ``ns``."""
+    out = ns.run(["nft", "list", "table", "inet", "simpletun_loss"]).stdout
+    return sum(int(n) for n in re.findall(r"counter packets (\d+) ", out))
 
 
 def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: int,
@@ -175,7 +191,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
             bed.start(server_extra=extra[0], client_extra=extra[1])
             if mode.endswith("-loss"):
                 for ns in (bed.server, bed.client):
-                    lossy(ns, bed.port, LOSS_PERCENT)
+                    lossy(ns, bed.port, LOSS_PERCENT, icmp_on="veth0")
             assert bed.server_proc is not None and bed.client_proc is not None
             procs = [bed.server_proc, bed.client_proc]
             target = bed.server_overlay

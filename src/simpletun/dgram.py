@@ -1,5 +1,6 @@
-"""The tunnel over datagrams (``--transport udp``): one packet per datagram, framed by
-:mod:`wire.datagram`, over a :class:`transport.udp.Endpoint`.
+"""The tunnel over datagrams (``--transport udp`` and ``icmp``): one packet per datagram,
+framed by :mod:`wire.datagram`, over an :class:`Endpoint` (:class:`transport.udp.Endpoint`,
+or :mod:`transport.icmp`'s Server and Client, which carry the datagrams in echo messages).
 
 Device to network: up to BATCH packets are read, each into a slot with room for the 9-byte
 header in front, and leave with as few sendmsg calls as UDP GSO allows (same-size runs).
@@ -17,15 +18,16 @@ from __future__ import annotations
 
 import select
 import time
+from collections import Counter
 from collections.abc import Iterator
+from typing import Protocol
 
 from . import vnet
 from .backoff import Backoff
 from .errors import HandshakeFailed
 from .liveness import DEAD, KEEPALIVE, Liveness
 from .packets import Malformed
-from .transport import tcp, udp
-from .transport.udp import Address
+from .transport import tcp
 from .tunnel import BATCH, Counters, Log, Pump, Session, discard
 from .tuntap import READ_SIZE
 from .wire import datagram, native
@@ -33,13 +35,37 @@ from .wire import datagram, native
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
 REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)
 
+Address = tuple[str, int]  # UDP: host, port; ICMP: host, echo identifier
+
+
+class Endpoint(Protocol):
+    """What the loop needs of a datagram transport."""
+
+    name: str  # "UDP", "ICMP": for status lines
+    hint: str  # what to check when the server does not answer
+    drops: Counter[str]  # where the transport counts what it drops
+    polling: bytes | None  # a client's session keepalive while it is up (ICMP polls)
+
+    def fileno(self) -> int: ...
+    def send_batch(self, frames: list[memoryview], address: Address) -> None: ...
+    def send(self, data: bytes, address: Address) -> None: ...
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None: ...
+    def tick(self, now: float) -> float | None: ...  # timed work; seconds until more is due
+    def show(self, address: Address) -> str: ...
+    def same(self, a: Address, b: Address) -> bool: ...
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
 
 class _Path:
     """What both ends share: the endpoint, the device side and the batched send."""
 
-    def __init__(self, pump: Pump, endpoint: udp.Endpoint, session_id: bytes) -> None:
+    def __init__(self, pump: Pump, endpoint: Endpoint, session_id: bytes) -> None:
         self.pump = pump
         self.ep = endpoint
+        endpoint.drops = pump.counters.drops
         self._slots = [bytearray(datagram.HEADER_LEN + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
         self.rbuf = bytearray(65536)
@@ -113,7 +139,7 @@ def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
     return native.decode_handshake(bytes(payload)[2:])
 
 
-def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
+def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
     """Serve one client session at a time, following it as it roams, forever."""
     log, counters, dev = pump.log, pump.counters, pump.dev
     local = session.hello(pump)
@@ -125,8 +151,10 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
     ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
     while True:
         now = time.monotonic()
-        readable, _, _ = select.select([ep_fd, dev_fd], [], [],
-                                       live.wait(now) if live is not None else None)
+        wait = endpoint.tick(now)
+        if live is not None:
+            wait = _earliest(wait, live.wait(now))
+        readable, _, _ = select.select([ep_fd, dev_fd], [], [], wait)
         now = time.monotonic()
         if ep_fd in readable:
             for gram, address in path.incoming():
@@ -150,12 +178,12 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
                         last_reject = now
                     continue
                 if verdict.roamed_from is not None:
-                    log(f"client roamed from {tcp.show(verdict.roamed_from)} to "
-                        f"{tcp.show(address)}")
+                    log(f"client roamed from {endpoint.show(verdict.roamed_from)} to "
+                        f"{endpoint.show(address)}")
                 live.received(now)
                 closed = path.deliver(kind, payload)
                 if closed is not None:
-                    log(f"client {tcp.show(address)} disconnected: {closed} "
+                    log(f"client {endpoint.show(address)} disconnected: {closed} "
                         f"({counters.summary()})")
                     peer.forget()
                     live = None
@@ -171,18 +199,18 @@ def serve(endpoint: udp.Endpoint, pump: Pump, session: Session) -> None:
                 endpoint.send(path.keepalive, peer.address)
                 live.sent(now)
             elif due == DEAD:
-                log(f"client {tcp.show(peer.address)} disconnected: nothing heard for "
+                log(f"client {endpoint.show(peer.address)} disconnected: nothing heard for "
                     f"{live.silence(now):.0f} s (dead-peer timeout); forgetting it "
                     f"({counters.summary()})")
                 peer.forget()
                 live = None
 
 
-def _server_hello(endpoint: udp.Endpoint, local: native.Hello, peer: datagram.Peer[Address],
+def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[Address],
                   sid: bytes, payload: bytes | memoryview, address: Address,
                   log: Log, counters: Counters) -> bool:
     """Answer a client's hello; True when a session (new or renewed) starts."""
-    shown = tcp.show(address)
+    shown = endpoint.show(address)
     try:
         msg = _hello_payload(payload)
     except native.HandshakeError as exc:
@@ -204,18 +232,18 @@ def _server_hello(endpoint: udp.Endpoint, local: native.Hello, peer: datagram.Pe
     if replaced is not None:
         log(f"client disconnected: replaced by client {shown}")
     if not renewed:
-        log(f"client {shown} connected (native wire over UDP)")
+        log(f"client {shown} connected (native wire over {endpoint.name})")
     reply = native.Hello(tap=local.tap, mtu=local.mtu, features=agreed.features, session=sid)
     endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(reply)), address)
     return True
 
 
-def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Session, *,
+def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session, *,
                reconnect: bool) -> None:
     """Shake hands (retrying), then pump; shake hands again when the server rejects the
     session (it restarted) or, with ``reconnect``, when it falls silent."""
     log, counters, dev = pump.log, pump.counters, pump.dev
-    shown = tcp.show(server)
+    shown = endpoint.show(server)
     local = session.hello(pump)
     sid = session.session_id
     hello = datagram.encode(datagram.HELLO, sid, native.encode_hello(local))
@@ -231,9 +259,8 @@ def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Ses
         now = time.monotonic()
         if not up:
             if not reconnect and now >= give_up:
-                raise tcp.PeerGone(f"server {shown} did not answer over UDP within "
-                                   f"{HELLO_WAIT:g} s: is 'simpletun -s --transport udp' "
-                                   "running there, on this port?")
+                raise tcp.PeerGone(f"server {shown} did not answer over {endpoint.name} "
+                                   f"within {HELLO_WAIT:g} s: {endpoint.hint}")
             if now >= next_hello:
                 endpoint.send(hello, server)
                 next_hello = now + backoff.next()
@@ -241,11 +268,13 @@ def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Ses
         else:
             assert live is not None
             wait = live.wait(now)
+        endpoint.polling = path.keepalive if up else None
+        wait = _earliest(wait, endpoint.tick(now))
         readable, _, _ = select.select([ep_fd, dev_fd], [], [], wait)
         now = time.monotonic()
         if ep_fd in readable:
             for gram, address in path.incoming():
-                if not udp.same(address, server):
+                if not endpoint.same(address, server):
                     counters.drops["not-from-server"] += 1
                     continue
                 try:
@@ -261,7 +290,7 @@ def run_client(endpoint: udp.Endpoint, server: Address, pump: Pump, session: Ses
                         _client_hello(local, payload, shown)
                         up, live = True, path.liveness(now)
                         backoff.reset()
-                        log(f"connected to {shown} (native wire over UDP)")
+                        log(f"connected to {shown} (native wire over {endpoint.name})")
                     continue
                 if kind == datagram.REJECT:
                     if up:

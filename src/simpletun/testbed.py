@@ -156,19 +156,22 @@ class Testbed:
         for ns in (self.server, self.client):
             link.wait_usable(self.iface, netns=ns.name)
 
-    def transfer(self, size: int, *, to: str | None = None,
-                 port: int = 5001) -> tuple[int, str, float]:
+    def transfer(self, size: int, *, to: str | None = None, port: int = 5001,
+                 from_server: bool = False) -> tuple[int, str, float]:
         """Send ``size`` bytes from the client to the server (over ``to``, the server's
-        overlay address by default); returns (bytes, sha256, seconds) once the server's
-        digest matched, or raises."""
-        target = to or self.server_overlay
-        recv = self.server.popen([sys.executable, "-m", "simpletun.flow", "recv", target,
+        overlay address by default), or with ``from_server`` the other way (to the client's
+        overlay address); returns (bytes, sha256, seconds) once the receiver's digest
+        matched, or raises."""
+        sender, receiver = (self.server, self.client) if from_server else \
+            (self.client, self.server)
+        target = to or (self.client_overlay if from_server else self.server_overlay)
+        recv = receiver.popen([sys.executable, "-m", "simpletun.flow", "recv", target,
                                   str(port)], stdout=subprocess.PIPE, text=True)
         try:
             assert recv.stdout is not None
             if recv.stdout.readline().strip() != "ready":
                 raise SimpletunError("the receiver did not start")
-            sent = self.client.run([sys.executable, "-m", "simpletun.flow", "send", target,
+            sent = sender.run([sys.executable, "-m", "simpletun.flow", "send", target,
                                     str(port), str(size)], timeout=300)
             out, _ = recv.communicate(timeout=30)
         finally:

@@ -11,12 +11,13 @@ import time
 import pytest
 
 from simpletun import link
-from simpletun.bench import lossy
+from simpletun.bench import dropped, lossy
 from simpletun.netns import Lab, veth
 from simpletun.testbed import Testbed
+from simpletun.transport.icmp import ECHO_SYSCTL
 
 MB = 1024 * 1024
-TRANSPORTS = ["tcp", "udp"]
+TRANSPORTS = ["tcp", "udp", "icmp"]
 UNDERLAYS = [4, 6]
 
 
@@ -37,18 +38,20 @@ def test_20mb_transfer(lab: Lab, transport: str, underlay: int, loss: bool) -> N
     # resends a lost ping, so 2 of 100 fail after)
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
     if loss:
-        lossy(bed.server, bed.port, 2)
-        lossy(bed.client, bed.port, 2)
+        for ns in (bed.server, bed.client):
+            lossy(ns, bed.port, 2, icmp_on="veth0")
     size, _digest, _seconds = bed.transfer(20 * MB)
     assert size == 20 * MB
+    # and the other way: over ICMP the server may only answer the client's requests
+    assert bed.transfer(20 * MB, from_server=True)[0] == 20 * MB
     if loss:
-        out = bed.server.run(["nft", "list", "table", "inet", "simpletun_loss"]).stdout
-        assert "counter packets 0 " not in out.split("dport")[1][:80], out  # it did drop
+        assert dropped(bed.server) > 0 and dropped(bed.client) > 0
 
 
 @pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
-def test_udp_client_roams_mid_transfer(lab: Lab, underlay: int) -> None:
-    bed = _bed(lab, "udp", underlay)
+@pytest.mark.parametrize("transport", ["udp", "icmp"])
+def test_client_roams_mid_transfer(lab: Lab, transport: str, underlay: int) -> None:
+    bed = _bed(lab, transport, underlay)
     v6 = underlay == 6
     new = "fd00::3" if v6 else "192.0.2.3"
     link.add_address("veth0", f"{new}/{64 if v6 else 24}", netns=bed.client.name, nodad=True)
@@ -63,9 +66,9 @@ def test_udp_client_roams_mid_transfer(lab: Lab, underlay: int) -> None:
     sender.join(120)
     assert result and result[0] != () and isinstance(result[0], tuple), result
     assert bed.server_proc is not None
-    shown = f"[{new}]" if v6 else new
+    shown = {"udp": f"[{new}]:" if v6 else f"{new}:", "icmp": f"{new} (ICMP id "}[transport]
     bed.server_proc.wait_for("client roamed from ")
-    assert f" to {shown}:" in bed.server_proc.text
+    assert f" to {shown}" in bed.server_proc.text
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
 
 
@@ -127,6 +130,58 @@ def test_junk_from_a_third_namespace_is_dropped(lab: Lab, underlay: int) -> None
     bed.server_proc.stop()
     summary = bed.server_proc.lines[-1]
     assert "bad-datagram" in summary and "unknown-session" in summary, summary
+
+
+ICMP_JUNK = r"""
+import os, socket, struct, sys
+from simpletun.wire import icmp
+v6 = ":" in sys.argv[1]
+family = socket.AF_INET6 if v6 else socket.AF_INET
+r = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+request = icmp.ECHO6_REQUEST if v6 else icmp.ECHO_REQUEST
+def send(head, payload):
+    r.sendto((head if v6 else icmp.seal4(head, payload)) + payload, (sys.argv[1], 0))
+for i in range(300):
+    mark = icmp.head(request, i, i, icmp.REQUEST_MAGIC)
+    send(mark, os.urandom(i % 200))                              # random payloads, marked
+    for kind in (1, 3, 4, 6, 9):                                  # forged headers, wrong session
+        send(mark, bytes([kind]) + os.urandom(8) + os.urandom(i % 120))
+    send(mark, bytes([5]) + os.urandom(8) + os.urandom(60))      # a garbage hello
+    send(icmp.head(request, i, i, icmp.REPLY_MAGIC), os.urandom(20))  # the wrong direction
+    if not v6:                                                   # a bad checksum
+        r.sendto(bytes(icmp.seal4(mark, b"x"))[:2] + b"\0\1" + mark[4:] + b"x",
+                 (sys.argv[1], 0))
+print("sent")
+"""
+
+
+@pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
+def test_icmp_junk_and_foreign_pings(lab: Lab, underlay: int) -> None:
+    bed = _bed(lab, "icmp", underlay)
+    third = lab.host("junk")
+    v6 = underlay == 6
+    veth(bed.server, "veth1", third, "veth0",
+         a_addrs=["fd01::1/64" if v6 else "198.51.100.1/24"],
+         b_addrs=["fd01::2/64" if v6 else "198.51.100.2/24"])
+    target = "fd01::1" if v6 else "198.51.100.1"
+    sysctl = ECHO_SYSCTL[underlay]
+    assert bed.server.run(["cat", sysctl]).stdout.strip() == "1"  # the kernel stays quiet
+    rx_before = link.state(bed.iface, netns=bed.server.name).counters["rx_packets"]
+    done = third.run([sys.executable, "-c", ICMP_JUNK, target], timeout=60)
+    assert done.stdout.strip() == "sent", done.stderr
+    # foreign pings are not tunnel traffic: answered as the kernel would have, once each
+    ping = third.ping(target, count=3, interval=0.05)
+    assert ping.ok and "DUP" not in ping.output, ping.output
+    time.sleep(0.5)
+    assert link.state(bed.iface, netns=bed.server.name).counters["rx_packets"] == rx_before
+    assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
+    bed.transfer(2 * MB)
+    assert bed.server_proc is not None
+    bed.server_proc.stop()
+    summary = bed.server_proc.lines[-1]
+    assert "bad-datagram" in summary and "unknown-session" in summary, summary
+    assert v6 or "bad-icmp" in summary, summary
+    assert bed.server.run(["cat", sysctl]).stdout.strip() == "0"  # put back on exit
 
 
 def test_udp_needs_no_classic_and_says_so(lab: Lab) -> None:

@@ -45,10 +45,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Speak only the classic wire (no handshake, no offloads). Without it a "
                    "client falls back to it by itself when the server does not answer the "
                    "handshake, and a server serves classic clients too.")
-@click.option("-t", "--transport", type=click.Choice(["tcp", "udp"]), default="tcp",
+@click.option("-t", "--transport", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp",
               show_default=True,
-              help="Underlay: tcp (classic-compatible), or udp (one packet per datagram, "
-                   "roaming; default MTU 1440 so an outer packet fits 1500 bytes).")
+              help="Underlay: tcp (classic-compatible); udp (one packet per datagram, "
+                   "roaming; default MTU 1440 so an outer packet fits 1500 bytes); icmp "
+                   "(packets in echo requests and replies, for networks that pass only "
+                   "pings; default MTU 1432; no port; the server turns the kernel's echo "
+                   "replies off while it runs and answers pings itself).")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 64), metavar="N",
               help="Processes (and device queues), each with its own connection, so flows "
                    "spread over cores; default: one per CPU, at most 8 (1 with --classic).")

@@ -12,8 +12,9 @@ import click
 
 from .. import dgram, isolate, link, tunnel, tuntap, workers
 from ..errors import DeviceMismatch
-from ..transport import tcp, udp
+from ..transport import icmp, tcp, udp
 from ..wire import datagram, native
+from ..wire import icmp as icmp_wire
 from ..wire.classic import CLASSIC_PEER_MAX
 from ._common import configure, parse_addresses, sigterm_as_interrupt
 
@@ -146,7 +147,7 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
                   routes: list[link.IPNetwork], once: bool, reconnect: bool,
                   classic_wire: bool, worker_count: int | None, keepalive: float,
                   peer_timeout: float, transport: str) -> int:
-    """The tunnel over UDP: one packet per datagram (see simpletun.dgram)."""
+    """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.dgram)."""
     if classic_wire:
         raise click.UsageError("the classic wire is TCP only: drop --classic or use "
                                "--transport tcp")
@@ -155,11 +156,26 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
     if once:
         raise click.UsageError(f"--once is for the TCP transport; {transport} serves one "
                                "session at a time and forgets it when it goes silent")
-    if server:
-        endpoint, where = udp.server(port), None  # fail early on a busy port
+    endpoint: dgram.Endpoint
+    restore = None
+    if transport == "icmp":
+        if server:
+            icmp_server = icmp.Server()  # fails without the privilege, before any change
+            icmp_server.answer_pings, restore = icmp.quiet_kernel()
+            endpoint, where = icmp_server, None
+        else:
+            client = icmp.Client(host)
+            endpoint, where = client, client.server
+        default_mtu = icmp_wire.DEFAULT_MTU
     else:
-        endpoint, where = udp.client(host, port)
-    overlay_mtu = mtu if mtu is not None else datagram.DEFAULT_MTU
+        if server:
+            endpoint, where = udp.server(port), None  # fail early on a busy port
+        else:
+            endpoint, where = udp.client(host, port)
+        default_mtu = datagram.DEFAULT_MTU
+    overlay_mtu = mtu if mtu is not None else default_mtu
+    listening = ("listening on ICMP echo requests (the kernel's own echo replies are off "
+                 "until exit)" if transport == "icmp" else f"listening on UDP port {port}")
     try:
         with tuntap.open_device(iface, tap=tap) as dev:
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
@@ -171,15 +187,17 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
             kind = "tap" if dev.tap else "tun"
             try:
                 if where is None:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): listening on UDP port {port}")
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): {listening}")
                     dgram.serve(endpoint, pump, session)
                 else:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to {tcp.show(where)} "
-                        "over UDP")
+                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to "
+                        f"{endpoint.show(where)} over {endpoint.name}")
                     dgram.run_client(endpoint, where, pump, session, reconnect=reconnect)
             except KeyboardInterrupt:
                 log(f"shutting down: {pump.counters.summary()}")
                 return 0
     finally:
         endpoint.close()
+        if restore is not None:
+            restore()
     return 0

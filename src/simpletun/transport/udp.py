@@ -9,6 +9,7 @@ import errno
 import os
 import socket
 import struct
+from collections import Counter
 
 from ..wire import datagram
 from . import tcp
@@ -42,8 +43,13 @@ class Endpoint:
     ``SIMPLETUN_UDP_NO_GSO=1`` / ``SIMPLETUN_UDP_NO_GRO=1`` in the environment switch them
     off, to measure what they bring."""
 
+    name = "UDP"
+    hint = "is 'simpletun -s --transport udp' running there, on this port?"
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.drops: Counter[str] = Counter()  # nothing is counted here
+        self.polling: bytes | None = None  # polls are ICMP's
         self.gro = _tune(sock, gro=not os.environ.get("SIMPLETUN_UDP_NO_GRO"))
         # switched off by the first send that the kernel refuses
         self.gso = not os.environ.get("SIMPLETUN_UDP_NO_GSO")
@@ -102,6 +108,17 @@ class Endpoint:
                 segment = (_INT.unpack(data[:_INT.size]) if len(data) >= _INT.size
                            else _U16.unpack(data[:2]))[0]
         return datagram.segments(memoryview(buf), n, segment), address
+
+
+    def tick(self, now: float) -> float | None:
+        """Nothing to do on a timer over UDP."""
+        return None
+
+    def show(self, address: Address) -> str:
+        return tcp.show(address)
+
+    def same(self, a: Address, b: Address) -> bool:
+        return same(a, b)
 
 
 def server(port: int, host: str | None = None) -> Endpoint:

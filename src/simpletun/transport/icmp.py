@@ -1,0 +1,361 @@
+"""ICMP underlay (``--transport icmp``): raw ICMP and ICMPv6 sockets that carry tunnel
+datagrams in echo requests (client to server) and echo replies (server to client). The
+marks, credits and polls are :mod:`simpletun.wire.icmp`; the loop is :mod:`simpletun.dgram`,
+the same as over UDP.
+
+An address here is ``(host, identifier)``: the client's echo identifier plays the part of a
+UDP port, so a client that moves to another address is seen roaming.
+
+The server's kernel would answer every echo request itself, with the request's payload: a
+second, useless reply to each tunnel packet. :func:`quiet_kernel` turns its echo replies off
+(``net.ipv4.icmp_echo_ignore_all``, ``net.ipv6.icmp.echo_ignore_all``, per network
+namespace) for the server's lifetime and puts the old values back on exit; meanwhile the
+server answers ordinary pings itself, as the kernel would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from ..wire import icmp
+from ..wire.icmp import Credits, Poller
+from . import tcp
+from .tcp import TransportError
+
+Address = tuple[str, int]  # host, echo identifier
+
+SOL_RAW = 255
+ICMP_FILTER = 1  # linux/icmp.h: a mask of ICMPv4 types *not* to receive
+ICMP6_FILTER = 1  # linux/icmpv6.h: 256 bits, a set bit blocks the type
+IP_PKTINFO = 8  # linux/in.h (the socket module lacks it)
+SOCKET_BUFFER = 4 * 1024 * 1024
+MAX_QUEUED = 512  # packets a server holds while it has no request to answer with
+ECHO_SYSCTL = {4: "/proc/sys/net/ipv4/icmp_echo_ignore_all",
+               6: "/proc/sys/net/ipv6/icmp/echo_ignore_all"}
+STATE_DIR = "/run/simpletun"  # the echo settings a server found, until it puts them back
+_PKTINFO4 = struct.Struct("@i4s4s")
+_PKTINFO6 = struct.Struct("@16si")
+
+
+def _raw(family: int, accept: int) -> socket.socket:
+    """A non-blocking raw ICMP(v6) socket that receives only echo messages of type
+    ``accept``; a one-line error without the privilege."""
+    proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+    except PermissionError:
+        raise TransportError("the ICMP transport needs raw sockets: run it as root (or with "
+                             "CAP_NET_RAW)") from None
+    if family == socket.AF_INET:
+        sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("@I", ~(1 << accept) & 0xFFFFFFFF))
+    else:
+        words = [0xFFFFFFFF] * 8
+        words[accept >> 5] &= ~(1 << (accept & 31))
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("@8I", *words))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    sock.setblocking(False)
+    return sock
+
+
+class _Raw:
+    """One raw socket of one family: sends echo messages, receives them parsed."""
+
+    def __init__(self, family: int, accept: int) -> None:
+        self.v4 = family == socket.AF_INET
+        self.sock = _raw(family, accept)
+
+    def send(self, kind: int, ident: int, seq: int, magic: bytes, backlog: int,
+             payload: bytes | memoryview, host: str, source: bytes | None = None) -> None:
+        """One echo message; ``source`` (packed address) picks the address it leaves from.
+        Errors (no route right now, a full buffer) drop it, as a network would."""
+        head = icmp.head(kind, ident, seq, magic, backlog) if magic else \
+            icmp.ECHO.pack(kind, 0, 0, ident, seq)
+        if self.v4:
+            head = icmp.seal4(head, payload)
+        cmsg = [] if source is None else [self._pktinfo(source)]
+        with contextlib.suppress(OSError):
+            self.sock.sendmsg([head, payload], cmsg, 0, (host, 0))
+
+    def _pktinfo(self, source: bytes) -> tuple[int, int, bytes]:
+        if self.v4:
+            return socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO4.pack(0, source, bytes(4))
+        return socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(source, 0)
+
+    def receive(self, buf: bytearray, drops: Counter[str]
+                ) -> tuple[icmp.Echo, str, bytes | None] | None:
+        """One echo message: (parsed, source host, the packed address it was sent to), or
+        None when nothing is waiting. Malformed ones are counted and skipped."""
+        view = memoryview(buf)
+        while True:
+            try:
+                n, anc, _flags, address = self.sock.recvmsg_into([buf], 64)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                continue
+            if self.v4:  # raw IPv4 sockets see the IP header
+                ihl = (buf[0] & 0x0F) * 4
+                if n < ihl + icmp.ECHO.size or not icmp.valid4(view[ihl:n]):
+                    drops["bad-icmp"] += 1
+                    continue
+                return icmp.parse(view[ihl:n]), address[0], bytes(buf[16:20])
+            if n < icmp.ECHO.size:
+                drops["bad-icmp"] += 1
+                continue
+            dest = None
+            for level, kind, data in anc:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    dest = bytes(data[:16])
+            return icmp.parse(view[:n]), address[0], dest
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class Server:
+    """The server's end: echo requests in on ICMP and ICMPv6, replies out, one per request.
+
+    Tunnel requests are credits (:class:`wire.icmp.Credits`); what the loop sends without a
+    credit at hand waits (up to MAX_QUEUED packets) for the next request. ``answer_pings``:
+    the IP versions (4, 6) whose ordinary pings it answers, as the kernel would have.
+    """
+
+    name = "ICMP"
+    hint = "is 'simpletun -s --transport icmp' running there, and do pings get through?"
+
+    def __init__(self, *, answer_pings: frozenset[int] = frozenset()) -> None:
+        self.answer_pings = answer_pings
+        self.polling: bytes | None = None  # clients only
+        self.drops: Counter[str] = Counter()
+        self._raws: list[_Raw] = [_Raw(socket.AF_INET, icmp.ECHO_REQUEST)]
+        if socket.has_ipv6:
+            with contextlib.suppress(OSError):
+                self._raws.append(_Raw(socket.AF_INET6, icmp.ECHO6_REQUEST))
+        self._turn = 0
+        self._poll = _poller([r.sock for r in self._raws])
+        self.credits: Credits[Address, tuple[int, bytes | None]] = Credits()
+        self._queue: deque[bytes] = deque()
+        self._queued_for: Address | None = None
+
+    def fileno(self) -> int:
+        return self._poll.fileno()
+
+    def close(self) -> None:
+        for r in self._raws:
+            r.sock.close()
+        self._poll.close()
+
+    def _raw_for(self, host: str) -> _Raw:
+        v4 = _family(host) == socket.AF_INET
+        return next(r for r in self._raws if r.v4 == v4)
+
+    def _reply(self, address: Address, token: tuple[int, bytes | None],
+               payload: bytes | memoryview) -> None:
+        host, ident = address
+        raw = self._raw_for(host)
+        raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, ident, token[0],
+                 icmp.REPLY_MAGIC, len(self._queue), payload, host, token[1])
+
+    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+        for frame in frames:
+            self.send(frame, address)
+
+    def send(self, data: bytes | memoryview, address: Address) -> None:
+        """Answer the oldest request of ``address`` with ``data``, or queue it."""
+        if self._queued_for != address:
+            self._queue.clear()
+            self._queued_for = address
+        if self._queue:
+            self._enqueue(data)
+            self._flush()
+            return
+        token = self.credits.take(address)
+        if token is None:
+            self._enqueue(data)
+        else:
+            self._reply(address, token, data)
+
+    def _enqueue(self, data: bytes | memoryview) -> None:
+        if len(self._queue) >= MAX_QUEUED:
+            self.drops["no-icmp-credit"] += 1
+        else:
+            self._queue.append(bytes(data))
+
+    def _flush(self) -> None:
+        address = self._queued_for
+        while self._queue and address is not None:
+            token = self.credits.take(address)
+            if token is None:
+                return
+            self._reply(address, token, self._queue.popleft())
+
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
+        for i in range(len(self._raws)):
+            raw = self._raws[(self._turn + i) % len(self._raws)]
+            got = raw.receive(buf, self.drops)
+            if got is None:
+                continue
+            self._turn += 1
+            echo, host, dest = got
+            if echo.magic is None:
+                if (4 if raw.v4 else 6) in self.answer_pings:
+                    raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, echo.ident,
+                             echo.seq, b"", 0, echo.payload, host, dest)
+                return [], (host, echo.ident)
+            if echo.magic != icmp.REQUEST_MAGIC:
+                self.drops["bad-icmp"] += 1
+                return [], (host, echo.ident)
+            address = (host, echo.ident)
+            self.credits.add(address, (echo.seq, dest), time.monotonic())
+            return [echo.payload], address
+        return None
+
+    def tick(self, now: float) -> float | None:
+        """Send what waited for a request; answer requests held too long, empty."""
+        self._flush()
+        for address, token in self.credits.expired(now):
+            self._reply(address, token, b"")
+        return self.credits.wait(now)
+
+    def show(self, address: Address) -> str:
+        return show(address)
+
+    def same(self, a: Address, b: Address) -> bool:
+        return a == b
+
+
+class Client:
+    """The client's end: echo requests to the server, each with a datagram or a poll
+    (:class:`wire.icmp.Poller` says how many), and the server's replies."""
+
+    name = "ICMP"
+    hint = Server.hint
+
+    def __init__(self, host: str) -> None:
+        family, (self.host, _port) = tcp.addresses(host, 0)[0]
+        self._raw = _Raw(family, icmp.ECHO_REPLY if family == socket.AF_INET
+                         else icmp.ECHO6_REPLY)
+        self._kind = icmp.ECHO_REQUEST if family == socket.AF_INET else icmp.ECHO6_REQUEST
+        self.ident = int.from_bytes(os.urandom(2), "big")
+        self.server: Address = (self.host, self.ident)
+        self.poller = Poller()
+        #: what a poll carries (the session's keepalive); None: no session, no polls
+        self.polling: bytes | None = None
+        self.drops: Counter[str] = Counter()
+
+    def fileno(self) -> int:
+        return self._raw.sock.fileno()
+
+    def close(self) -> None:
+        self._raw.sock.close()
+
+    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+        for frame in frames:
+            self.send(frame, address)
+
+    def send(self, data: bytes | memoryview, address: Address) -> None:
+        seq = self.poller.request(time.monotonic())
+        self._raw.send(self._kind, self.ident, seq, icmp.REQUEST_MAGIC, 0, data, self.host)
+
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
+        got = self._raw.receive(buf, self.drops)
+        if got is None:
+            return None
+        echo, host, _dest = got
+        if echo.ident != self.ident or host != self.host or echo.magic != icmp.REPLY_MAGIC:
+            self.drops["foreign-icmp"] += 1  # others' pings, the kernel's echo of ours
+            return [], (host, echo.ident)
+        carried = len(echo.payload) > 0
+        self.poller.answered(echo.seq, echo.backlog, carried, time.monotonic())
+        return ([echo.payload] if carried else []), self.server
+
+    def tick(self, now: float) -> float | None:
+        """Send the polls that keep the server supplied with requests to answer."""
+        if self.polling is None:
+            self.poller.reset()
+            return None
+        for _ in range(self.poller.polls(now)):
+            self.send(self.polling, self.server)
+        return self.poller.wait(now)
+
+    def show(self, address: Address) -> str:
+        return show(address)
+
+    def same(self, a: Address, b: Address) -> bool:
+        return a == b
+
+
+def show(address: Address) -> str:
+    host = address[0][7:] if address[0].startswith("::ffff:") else address[0]
+    return f"{host} (ICMP id {address[1]})"
+
+
+def _poller(socks: list[socket.socket]) -> select.epoll:
+    """One file descriptor that is readable when any of ``socks`` is."""
+    poll = select.epoll()
+    for s in socks:
+        poll.register(s.fileno(), select.EPOLLIN)
+    return poll
+
+
+def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
+                 ) -> tuple[frozenset[int], Callable[[], None]]:
+    """Turn the kernel's echo replies off in this network namespace. Returns the IP
+    versions whose replies were on (the server answers their ordinary pings in the kernel's
+    place) and the function that puts every setting back.
+
+    The settings found are kept in ``state_dir`` (one file per network namespace) until they
+    are put back, so a server that was killed before it could restore them, and then
+    started again, still knows them (and answers pings as the host did)."""
+    state = os.path.join(state_dir, f"icmp-echo-{os.stat('/proc/self/ns/net').st_ino}.json")
+    try:
+        with open(state) as f:
+            found: dict[str, str] = json.load(f)
+    except (OSError, ValueError):
+        found = {}
+    old: dict[str, str] = {}
+    for family in families:
+        path = ECHO_SYSCTL[family]
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+            if value != "1":
+                with open(path, "w") as f:
+                    f.write("1")
+            old[path] = found.get(path, value)
+        except FileNotFoundError:
+            continue  # no IPv6, or a kernel without the IPv6 switch
+        except OSError as exc:
+            _restore(old, state)
+            reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else \
+                (exc.strerror or str(exc))
+            raise TransportError(f"cannot turn the kernel's echo replies off ({path}: "
+                                 f"{reason}): the ICMP server needs root") from None
+    with contextlib.suppress(OSError):
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        with open(state, "w") as f:
+            json.dump(old, f)
+    was_on = frozenset(f for f in families if old.get(ECHO_SYSCTL[f], "1") != "1")
+    return was_on, lambda: _restore(old, state)
+
+
+def _restore(old: dict[str, str], state: str) -> None:
+    for path, value in old.items():
+        if value != "1":
+            with contextlib.suppress(OSError), open(path, "w") as f:
+                f.write(value)
+    with contextlib.suppress(OSError):
+        os.unlink(state)

@@ -1,0 +1,215 @@
+"""The native wire inside ICMP echo messages (``--transport icmp``), pure (sans-IO).
+
+Each tunnel datagram (:mod:`wire.datagram`: 9-byte header, then the packet) rides in the
+payload of one ICMP echo message, after a 6-byte mark::
+
+    echo header (8: type, code, checksum, identifier, sequence)
+    mark (6: magic, 4 bytes; backlog, 2 bytes)
+    datagram (9-byte header + packet), or nothing
+
+Client to server the messages are echo requests (magic ``STq\\x01``), server to client echo
+replies (``STr\\x01``). An echo without the mark is an ordinary ping and is left alone; the
+kernel's own reply to one of our requests echoes the *request's* mark, so a client never
+mistakes it for the server's.
+
+A server may only answer requests it got (that is what gets a reply through firewalls and
+NAT): every request is a **credit** for one reply. The client keeps enough requests
+outstanding: each carries a datagram of its own or, when it has nothing to send, a
+keepalive (a **poll**). :class:`Credits` is the server's side: the requests it holds,
+oldest first, answered with data, or answered empty after :data:`HOLD` seconds so the client
+knows them used. :class:`Poller` is the client's: which requests are outstanding and how many
+polls to send. A reply's backlog field says how many packets the server holds for want of
+credits; the client sends that many more polls.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import Generic, NamedTuple, TypeVar
+
+from ..packets import Malformed
+from ..packets.checksum import ones_sum
+from . import datagram
+
+ECHO_REPLY, ECHO_REQUEST = 0, 8
+ECHO6_REQUEST, ECHO6_REPLY = 128, 129
+REQUEST_MAGIC = b"STq\x01"
+REPLY_MAGIC = b"STr\x01"
+ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
+MARK = struct.Struct("!4sH")  # magic, backlog
+HEAD_LEN = ECHO.size + MARK.size  # 14
+
+#: outer overhead per packet: IP header + ICMP echo header + mark + datagram header
+ICMP_OVERHEAD = {4: 20 + HEAD_LEN + datagram.HEADER_LEN, 6: 40 + HEAD_LEN + datagram.HEADER_LEN}
+#: the default overlay MTU: an outer packet fits a 1500-byte path over IPv4 and IPv6
+DEFAULT_MTU = (1500 - ICMP_OVERHEAD[6]) // 8 * 8  # 1432
+
+HOLD = 2.0  # a server answers a request it could not use for data empty after this long
+LIFETIME = HOLD + 2.0  # a client that hears nothing this long counts its requests lost
+LOW_WATER = 4  # requests a client keeps outstanding when idle
+HIGH_WATER = 512  # and at most, polls included
+CAP = 1024  # requests a server holds per client (the oldest go first)
+
+
+def head(kind: int, ident: int, seq: int, magic: bytes, backlog: int = 0) -> bytes:
+    """Echo header (checksum 0) and mark: what goes before a datagram."""
+    return ECHO.pack(kind, 0, 0, ident, seq) + MARK.pack(magic, min(backlog, 0xFFFF))
+
+
+def seal4(head: bytes, payload: bytes | memoryview = b"") -> bytes:
+    """``head`` with the ICMPv4 checksum over head and payload filled in (``head`` is of even
+    length, so the two sums add). ICMPv6 needs none: the kernel fills it in."""
+    s = ones_sum(head) + ones_sum(payload)
+    s = (s & 0xFFFF) + (s >> 16)
+    return head[:2] + struct.pack("!H", ~s & 0xFFFF) + head[4:]
+
+
+def valid4(message: bytes | memoryview) -> bool:
+    """Whether an ICMPv4 message's checksum is right."""
+    return ones_sum(message) == 0xFFFF
+
+
+class Echo(NamedTuple):
+    type: int
+    ident: int
+    seq: int
+    magic: bytes | None  # REQUEST_MAGIC / REPLY_MAGIC, or None for an ordinary ping
+    backlog: int
+    payload: memoryview  # after the mark (ours) or the echo header (an ordinary ping)
+
+
+def parse(message: memoryview) -> Echo:
+    """An ICMP(v6) echo message; Malformed if too short to be one."""
+    if len(message) < ECHO.size:
+        raise Malformed(f"ICMP message of {len(message)} bytes, shorter than an echo header")
+    kind, _code, _sum, ident, seq = ECHO.unpack_from(message)
+    if len(message) >= HEAD_LEN:
+        magic, backlog = MARK.unpack_from(message, ECHO.size)
+        if magic in (REQUEST_MAGIC, REPLY_MAGIC):
+            return Echo(kind, ident, seq, magic, backlog, message[HEAD_LEN:])
+    return Echo(kind, ident, seq, None, 0, message[ECHO.size:])
+
+
+def later_or_same(a: int, b: int) -> bool:
+    """Whether 16-bit sequence ``a`` is ``b`` or comes after it (modulo wrap-around)."""
+    return (a - b) & 0xFFFF < 0x8000
+
+
+A = TypeVar("A")
+T = TypeVar("T")
+
+
+class Credits(Generic[A, T]):
+    """Server side: the requests each client address sent that have not been answered,
+    oldest first. ``T`` is whatever answering one needs (its sequence number, the address it
+    was sent to). Few addresses are kept (junk cannot grow it), and never evicted is the one
+    last answered, which is the client's."""
+
+    def __init__(self, *, hold: float = HOLD, cap: int = CAP, addresses: int = 4) -> None:
+        self.hold, self.cap, self.addresses = hold, cap, addresses
+        self._held: dict[A, deque[tuple[float, T]]] = {}
+        self._last: A | None = None
+
+    def add(self, address: A, token: T, now: float) -> None:
+        held = self._held.get(address)
+        if held is None:
+            if len(self._held) >= self.addresses:
+                self._evict()
+            held = self._held[address] = deque()
+        if len(held) >= self.cap:
+            held.popleft()
+        held.append((now, token))
+
+    def _evict(self) -> None:
+        others = [(q[-1][0] if q else 0.0, i) for i, (a, q) in enumerate(self._held.items())
+                  if a != self._last]
+        if others:
+            victim = list(self._held)[min(others)[1]]
+            del self._held[victim]
+
+    def take(self, address: A) -> T | None:
+        """The oldest request of ``address`` to answer, or None if it has none."""
+        self._last = address
+        held = self._held.get(address)
+        if not held:
+            return None
+        return held.popleft()[1]
+
+    def count(self, address: A) -> int:
+        held = self._held.get(address)
+        return len(held) if held else 0
+
+    def expired(self, now: float) -> list[tuple[A, T]]:
+        """The requests held for ``hold`` seconds: answer them empty."""
+        out: list[tuple[A, T]] = []
+        for address, held in list(self._held.items()):
+            while held and held[0][0] + self.hold <= now:
+                out.append((address, held.popleft()[1]))
+            if not held and address != self._last:
+                del self._held[address]
+        return out
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until a request expires (None: none held)."""
+        firsts = [held[0][0] for held in self._held.values() if held]
+        return max(0.0, min(firsts) + self.hold - now) if firsts else None
+
+
+class Poller:
+    """Client side: which requests are outstanding (the server holds them or they are on
+    the way) and how many polls keep the server supplied.
+
+    The server answers requests oldest first, so a reply for sequence *s* settles every
+    request up to *s*: the ones before it were answered (or lost) already. Nothing heard
+    for ``lifetime`` seconds settles them all (the server restarted, or the path lost them).
+    """
+
+    def __init__(self, *, low: int = LOW_WATER, high: int = HIGH_WATER,
+                 lifetime: float = LIFETIME) -> None:
+        self.low, self.high, self.lifetime = low, high, lifetime
+        self._out: deque[int] = deque()  # sequence numbers (16-bit), oldest first
+        self._next = 0
+        self._demand = 0  # data replies since the last polls: each is replaced
+        self._backlog = 0
+        self._since = 0.0  # when the last answer came (or the first request went)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._out)
+
+    def request(self, now: float) -> int:
+        """A request leaves: its sequence number."""
+        seq = self._next
+        self._next = (seq + 1) & 0xFFFF
+        if not self._out:
+            self._since = now
+        self._out.append(seq)
+        return seq
+
+    def answered(self, seq: int, backlog: int, carried: bool, now: float) -> None:
+        """A reply to request ``seq`` came, with data or empty, and the server's backlog."""
+        out = self._out
+        while out and later_or_same(seq, out[0]):
+            out.popleft()
+        self._since = now
+        self._backlog = backlog
+        if carried:
+            self._demand += 1
+
+    def polls(self, now: float) -> int:
+        """How many polls to send now."""
+        if self._out and now - self._since >= self.lifetime:
+            self._out.clear()
+        n = max(self.low + self._backlog - len(self._out), self._demand)
+        self._demand = self._backlog = 0
+        return max(0, min(n, self.high - len(self._out)))
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until outstanding requests count as lost (None: none outstanding)."""
+        return max(0.0, self._since + self.lifetime - now) if self._out else None
+
+    def reset(self) -> None:
+        """The session ended: nothing is outstanding any more."""
+        self._out.clear()
+        self._demand = self._backlog = 0
