@@ -43,9 +43,9 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "native": ([], []),
     "native-1w": (["--workers", "1"], ["--workers", "1"]),
     "udp": (["-t", "udp"], ["-t", "udp"]),
+    "icmp": (["-t", "icmp"], ["-t", "icmp"]),
     "native-loss": ([], []),
     "udp-loss": (["-t", "udp"], ["-t", "udp"]),
-    "icmp": (["-t", "icmp"], ["-t", "icmp"]),
     "icmp-loss": (["-t", "icmp"], ["-t", "icmp"]),
 }
 #: modes measured with this percentage of the underlay's tunnel packets dropped at random

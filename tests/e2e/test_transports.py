@@ -13,7 +13,7 @@ import pytest
 from simpletun import link
 from simpletun.bench import dropped, lossy
 from simpletun.netns import Lab, veth
-from simpletun.testbed import Testbed
+from simpletun.testbed import Testbed, simpletun_cmd
 from simpletun.transport.icmp import ECHO_SYSCTL
 
 MB = 1024 * 1024
@@ -192,10 +192,22 @@ def test_udp_needs_no_classic_and_says_so(lab: Lab) -> None:
     assert "the classic wire is TCP only" in proc.text
 
 
-def test_udp_client_without_a_server_gives_up_with_one_line(lab: Lab) -> None:
+@pytest.mark.parametrize("transport", ["udp", "icmp"])
+def test_client_without_a_server_gives_up_with_one_line(lab: Lab, transport: str) -> None:
     bed = Testbed(lab)
-    proc = bed.start_client("-t", "udp", wait=False)
+    proc = bed.start_client("-t", transport, wait=False)
     assert proc.proc.wait(30) == 1
     proc.stop()
-    assert proc.lines[-1].startswith("simpletun: server 192.0.2.1:55555 did not answer over UDP")
+    shown = "192.0.2.1:55555" if transport == "udp" else "192.0.2.1 (ICMP id "
+    assert proc.lines[-1].startswith(f"simpletun: server {shown}"), proc.text
+    assert f"did not answer over {transport.upper()} within 5 s" in proc.lines[-1]
 
+
+def test_icmp_without_raw_sockets_says_so(lab: Lab) -> None:
+    bed = Testbed(lab)
+    unprivileged = ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"]
+    done = bed.client.run([*unprivileged, *simpletun_cmd(*bed.client_command("-t", "icmp"))],
+                          timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("simpletun: the ICMP transport needs raw sockets: run it "
+                                   "as root (or with CAP_NET_RAW)"), done.stderr

@@ -155,3 +155,17 @@ def test_poller_stays_within_bounds(steps: list[tuple[int, bool, int]]) -> None:
             p.answered(sent[skip], backlog, carried, now)
             del sent[:skip + 1]
         assert p.outstanding >= 0
+
+
+def test_poller_sends_no_polls_for_replies_its_data_already_paid_for() -> None:
+    p = Poller(low=2, high=64, lifetime=5.0)
+    seqs = [p.request(0.0) for _ in range(10)]  # an upload: data requests
+    assert p.polls(now=0.0) == 0
+    for seq in seqs[:4]:  # the server answers some of them with its ACKs
+        p.answered(seq, backlog=0, carried=True, now=0.1)
+    for _ in range(3):
+        p.request(0.1)  # more data, sent in the same wake-up
+    assert p.polls(now=0.1) == 1  # 4 data replies, 3 of them replaced by data requests
+    p.request(0.2, poll=True)
+    p.answered(seqs[9], backlog=0, carried=True, now=0.3)
+    assert p.polls(now=0.3) == 1

@@ -266,8 +266,8 @@ class Client:
         for frame in frames:
             self.send(frame, address)
 
-    def send(self, data: bytes | memoryview, address: Address) -> None:
-        seq = self.poller.request(time.monotonic())
+    def send(self, data: bytes | memoryview, address: Address, poll: bool = False) -> None:
+        seq = self.poller.request(time.monotonic(), poll)
         self._raw.send(self._kind, self.ident, seq, icmp.REQUEST_MAGIC, 0, data, self.host)
 
     def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
@@ -288,7 +288,7 @@ class Client:
             self.poller.reset()
             return None
         for _ in range(self.poller.polls(now)):
-            self.send(self.polling, self.server)
+            self.send(self.polling, self.server, poll=True)
         return self.poller.wait(now)
 
     def show(self, address: Address) -> str:

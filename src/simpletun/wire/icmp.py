@@ -170,7 +170,7 @@ class Poller:
         self.low, self.high, self.lifetime = low, high, lifetime
         self._out: deque[int] = deque()  # sequence numbers (16-bit), oldest first
         self._next = 0
-        self._demand = 0  # data replies since the last polls: each is replaced
+        self._demand = 0  # data replies since the last polls, less data requests sent
         self._backlog = 0
         self._since = 0.0  # when the last answer came (or the first request went)
 
@@ -178,8 +178,11 @@ class Poller:
     def outstanding(self) -> int:
         return len(self._out)
 
-    def request(self, now: float) -> int:
-        """A request leaves: its sequence number."""
+    def request(self, now: float, poll: bool = False) -> int:
+        """A request leaves (a poll, or one with data, which supplies the server as well):
+        its sequence number."""
+        if not poll:
+            self._demand -= 1
         seq = self._next
         self._next = (seq + 1) & 0xFFFF
         if not self._out:
@@ -201,6 +204,7 @@ class Poller:
         """How many polls to send now."""
         if self._out and now - self._since >= self.lifetime:
             self._out.clear()
+        # every data reply is replaced by a request, unless data requests did it already
         n = max(self.low + self._backlog - len(self._out), self._demand)
         self._demand = self._backlog = 0
         return max(0, min(n, self.high - len(self._out)))
