@@ -43,6 +43,7 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "native": ([], []),
     "native-1w": (["--workers", "1"], ["--workers", "1"]),
     "udp": (["-t", "udp"], ["-t", "udp"]),
+    "udp-plain": (["-t", "udp", "--no-offload"], ["-t", "udp", "--no-offload"]),
     "icmp": (["-t", "icmp"], ["-t", "icmp"]),
     "native-loss": ([], []),
     "udp-loss": (["-t", "udp"], ["-t", "udp"]),

@@ -30,7 +30,7 @@ from .packets import Malformed
 from .transport import tcp
 from .tunnel import BATCH, Counters, Log, Pump, Session, discard
 from .tuntap import READ_SIZE
-from .wire import datagram, native
+from .wire import datagram, native, segment
 
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
 REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)
@@ -47,7 +47,7 @@ class Endpoint(Protocol):
     polling: bytes | None  # a client's session keepalive while it is up (ICMP polls)
 
     def fileno(self) -> int: ...
-    def send_batch(self, frames: list[memoryview], address: Address) -> None: ...
+    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None: ...
     def send(self, data: bytes, address: Address) -> None: ...
     def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None: ...
     def tick(self, now: float) -> float | None: ...  # timed work; seconds until more is due
@@ -60,7 +60,12 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 
 class _Path:
-    """What both ends share: the endpoint, the device side and the batched send."""
+    """What both ends share: the endpoint, the device side and the batched send.
+
+    With offloads (the hellos agreed FEATURE_VNET; tun devices only) the device hands over
+    TCP super-packets, which leave cut into segments with partial checksums
+    (:mod:`wire.segment`, DATA_PARTIAL datagrams), and packets whose checksum the kernel
+    left to finish, which leave as DATA_PARTIAL too."""
 
     def __init__(self, pump: Pump, endpoint: Endpoint, session_id: bytes) -> None:
         self.pump = pump
@@ -68,9 +73,11 @@ class _Path:
         endpoint.drops = pump.counters.drops
         self._slots = [bytearray(datagram.HEADER_LEN + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
+        # the vnet_hdr of each read, when the device has one
+        self._vhs = [bytearray(vnet.VNET_HDR_LEN) for _ in range(BATCH)]
         self.rbuf = bytearray(65536)
-        # plain packets only: the device has no vnet_hdr on datagram transports, but be safe
-        self._skip = vnet.VNET_HDR_LEN if pump.dev_vnet else 0
+        self.segmenting = False
+        self._partials: list[memoryview] = []  # DATA_PARTIAL of this receive, not yet written
         self.use(session_id)
 
     def use(self, session_id: bytes) -> None:
@@ -80,34 +87,79 @@ class _Path:
         for s in self._slots:
             s[:len(head)] = head
         self.keepalive = datagram.encode(datagram.KEEPALIVE, session_id)
+        self._partial = datagram.header(datagram.DATA_PARTIAL, session_id)
+
+    def offload(self, on: bool) -> None:
+        """Offloads on (a session that agreed FEATURE_VNET) or off (none, or one that did
+        not)."""
+        on = on and self.pump.dev_vnet and bool(self.pump.offloads) and not self.pump.dev.tap
+        if on != self.segmenting:
+            self.pump.set_offloads(on)
+            self.segmenting = on
 
     def to_network(self, address: Address) -> None:
         """Drain up to BATCH packets from the device and send them to ``address``."""
         dev, counters, debug = self.pump.dev, self.pump.counters, self.pump.debug
-        hlen, skip = datagram.HEADER_LEN, self._skip
-        frames = []
-        for view in self._views:
+        hlen, with_vnet = datagram.HEADER_LEN, self.pump.dev_vnet
+        frames: list[bytes | memoryview] = []
+        for view, vh in zip(self._views, self._vhs, strict=True):
             try:
-                n = dev.read_into(view[hlen:])
+                if with_vnet:
+                    size = dev.read_parts(vh, view[hlen:]) - vnet.VNET_HDR_LEN
+                else:
+                    size = dev.read_into(view[hlen:])
             except BlockingIOError:
                 break
-            size = n - skip
             if size <= 0:
                 continue
-            if skip:  # move the packet over the vnet_hdr (rare: see __init__)
-                view[hlen:hlen + size] = view[hlen + skip:hlen + n]
-            frames.append(view[:hlen + size])
             counters.to_net += 1
             counters.bytes_to_net += size
+            if with_vnet and (vh[0] or vh[1]):  # flags or gso_type: an offloaded packet
+                if not self._offloaded(view, vh, size, frames):
+                    continue
+            else:
+                view[0] = datagram.DATA
+            frames.append(view[:hlen + size])
             if debug is not None:
                 debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, sending "
                       f"{size + hlen} to the network")
         if frames:
             self.ep.send_batch(frames, address)
 
+    def _offloaded(self, view: memoryview, vh: bytearray, size: int,
+                   frames: list[bytes | memoryview]) -> bool:
+        """Stamp a packet with a partial checksum DATA_PARTIAL and return True (the caller
+        sends it); cut a super-packet into ``frames`` and return False."""
+        h = vnet.unpack(vh)
+        hlen = datagram.HEADER_LEN
+        packet = view[hlen:hlen + size]
+        if h.gso_type == vnet.GSO_NONE:
+            if segment.partial(packet) == (h.csum_start, h.csum_offset) and self.segmenting:
+                view[0] = datagram.DATA_PARTIAL
+            else:
+                if h.flags & vnet.F_NEEDS_CSUM and h.csum_start + h.csum_offset + 2 <= size:
+                    segment.complete(packet, h.csum_start, h.csum_offset)
+                view[0] = datagram.DATA
+            return True
+        try:
+            cut = segment.segments(packet, h.gso_size)
+        except Malformed:
+            self.pump.counters.drops["unsegmentable"] += 1
+            return False
+        head = self._partial
+        frames.extend(b"".join((head, headers, chunk)) for headers, chunk in cut)
+        return False
+
     def deliver(self, kind: int, payload: bytes | memoryview) -> str | None:
         """A datagram of the current session: to the device (DATA), or the peer's closing
         reason (CLOSE)."""
+        if kind == datagram.DATA_PARTIAL:  # written with its neighbours: see flush
+            if len(payload) > self.pump.max_packet:
+                self.pump.counters.drops["oversized"] += 1
+            else:
+                self._partials.append(memoryview(payload))
+            return None
+        self.flush()
         if kind == datagram.DATA:
             if len(payload) > self.pump.max_packet:
                 self.pump.counters.drops["oversized"] += 1
@@ -129,6 +181,13 @@ class _Path:
             grams, address = got
             for gram in grams:
                 yield gram, address
+            self.flush()  # before the next receive reuses the buffer
+
+    def flush(self) -> None:
+        """Write the segments received so far (as super-packets where they make one)."""
+        if self._partials:
+            self.pump.deliver_partials(self._partials)
+            self._partials.clear()
 
     def liveness(self, now: float) -> Liveness:
         return Liveness(now, interval=self.pump.keepalive, timeout=self.pump.timeout)
@@ -164,10 +223,11 @@ def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
                     counters.drops["bad-datagram"] += 1
                     continue
                 if kind == datagram.HELLO:
-                    started = _server_hello(endpoint, local, peer, sid, payload, address, log,
-                                            counters)
-                    if started:
+                    agreed = _server_hello(endpoint, local, peer, sid, payload, address, log,
+                                           counters)
+                    if agreed is not None:
                         path.use(sid)
+                        path.offload(bool(agreed.features & native.FEATURE_VNET))
                         live = path.liveness(now)
                     continue
                 verdict = peer.check(sid, address)
@@ -187,6 +247,7 @@ def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
                         f"({counters.summary()})")
                     peer.forget()
                     live = None
+                    path.offload(False)
         if dev_fd in readable:
             if live is not None and peer.address is not None:
                 path.to_network(peer.address)
@@ -204,12 +265,13 @@ def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
                     f"({counters.summary()})")
                 peer.forget()
                 live = None
+                path.offload(False)
 
 
 def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[Address],
                   sid: bytes, payload: bytes | memoryview, address: Address,
-                  log: Log, counters: Counters) -> bool:
-    """Answer a client's hello; True when a session (new or renewed) starts."""
+                  log: Log, counters: Counters) -> native.Hello | None:
+    """Answer a client's hello; what was agreed when a session (new or renewed) starts."""
     shown = endpoint.show(address)
     try:
         msg = _hello_payload(payload)
@@ -217,16 +279,16 @@ def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[A
         endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_refuse(str(exc))),
                       address)
         log(f"refused client {shown}: {exc}")
-        return False
+        return None
     if not isinstance(msg, native.Hello) or msg.session != sid:
         counters.drops["bad-datagram"] += 1
-        return False
+        return None
     try:
         agreed = native.agree(local, msg)
     except native.HandshakeError as exc:  # our own hello tells the client why
         endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(local)), address)
         log(f"refused client {shown}: {exc}")
-        return False
+        return None
     renewed = peer.session == sid
     replaced = peer.start(sid, address)
     if replaced is not None:
@@ -235,7 +297,7 @@ def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[A
         log(f"client {shown} connected (native wire over {endpoint.name})")
     reply = native.Hello(tap=local.tap, mtu=local.mtu, features=agreed.features, session=sid)
     endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(reply)), address)
-    return True
+    return agreed
 
 
 def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session, *,
@@ -269,6 +331,8 @@ def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session
             assert live is not None
             wait = live.wait(now)
         endpoint.polling = path.keepalive if up else None
+        if not up:
+            path.offload(False)
         wait = _earliest(wait, endpoint.tick(now))
         readable, _, _ = select.select([ep_fd, dev_fd], [], [], wait)
         now = time.monotonic()
@@ -287,7 +351,8 @@ def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session
                     continue
                 if kind == datagram.HELLO:
                     if not up:
-                        _client_hello(local, payload, shown)
+                        agreed = _client_hello(local, payload, shown)
+                        path.offload(bool(agreed.features & native.FEATURE_VNET))
                         up, live = True, path.liveness(now)
                         backoff.reset()
                         log(f"connected to {shown} (native wire over {endpoint.name})")
@@ -330,8 +395,10 @@ def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session
                 up, live, next_hello = False, None, now
 
 
-def _client_hello(local: native.Hello, payload: bytes | memoryview, shown: str) -> None:
-    """Judge the server's answer: HandshakeFailed with the reason if it refused."""
+def _client_hello(local: native.Hello, payload: bytes | memoryview, shown: str
+                  ) -> native.Hello:
+    """Judge the server's answer: what was agreed, or HandshakeFailed with the reason if it
+    refused."""
     try:
         msg = _hello_payload(payload)
     except native.HandshakeError as exc:
@@ -341,6 +408,6 @@ def _client_hello(local: native.Hello, payload: bytes | memoryview, shown: str) 
     if msg is None:
         raise HandshakeFailed(f"server {shown} answered with something that is not a hello")
     try:
-        native.agree(local, msg)
+        return native.agree(local, msg)
     except native.HandshakeError as exc:
         raise HandshakeFailed(f"server {shown} refused: {exc}") from None

@@ -36,7 +36,7 @@ from .liveness import DEAD, KEEPALIVE, Liveness
 from .packets.check import check
 from .transport import tcp
 from .tuntap import READ_SIZE, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, Device
-from .wire import classic, native
+from .wire import classic, native, segment
 
 KEEPALIVE_INTERVAL = 10.0
 DEAD_PEER_TIMEOUT = 40.0
@@ -63,6 +63,10 @@ def probe_offloads(dev: Device) -> int:
         dev.set_offload(0)
         return flags
     return 0
+
+
+#: vnet_hdr asking the kernel to finish a checksum, by (start, offset)
+_PARTIAL_HEADERS: dict[tuple[int, int], bytes] = {}
 
 
 @dataclass
@@ -139,7 +143,7 @@ class Pump:
         self.offloads = probe_offloads(dev) if offloads is None else offloads
 
     # --- offloads -------------------------------------------------------------------
-    def _set_offloads(self, on: bool) -> None:
+    def set_offloads(self, on: bool) -> None:
         if self.dev_vnet:
             self.dev.set_offload(self.offloads if on else 0)
 
@@ -147,7 +151,7 @@ class Pump:
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
             extra: tuple[socket.socket, ...] = ()) -> Ended:
         """Pump until the peer leaves, misbehaves, or one of ``extra`` is readable."""
-        self._set_offloads(wire.vnet)
+        self.set_offloads(wire.vnet)
         sock.setblocking(False)
         self.dev.set_blocking(False)
         deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
@@ -211,6 +215,66 @@ class Pump:
                     return Ended("another socket is ready", wake=extra_fds[fd])
 
     # --- network -> device ------------------------------------------------------------
+    def deliver_partial(self, packet: bytes | memoryview) -> None:
+        """Check one IP packet whose TCP/UDP checksum is partial (a segment the peer cut
+        from a super-packet) and give it to the device, which finishes the checksum (or
+        finish it here when the device has no vnet_hdr)."""
+        counters = self.counters
+        why = check(packet, False) if not self.dev.tap else "bad-partial"
+        where = segment.partial(packet) if why is None else None
+        if where is None:
+            counters.drops[why or "bad-partial"] += 1
+            return
+        try:
+            if self.dev_vnet:
+                head = _PARTIAL_HEADERS.get(where)
+                if head is None:
+                    head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
+                        vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
+                self.dev.write_parts(head, packet)
+            else:
+                whole = bytearray(packet)
+                segment.complete(whole, *where)
+                self.dev.write(whole)
+        except PacketRejected:
+            counters.drops["rejected"] += 1
+            return
+        counters.to_dev += 1
+        counters.bytes_to_dev += len(packet)
+
+    def deliver_partials(self, packets: list[memoryview]) -> None:
+        """Segments with partial checksums, in arrival order: those that make a super-packet
+        again (:func:`segment.runs`) go to the device as one, with a vnet_hdr asking the
+        kernel to treat it as the segments it was; the rest one by one."""
+        if not self.dev_vnet or self.dev.tap:
+            for p in packets:
+                self.deliver_partial(p)
+            return
+        counters = self.counters
+        for start, end in segment.runs(packets):
+            if end - start == 1:
+                self.deliver_partial(packets[start])
+                continue
+            run = packets[start:end]
+            why = check(run[0], False)
+            if why is not None:
+                counters.drops[why] += len(run)
+                continue
+            hlen = segment.header_length(run[0])
+            total = sum(len(p) for p in run) - hlen * len(run)
+            head, l4, hlen, mss, v4 = segment.merged_headers(run[0], run[-1], total)
+            gso = vnet.GSO_TCPV4 if v4 else vnet.GSO_TCPV6
+            if head[l4 + 13] & segment.CWR:
+                gso |= vnet.GSO_ECN
+            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, hlen, mss, l4, 16))
+            try:
+                self.dev.write_parts(vh, head, *(p[hlen:] for p in run))
+            except PacketRejected:
+                counters.drops["rejected"] += len(run)
+                continue
+            counters.to_dev += len(run)
+            counters.bytes_to_dev += total + hlen * len(run)
+
     def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:
         """Check one packet from the network and give it to the device."""
         counters = self.counters

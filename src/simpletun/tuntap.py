@@ -264,6 +264,11 @@ class Queue:
         """Read one packet into ``buf``; returns its length (allocation-free)."""
         return os.readv(self._fd, [buf])
 
+    def read_parts(self, *bufs: bytearray | memoryview) -> int:
+        """Read one packet spread over ``bufs`` (e.g. its vnet_hdr into one, the packet
+        into another) with one readv; returns the total length."""
+        return os.readv(self._fd, bufs)
+
     def write(self, packet: bytes | bytearray | memoryview) -> int:
         """Write exactly one whole packet; PacketRejected if the kernel refuses it."""
         return self.write_parts(packet)
@@ -366,6 +371,9 @@ class Device:
 
     def read_into(self, buf: bytearray | memoryview) -> int:
         return self.queues[0].read_into(buf)
+
+    def read_parts(self, *bufs: bytearray | memoryview) -> int:
+        return self.queues[0].read_parts(*bufs)
 
     def write(self, packet: bytes | bytearray | memoryview) -> int:
         return self.queues[0].write(packet)

@@ -211,3 +211,20 @@ def test_icmp_without_raw_sockets_says_so(lab: Lab) -> None:
     assert done.returncode == 1
     assert done.stderr.strip() == ("simpletun: the ICMP transport needs raw sockets: run it "
                                    "as root (or with CAP_NET_RAW)"), done.stderr
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["super-packets", "no-offload"])
+def test_udp_cuts_super_packets_and_merges_them_back(lab: Lab, offload: bool) -> None:
+    bed = _bed(lab, "udp", 4, *([] if offload else ["--no-offload"]))
+    assert bed.transfer(20 * MB)[0] == 20 * MB
+    assert bed.client_proc is not None and bed.server_proc is not None
+    bed.client_proc.stop()
+    bed.server_proc.stop()
+    reads = int(bed.client_proc.lines[-1].split("shutting down: ")[1].split()[0])
+    written = int(bed.server_proc.lines[-1].split("shutting down: ")[1].split()[3])
+    segments = 20 * MB // 1400
+    assert written >= segments  # every segment reached the server's device...
+    if offload:  # ...from far fewer device reads on the client: super-packets
+        assert reads < segments // 4, (reads, written)
+    else:
+        assert reads >= segments, (reads, written)

@@ -96,7 +96,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
                              debug=debug, addresses=wanted, mtu=mtu, routes=nets, once=once,
                              reconnect=reconnect, classic_wire=classic_wire,
                              worker_count=worker_count, keepalive=keepalive,
-                             peer_timeout=peer_timeout, transport=transport)
+                             peer_timeout=peer_timeout, transport=transport, offload=offload)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     try:
@@ -146,7 +146,7 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
                   addresses: list[link.IPInterface], mtu: int | None,
                   routes: list[link.IPNetwork], once: bool, reconnect: bool,
                   classic_wire: bool, worker_count: int | None, keepalive: float,
-                  peer_timeout: float, transport: str) -> int:
+                  peer_timeout: float, transport: str, offload: bool) -> int:
     """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.dgram)."""
     if classic_wire:
         raise click.UsageError("the classic wire is TCP only: drop --classic or use "
@@ -177,12 +177,14 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
     listening = ("listening on ICMP echo requests (the kernel's own echo replies are off "
                  "until exit)" if transport == "icmp" else f"listening on UDP port {port}")
     try:
-        with tuntap.open_device(iface, tap=tap) as dev:
+        # offloads (tun only): TCP super-packets in, cut into segments for the datagrams
+        with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
                                                           routes))
-            pump = _pump_factory(mtu=dev_mtu, debug=debug, offloads=0, keepalive=keepalive,
-                                 peer_timeout=peer_timeout)(dev, "")
-            session = tunnel.Session(features=native.FEATURE_KEEPALIVE)
+            pump = _pump_factory(mtu=dev_mtu, debug=debug,
+                                 offloads=tunnel.probe_offloads(dev) & tunnel.OFFLOADS,
+                                 keepalive=keepalive, peer_timeout=peer_timeout)(dev, "")
+            session = tunnel.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             try:

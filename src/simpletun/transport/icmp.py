@@ -169,7 +169,7 @@ class Server:
         raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, ident, token[0],
                  icmp.REPLY_MAGIC, len(self._queue), payload, host, token[1])
 
-    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         for frame in frames:
             self.send(frame, address)
 
@@ -262,7 +262,7 @@ class Client:
     def close(self) -> None:
         self._raw.sock.close()
 
-    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         for frame in frames:
             self.send(frame, address)
 

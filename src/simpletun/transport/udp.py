@@ -60,7 +60,7 @@ class Endpoint:
     def close(self) -> None:
         self.sock.close()
 
-    def send_batch(self, frames: list[memoryview], address: Address) -> None:
+    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         """Send datagrams, grouping same-size runs into one GSO sendmsg each. Errors
         (e.g. no route right now) drop the datagrams, as a network would."""
         sock = self.sock

@@ -3,6 +3,8 @@ with a 9-byte header, plus the pure logic of who the server's peer is (pure, san
 
 Header: type (1 byte: the native frame types, plus HELLO and REJECT), session id (8 bytes,
 chosen by the client in its hello). Payload: DATA one packet, KEEPALIVE and REJECT nothing,
+DATA_PARTIAL one packet whose TCP/UDP checksum holds only the pseudo-header sum (a segment
+of a super-packet, :mod:`wire.segment`; sent only when the hellos agreed FEATURE_VNET),
 CLOSE a UTF-8 reason, HELLO a native handshake message (:func:`native.encode_hello` /
 ``encode_refuse``: the client's hello, the server's answer or refusal).
 
@@ -21,9 +23,9 @@ from typing import Generic, TypeVar
 from ..packets import Malformed
 from . import native
 
-HELLO, REJECT = 5, 6
+HELLO, REJECT, DATA_PARTIAL = 5, 6, 7
 DATA, KEEPALIVE, CLOSE = native.DATA, native.KEEPALIVE, native.CLOSE
-TYPES = {DATA, KEEPALIVE, CLOSE, HELLO, REJECT}
+TYPES = {DATA, KEEPALIVE, CLOSE, HELLO, REJECT, DATA_PARTIAL}
 HEADER = struct.Struct("!B8s")
 HEADER_LEN = HEADER.size  # 9
 
