@@ -49,9 +49,14 @@ def test_20mb_transfer(lab: Lab, transport: str, underlay: int, loss: bool) -> N
 
 
 @pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
-@pytest.mark.parametrize("transport", ["udp", "icmp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_client_roams_mid_transfer(lab: Lab, transport: str, underlay: int) -> None:
-    bed = _bed(lab, transport, underlay)
+    """The client's source address changes mid-transfer. Over UDP and ICMP the server
+    follows the session to the new address; over TCP the connection is cut (as a NAT
+    rebinding or a lost link would) and the client comes back on a new socket from the new
+    address."""
+    tcp = transport == "tcp"
+    bed = _bed(lab, transport, underlay, client_extra=("--reconnect",) if tcp else ())
     v6 = underlay == 6
     new = "fd00::3" if v6 else "192.0.2.3"
     link.add_address("veth0", f"{new}/{64 if v6 else 24}", netns=bed.client.name, nodad=True)
@@ -63,12 +68,18 @@ def test_client_roams_mid_transfer(lab: Lab, transport: str, underlay: int) -> N
     done = bed.client.run(["ip", "-6" if v6 else "-4", "route", "replace", net, "dev", "veth0",
                            "src", new])
     assert done.returncode == 0, done.stderr
+    if tcp:  # kill the tunnel's connection: the old source stays on it otherwise
+        dst = f"[{bed.server_underlay}]" if v6 else bed.server_underlay
+        killed = bed.client.run(["ss", "-K", "dst", dst, "dport", "=",
+                                 str(bed.port)])
+        assert killed.returncode == 0, killed.stderr
     sender.join(120)
     assert result and result[0] != () and isinstance(result[0], tuple), result
     assert bed.server_proc is not None
-    shown = {"udp": f"[{new}]:" if v6 else f"{new}:", "icmp": f"{new} (ICMP id "}[transport]
-    bed.server_proc.wait_for("client roamed from ")
-    assert f" to {shown}" in bed.server_proc.text
+    shown = {"udp": f"[{new}]:" if v6 else f"{new}:", "icmp": f"{new} (ICMP id ",
+             "tcp": f"[{new}]:" if v6 else f"{new}:"}[transport]
+    bed.server_proc.wait_for("client roamed from " if not tcp else f"client {shown}")
+    assert (f" to {shown}" if not tcp else f"client {shown}") in bed.server_proc.text
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
 
 
