@@ -12,7 +12,7 @@ import pytest
 
 from simpletun import link
 from simpletun.bench import dropped, lossy
-from simpletun.netns import Lab, veth
+from simpletun.netns import Lab, Namespace, veth
 from simpletun.testbed import Testbed, simpletun_cmd
 from simpletun.transport.icmp import ECHO_SYSCTL
 
@@ -101,6 +101,15 @@ def test_server_restart_client_comes_back(lab: Lab, transport: str, underlay: in
     bed.transfer(4 * MB)
 
 
+def _third_host(lab: Lab, bed: Testbed, v6: bool) -> tuple[Namespace, str]:
+    """A third namespace on its own link to the server; and the server's address there."""
+    third = lab.host("junk")
+    veth(bed.server, "veth1", third, "veth0",
+         a_addrs=["fd01::1/64" if v6 else "198.51.100.1/24"],
+         b_addrs=["fd01::2/64" if v6 else "198.51.100.2/24"])
+    return third, "fd01::1" if v6 else "198.51.100.1"
+
+
 JUNK = r"""
 import os, socket, struct, sys
 family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
@@ -123,12 +132,8 @@ print("sent")
 @pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
 def test_junk_from_a_third_namespace_is_dropped(lab: Lab, underlay: int) -> None:
     bed = _bed(lab, "udp", underlay)
-    third = lab.host("junk")
     v6 = underlay == 6
-    veth(bed.server, "veth1", third, "veth0",
-         a_addrs=["fd01::1/64" if v6 else "198.51.100.1/24"],
-         b_addrs=["fd01::2/64" if v6 else "198.51.100.2/24"])
-    target = "fd01::1" if v6 else "198.51.100.1"
+    third, target = _third_host(lab, bed, v6)
     rx_before = link.state(bed.iface, netns=bed.server.name).counters["rx_packets"]
     done = third.run([sys.executable, "-c", JUNK, target], timeout=60)
     assert done.stdout.strip() == "sent", done.stderr
@@ -169,12 +174,8 @@ print("sent")
 @pytest.mark.parametrize("underlay", UNDERLAYS, ids=["ipv4", "ipv6"])
 def test_icmp_junk_and_foreign_pings(lab: Lab, underlay: int) -> None:
     bed = _bed(lab, "icmp", underlay)
-    third = lab.host("junk")
     v6 = underlay == 6
-    veth(bed.server, "veth1", third, "veth0",
-         a_addrs=["fd01::1/64" if v6 else "198.51.100.1/24"],
-         b_addrs=["fd01::2/64" if v6 else "198.51.100.2/24"])
-    target = "fd01::1" if v6 else "198.51.100.1"
+    third, target = _third_host(lab, bed, v6)
     sysctl = ECHO_SYSCTL[underlay]
     assert bed.server.run(["cat", sysctl]).stdout.strip() == "1"  # the kernel stays quiet
     rx_before = link.state(bed.iface, netns=bed.server.name).counters["rx_packets"]
