@@ -134,7 +134,7 @@ class _Path:
         hlen = datagram.HEADER_LEN
         packet = view[hlen:hlen + size]
         if h.gso_type == vnet.GSO_NONE:
-            if segment.partial(packet) == (h.csum_start, h.csum_offset) and self.segmenting:
+            if self.segmenting and segment.partial(packet) == (h.csum_start, h.csum_offset):
                 view[0] = datagram.DATA_PARTIAL
             else:
                 if h.flags & vnet.F_NEEDS_CSUM and h.csum_start + h.csum_offset + 2 <= size:

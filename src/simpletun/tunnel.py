@@ -219,28 +219,21 @@ class Pump:
         """Check one IP packet whose TCP/UDP checksum is partial (a segment the peer cut
         from a super-packet) and give it to the device, which finishes the checksum (or
         finish it here when the device has no vnet_hdr)."""
-        counters = self.counters
         why = check(packet, False) if not self.dev.tap else "bad-partial"
         where = segment.partial(packet) if why is None else None
         if where is None:
-            counters.drops[why or "bad-partial"] += 1
+            self.counters.drops[why or "bad-partial"] += 1
             return
-        try:
-            if self.dev_vnet:
-                head = _PARTIAL_HEADERS.get(where)
-                if head is None:
-                    head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
-                        vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
-                self.dev.write_parts(head, packet)
-            else:
-                whole = bytearray(packet)
-                segment.complete(whole, *where)
-                self.dev.write(whole)
-        except PacketRejected:
-            counters.drops["rejected"] += 1
-            return
-        counters.to_dev += 1
-        counters.bytes_to_dev += len(packet)
+        if self.dev_vnet:
+            head = _PARTIAL_HEADERS.get(where)
+            if head is None:
+                head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
+                    vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
+            self._write(1, len(packet), head, packet)
+        else:
+            whole = bytearray(packet)
+            segment.complete(whole, *where)
+            self._write(1, len(packet), whole)
 
     def deliver_partials(self, packets: list[memoryview]) -> None:
         """Segments with partial checksums, in arrival order: those that make a super-packet
@@ -250,7 +243,6 @@ class Pump:
             for p in packets:
                 self.deliver_partial(p)
             return
-        counters = self.counters
         for start, end in segment.runs(packets):
             if end - start == 1:
                 self.deliver_partial(packets[start])
@@ -258,22 +250,27 @@ class Pump:
             run = packets[start:end]
             why = check(run[0], False)
             if why is not None:
-                counters.drops[why] += len(run)
+                self.counters.drops[why] += len(run)
                 continue
-            hlen = segment.header_length(run[0])
-            total = sum(len(p) for p in run) - hlen * len(run)
-            head, l4, hlen, mss, v4 = segment.merged_headers(run[0], run[-1], total)
-            gso = vnet.GSO_TCPV4 if v4 else vnet.GSO_TCPV6
-            if head[l4 + 13] & segment.CWR:
+            m = segment.merge(run)
+            gso = vnet.GSO_TCPV4 if m.v4 else vnet.GSO_TCPV6
+            if m.headers[m.l4 + 13] & segment.CWR:
                 gso |= vnet.GSO_ECN
-            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, hlen, mss, l4, 16))
-            try:
-                self.dev.write_parts(vh, head, *(p[hlen:] for p in run))
-            except PacketRejected:
-                counters.drops["rejected"] += len(run)
-                continue
-            counters.to_dev += len(run)
-            counters.bytes_to_dev += total + hlen * len(run)
+            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, m.hlen, m.mss, m.l4, 16))
+            self._write(len(run), sum(len(p) for p in run), vh, m.headers,
+                        *(p[m.hlen:] for p in run))
+
+    def _write(self, packets: int, size: int, *parts: bytes | bytearray | memoryview) -> bool:
+        """Write ``parts`` to the device as one packet (or super-packet) and count it as
+        ``packets`` packets of ``size`` bytes in all; a refused one is counted as dropped."""
+        try:
+            self.dev.write_parts(*parts)
+        except PacketRejected:
+            self.counters.drops["rejected"] += packets
+            return False
+        self.counters.to_dev += packets
+        self.counters.bytes_to_dev += size
+        return True
 
     def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:
         """Check one packet from the network and give it to the device."""
@@ -285,18 +282,9 @@ class Pump:
         if why is not None:
             counters.drops[why] += 1
             return
-        try:
-            if with_vnet:
-                self.dev.write(packet)
-            elif self.dev_vnet:
-                self.dev.write_parts(vnet.ZERO, packet)
-            else:
-                self.dev.write(packet)
-        except PacketRejected:
-            counters.drops["rejected"] += 1
+        parts = (vnet.ZERO, packet) if self.dev_vnet and not with_vnet else (packet,)
+        if not self._write(1, len(payload), *parts):
             return
-        counters.to_dev += 1
-        counters.bytes_to_dev += len(payload)
         if self.debug is not None:
             self.debug(f"NET2TAP {counters.to_dev}: read {len(payload)} bytes from the "
                        f"network, wrote {len(payload)} to {self.dev.name}")

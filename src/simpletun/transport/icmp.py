@@ -125,7 +125,32 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-class Server:
+class _End:
+    """What both ends have in common: one datagram per echo message, and addresses."""
+
+    name = "ICMP"
+    hint = "is 'simpletun -s --transport icmp' running there, and do pings get through?"
+
+    def __init__(self) -> None:
+        #: what a client's poll carries (the session's keepalive); None: no polls
+        self.polling: bytes | None = None
+        self.drops: Counter[str] = Counter()
+
+    def send(self, data: bytes | memoryview, address: Address) -> None:
+        raise NotImplementedError
+
+    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
+        for frame in frames:
+            self.send(frame, address)
+
+    def show(self, address: Address) -> str:
+        return show(address)
+
+    def same(self, a: Address, b: Address) -> bool:
+        return a == b
+
+
+class Server(_End):
     """The server's end: echo requests in on ICMP and ICMPv6, replies out, one per request.
 
     Tunnel requests are credits (:class:`wire.icmp.Credits`); what the loop sends without a
@@ -133,13 +158,9 @@ class Server:
     the IP versions (4, 6) whose ordinary pings it answers, as the kernel would have.
     """
 
-    name = "ICMP"
-    hint = "is 'simpletun -s --transport icmp' running there, and do pings get through?"
-
     def __init__(self, *, answer_pings: frozenset[int] = frozenset()) -> None:
+        super().__init__()
         self.answer_pings = answer_pings
-        self.polling: bytes | None = None  # clients only
-        self.drops: Counter[str] = Counter()
         self._raws: list[_Raw] = [_Raw(socket.AF_INET, icmp.ECHO_REQUEST)]
         if socket.has_ipv6:
             with contextlib.suppress(OSError):
@@ -168,10 +189,6 @@ class Server:
         raw = self._raw_for(host)
         raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, ident, token[0],
                  icmp.REPLY_MAGIC, len(self._queue), payload, host, token[1])
-
-    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
-        for frame in frames:
-            self.send(frame, address)
 
     def send(self, data: bytes | memoryview, address: Address) -> None:
         """Answer the oldest request of ``address`` with ``data``, or queue it."""
@@ -230,21 +247,13 @@ class Server:
             self._reply(address, token, b"")
         return self.credits.wait(now)
 
-    def show(self, address: Address) -> str:
-        return show(address)
 
-    def same(self, a: Address, b: Address) -> bool:
-        return a == b
-
-
-class Client:
+class Client(_End):
     """The client's end: echo requests to the server, each with a datagram or a poll
     (:class:`wire.icmp.Poller` says how many), and the server's replies."""
 
-    name = "ICMP"
-    hint = Server.hint
-
     def __init__(self, host: str) -> None:
+        super().__init__()
         family, (self.host, _port) = tcp.addresses(host, 0)[0]
         self._raw = _Raw(family, icmp.ECHO_REPLY if family == socket.AF_INET
                          else icmp.ECHO6_REPLY)
@@ -252,19 +261,12 @@ class Client:
         self.ident = int.from_bytes(os.urandom(2), "big")
         self.server: Address = (self.host, self.ident)
         self.poller = Poller()
-        #: what a poll carries (the session's keepalive); None: no session, no polls
-        self.polling: bytes | None = None
-        self.drops: Counter[str] = Counter()
 
     def fileno(self) -> int:
         return self._raw.sock.fileno()
 
     def close(self) -> None:
         self._raw.sock.close()
-
-    def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
-        for frame in frames:
-            self.send(frame, address)
 
     def send(self, data: bytes | memoryview, address: Address, poll: bool = False) -> None:
         seq = self.poller.request(time.monotonic(), poll)
@@ -290,12 +292,6 @@ class Client:
         for _ in range(self.poller.polls(now)):
             self.send(self.polling, self.server, poll=True)
         return self.poller.wait(now)
-
-    def show(self, address: Address) -> str:
-        return show(address)
-
-    def same(self, a: Address, b: Address) -> bool:
-        return a == b
 
 
 def show(address: Address) -> str:

@@ -17,6 +17,7 @@ Python.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from ..packets import Malformed
 from ..packets.checksum import checksum, ones_sum
@@ -58,20 +59,14 @@ def segments(packet: memoryview, mss: int) -> list[tuple[bytes, memoryview]]:
     """Cut a TCP super-packet (IPv4, or IPv6 without extension headers) into segments of at
     most ``mss`` payload bytes: (headers, payload) each, checksums partial. Malformed if it
     is not one."""
-    where = partial(packet)
-    if where is None or mss <= 0:
+    lay = _layout(packet)
+    if lay is None or mss <= 0:
         raise Malformed("not a TCP super-packet over IPv4/IPv6")
-    l4, _ = where
-    v4 = packet[0] >> 4 == 4
-    if (packet[9] if v4 else packet[6]) != TCP or len(packet) < l4 + 20:
-        raise Malformed("not a TCP super-packet over IPv4/IPv6")
-    hlen = l4 + (packet[l4 + 12] >> 4) * 4
-    if hlen > len(packet) or hlen < l4 + 20:
-        raise Malformed("TCP header length out of range")
+    l4, hlen = lay
     head = bytearray(packet[:hlen])
     payload = packet[hlen:]
-    addresses = bytes(head[12:20]) if v4 else bytes(head[8:40])
-    pseudo = ones_sum(addresses) + TCP
+    v4 = head[0] >> 4 == 4
+    pseudo = _pseudo(head)
     (seq,) = struct.unpack_from("!I", head, l4 + 4)
     (ident,) = struct.unpack_from("!H", head, 4) if v4 else (0,)
     flags = head[l4 + 13]
@@ -79,13 +74,8 @@ def segments(packet: memoryview, mss: int) -> list[tuple[bytes, memoryview]]:
     out: list[tuple[bytes, memoryview]] = []
     for i, at in enumerate(range(0, max(total, 1), mss)):
         chunk = payload[at:at + mss]
-        tcp_len = hlen - l4 + len(chunk)
         if v4:
-            struct.pack_into("!HH", head, 2, hlen + len(chunk), (ident + i) & 0xFFFF)
-            head[10:12] = b"\0\0"
-            struct.pack_into("!H", head, 10, checksum(head[:l4]))
-        else:
-            struct.pack_into("!H", head, 4, tcp_len)
+            struct.pack_into("!H", head, 4, (ident + i) & 0xFFFF)
         struct.pack_into("!I", head, l4 + 4, (seq + at) & 0xFFFFFFFF)
         f = flags
         if at + mss < total:
@@ -93,12 +83,30 @@ def segments(packet: memoryview, mss: int) -> list[tuple[bytes, memoryview]]:
         if i:
             f &= ~CWR
         head[l4 + 13] = f
-        s = pseudo + tcp_len
-        s = (s & 0xFFFF) + (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16)
-        struct.pack_into("!H", head, l4 + 16, s)
+        _fill(head, l4, hlen, len(chunk), pseudo)
         out.append((bytes(head), chunk))
     return out
+
+
+def _pseudo(head: bytearray) -> int:
+    """The pseudo-header sum of a TCP packet's addresses and protocol (no length)."""
+    addresses = head[12:20] if head[0] >> 4 == 4 else head[8:40]
+    return ones_sum(addresses) + TCP
+
+
+def _fill(head: bytearray, l4: int, hlen: int, size: int, pseudo: int) -> None:
+    """Make ``head`` the headers of a packet with ``size`` payload bytes: the IP length
+    (IPv4: and header checksum) and the partial TCP checksum (``pseudo`` plus length)."""
+    if head[0] >> 4 == 4:
+        struct.pack_into("!H", head, 2, hlen + size)
+        head[10:12] = b"\0\0"
+        struct.pack_into("!H", head, 10, checksum(head[:l4]))
+    else:
+        struct.pack_into("!H", head, 4, hlen - 40 + size)
+    s = pseudo + hlen - l4 + size
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    struct.pack_into("!H", head, l4 + 16, s)
 
 
 SYN, RST, URG = 0x02, 0x04, 0x20
@@ -114,13 +122,6 @@ def _layout(packet: bytes | memoryview) -> tuple[int, int] | None:
         return None
     hlen = l4 + (packet[l4 + 12] >> 4) * 4
     return (l4, hlen) if l4 + 20 <= hlen <= len(packet) else None
-
-
-def header_length(packet: bytes | memoryview) -> int:
-    """IP + TCP header length of a TCP packet (one that :func:`runs` grouped)."""
-    lay = _layout(packet)
-    assert lay is not None
-    return lay[1]
 
 
 def _same_flow(a: bytes | memoryview, b: bytes | memoryview, l4: int, hlen: int) -> bool:
@@ -173,26 +174,24 @@ def runs(packets: list[memoryview]) -> list[tuple[int, int]]:
     return out
 
 
-def merged_headers(first: bytes | memoryview, last: bytes | memoryview, total: int
-                   ) -> tuple[bytes, int, int, int, bool]:
-    """The headers of the super-packet a run makes (``total`` payload bytes): lengths, IPv4
-    checksum, FIN/PSH of the last segment, a partial TCP checksum. Returns (headers, l4
-    start, headers length, segment size, IPv4?)."""
+class Merged(NamedTuple):
+    headers: bytes  # of the super-packet: lengths, checksums, flags of the whole
+    l4: int  # where the TCP header starts
+    hlen: int  # IP + TCP header length
+    mss: int  # the segment size (the first segment's payload)
+    v4: bool
+
+
+def merge(run: list[memoryview]) -> Merged:
+    """The headers of the super-packet a run of :func:`runs` makes: lengths, IPv4
+    checksum, FIN/PSH of the last segment, a partial TCP checksum. The payloads follow,
+    each segment's after ``hlen``."""
+    first, last = run[0], run[-1]
     lay = _layout(first)
     assert lay is not None
     l4, hlen = lay
+    total = sum(len(p) for p in run) - hlen * len(run)
     head = bytearray(first[:hlen])
-    v4 = head[0] >> 4 == 4
-    if v4:
-        struct.pack_into("!H", head, 2, hlen + total)
-        head[10:12] = b"\0\0"
-        struct.pack_into("!H", head, 10, checksum(head[:l4]))
-    else:
-        struct.pack_into("!H", head, 4, hlen - 40 + total)
     head[l4 + 13] |= last[l4 + 13] & (PSH | FIN)
-    addresses = bytes(head[12:20]) if v4 else bytes(head[8:40])
-    s = ones_sum(addresses) + TCP + hlen - l4 + total
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    struct.pack_into("!H", head, l4 + 16, s)
-    return bytes(head), l4, hlen, len(first) - hlen, v4
+    _fill(head, l4, hlen, total, _pseudo(head))
+    return Merged(bytes(head), l4, hlen, len(first) - hlen, head[0] >> 4 == 4)
