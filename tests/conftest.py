@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simpletun import netns
+from simpletun.lab import netns
 
 ROOT_DIRS = ("device", "e2e")
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from . import errors, link
+from . import errors
+from .device import link, tuntap
+from .device.tuntap import Device, Queue, attach, delete, open_device, open_tap, open_tun
 from .errors import (
     BadAddress,
     BadName,
@@ -23,7 +25,6 @@ from .errors import (
     SimpletunError,
     TunUnavailable,
 )
-from .tuntap import Device, Queue, attach, delete, open_device, open_tap, open_tun
 
 __all__ = [
     "BadAddress",
@@ -46,4 +47,5 @@ __all__ = [
     "open_device",
     "open_tap",
     "open_tun",
+    "tuntap",
 ]

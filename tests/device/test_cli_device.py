@@ -6,8 +6,8 @@ import ipaddress
 
 from pyroute2 import IPRoute
 
-from simpletun import link, tuntap
-from simpletun.netns import Namespace
+from simpletun.device import link, tuntap
+from simpletun.lab.netns import Namespace
 
 from ..conftest import simpletun
 

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from simpletun import link, tuntap
+from simpletun.device import link, tuntap
 from simpletun.errors import BadAddress, NoSuchDevice
-from simpletun.netns import Lab, Namespace
+from simpletun.lab.netns import Lab, Namespace
 
 
 def test_addresses_mtu_state_routes(inside: Namespace) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from simpletun import link
-from simpletun.netns import Namespace
+from simpletun.device import link
+from simpletun.lab.netns import Namespace
 
 from ..conftest import simpletun
 from .users import NOBODY, STRANGER, attach_code, run_as

@@ -12,7 +12,8 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from simpletun import link, tuntap
+from simpletun.device import link, tuntap
+from simpletun.device.pi import ETH_P_ARP, ETH_P_IP, add_pi, unpack_pi
 from simpletun.errors import (
     DeviceBusy,
     DeviceError,
@@ -21,8 +22,7 @@ from simpletun.errors import (
     PacketRejected,
     TunUnavailable,
 )
-from simpletun.netns import Namespace
-from simpletun.pi import ETH_P_ARP, ETH_P_IP, add_pi, unpack_pi
+from simpletun.lab.netns import Namespace
 
 from ..packets import udp4
 

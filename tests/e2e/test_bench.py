@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from simpletun.netns import Lab
+from simpletun.lab.netns import Lab
 
 from ..conftest import simpletun
 

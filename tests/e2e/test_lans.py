@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from simpletun import link
-from simpletun.netns import Lab, veth
-from simpletun.testbed import Watched
+from simpletun.device import link
+from simpletun.lab.netns import Lab, veth
+from simpletun.lab.testbed import Watched
 
 from ..conftest import simpletun
 

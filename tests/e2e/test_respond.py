@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from simpletun import link, pcap
-from simpletun.describe import describe
-from simpletun.netns import Lab, Namespace
-from simpletun.testbed import Watched
+from simpletun.device import link
+from simpletun.lab.netns import Lab, Namespace
+from simpletun.lab.testbed import Watched
+from simpletun.tools import pcap
+from simpletun.tools.describe import describe
 
 from ..conftest import simpletun
 

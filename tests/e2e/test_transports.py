@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from simpletun import link
-from simpletun.bench import dropped, lossy
-from simpletun.netns import Lab, Namespace, veth
-from simpletun.testbed import Testbed, simpletun_cmd
+from simpletun.device import link
+from simpletun.lab.bench import dropped, lossy
+from simpletun.lab.netns import Lab, Namespace, veth
+from simpletun.lab.testbed import Testbed, simpletun_cmd
 from simpletun.transport.icmp import ECHO_SYSCTL
 
 MB = 1024 * 1024

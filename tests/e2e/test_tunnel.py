@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from simpletun import link, workers
-from simpletun.netns import Lab
-from simpletun.testbed import Testbed
+from simpletun.device import link
+from simpletun.lab.netns import Lab
+from simpletun.lab.testbed import Testbed
+from simpletun.tunnel import workers
 
 from ..packets import ping4
 

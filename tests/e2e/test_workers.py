@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from simpletun.netns import Lab
-from simpletun.testbed import Testbed
+from simpletun.lab.netns import Lab
+from simpletun.lab.testbed import Testbed
 
 MB = 1024 * 1024
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun.tunnel import Wire
-from simpletun.workers import Assignment, decode_assignment, encode_assignment
+from simpletun.tunnel.stream import Wire
+from simpletun.tunnel.workers import Assignment, decode_assignment, encode_assignment
 
 wires = st.builds(Wire, native=st.booleans(), vnet=st.booleans(), keepalive=st.booleans())
 

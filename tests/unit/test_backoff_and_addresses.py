@@ -1,7 +1,7 @@
 import pytest
 
-from simpletun.backoff import Backoff
 from simpletun.transport.tcp import TransportError, show, split_host_port
+from simpletun.tunnel.backoff import Backoff
 
 
 def test_backoff_doubles_to_a_cap_and_resets() -> None:

@@ -3,7 +3,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun.describe import describe, describe_ip
+from simpletun.tools.describe import describe, describe_ip
 
 from ..packets import arp_request, neighbor_solicit, ping4, ping6, udp4, udp6
 from .vectors import (

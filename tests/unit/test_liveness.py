@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun.liveness import DEAD, KEEPALIVE, Liveness
+from simpletun.tunnel.liveness import DEAD, KEEPALIVE, Liveness
 
 
 def test_keepalive_then_dead() -> None:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun import pcap
+from simpletun.tools import pcap
 
 from .vectors import TUN_PING4
 

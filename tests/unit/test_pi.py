@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun.pi import (
+from simpletun.device.pi import (
     ETH_P_IP,
     ETH_P_IPV6,
     TUN_PKT_STRIP,

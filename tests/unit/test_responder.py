@@ -9,7 +9,7 @@ from simpletun.packets.checksum import pseudo6, verify
 from simpletun.packets.ethernet import ARP_REPLY, ETH_P_ARP, parse_arp, parse_frame
 from simpletun.packets.icmp import NA_OVERRIDE, NA_SOLICITED, OPT_TARGET_LLADDR, nd_options
 from simpletun.packets.ip import parse_ipv4, parse_ipv6
-from simpletun.responder import DEFAULT_MAC, Responder
+from simpletun.tools.responder import DEFAULT_MAC, Responder
 
 from ..packets import (
     HOST_MAC,

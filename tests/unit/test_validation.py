@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from simpletun import link, tuntap
+from simpletun.device import link, tuntap
 from simpletun.errors import BadAddress, BadName, NoSuchUser
 
 

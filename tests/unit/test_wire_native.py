@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun import vnet
+from simpletun.device import vnet
 from simpletun.packets.check import check_ip
 from simpletun.wire import classic, native
 from simpletun.wire.native import (

@@ -11,7 +11,7 @@ import click
 
 from ..errors import SimpletunError
 from ..transport import tcp
-from ..tunnel import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL
+from ..tunnel.stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL
 from . import bench, demo, device, dump, respond, selftest, tunnel
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

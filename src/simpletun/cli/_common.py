@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from .. import capture, link, tuntap
-from ..responder import Responder
+from ..device import link, tuntap
+from ..tools import capture
+from ..tools.responder import Responder
 
 
 def mode_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import bench
+from ..lab import bench
 
 
 def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:

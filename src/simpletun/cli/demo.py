@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import demo
+from ..lab import demo
 
 
 @click.command("demo")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .. import link, tuntap
+from ..device import link, tuntap
 from ..errors import DeviceBusy, SimpletunError
 from ._common import configure, parse_addresses
 

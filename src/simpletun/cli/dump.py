@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from .. import capture, link
-from ..pcap import PcapWriter
-from ..responder import Responder
+from ..device import link
+from ..tools import capture
+from ..tools.pcap import PcapWriter
+from ..tools.responder import Responder
 from ._common import address_option, follow_addresses, hold, mode_option, note
 
 

@@ -7,9 +7,10 @@ import sys
 
 import click
 
-from .. import capture, link
+from ..device import link
 from ..packets.ethernet import mac_str, parse_mac
-from ..responder import DEFAULT_MAC, Responder
+from ..tools import capture
+from ..tools.responder import DEFAULT_MAC, Responder
 from ._common import address_option, follow_addresses, hold, mode_option, note
 
 

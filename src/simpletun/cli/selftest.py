@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import selftest
+from ..lab import selftest
 
 
 @click.command("selftest")

@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import click
 
-from .. import dgram, isolate, link, tunnel, tuntap, workers
+from ..device import isolate, link, tuntap
 from ..errors import DeviceMismatch
 from ..transport import icmp, tcp, udp
+from ..tunnel import datagram as datagram_loop
+from ..tunnel import stream, workers
 from ..wire import datagram, native
 from ..wire import icmp as icmp_wire
 from ..wire.classic import CLASSIC_PEER_MAX
@@ -37,12 +39,12 @@ def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
 
 
 def _pump_factory(*, mtu: int, debug: bool, offloads: int, keepalive: float,
-                  peer_timeout: float) -> Callable[[tuntap.Device, str], tunnel.Pump]:
+                  peer_timeout: float) -> Callable[[tuntap.Device, str], stream.Pump]:
     """What makes the pump of a device (or of one worker's queue, its lines prefixed):
     the flags' settings, 0 seconds meaning off."""
 
-    def make(dev: tuntap.Device, prefix: str) -> tunnel.Pump:
-        return tunnel.Pump(dev, mtu=mtu, counters=tunnel.Counters(),
+    def make(dev: tuntap.Device, prefix: str) -> stream.Pump:
+        return stream.Pump(dev, mtu=mtu, counters=stream.Counters(),
                            log=(lambda m: log(prefix + m)) if prefix else log,
                            debug=debug_line if debug else None, offloads=offloads,
                            keepalive=keepalive or None, timeout=peer_timeout or None)
@@ -78,8 +80,8 @@ def _open(iface: str, *, tap: bool, vnet: bool, queues: int, auto: bool) -> tunt
 def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
         once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True,
-        worker_count: int | None = None, keepalive: float = tunnel.KEEPALIVE_INTERVAL,
-        peer_timeout: float = tunnel.DEAD_PEER_TIMEOUT, transport: str = "tcp") -> int:
+        worker_count: int | None = None, keepalive: float = stream.KEEPALIVE_INTERVAL,
+        peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp") -> int:
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -105,7 +107,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
             count = len(dev.queues)
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
             make_pump = _pump_factory(mtu=dev_mtu, debug=debug,
-                                      offloads=tunnel.probe_offloads(dev),
+                                      offloads=stream.probe_offloads(dev),
                                       keepalive=keepalive, peer_timeout=peer_timeout)
             pump = make_pump(dev, "")
             if pump.max_packet + 2 > CLASSIC_PEER_MAX:
@@ -113,7 +115,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
                     "the classic C simpletun accepts; fine between two simpletun peers")
             # without vnet_hdr on the device pump.offloads is 0, and the hello leaves
             # FEATURE_VNET out by itself
-            session = tunnel.Session(negotiate=not classic_wire, queues=count)
+            session = stream.Session(negotiate=not classic_wire, queues=count)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             how = f", {count} workers" if count > 1 else ""
@@ -122,14 +124,14 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): listening on TCP port {port}")
                     if count > 1:
                         return workers.serve(dev, listener, pump, make_pump, session, log)
-                    tunnel.serve(dev, listener, pump, once=once, session=session)
+                    stream.serve(dev, listener, pump, once=once, session=session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): connecting to "
                         f"{tcp.show((host, port))}")
                     if count > 1:
                         return workers.run_clients(dev, host, port, pump, make_pump, session,
                                                    reconnect=reconnect, log=log)
-                    tunnel.run_client(dev, host, port, pump, reconnect=reconnect,
+                    stream.run_client(dev, host, port, pump, reconnect=reconnect,
                                       session=session)
             except KeyboardInterrupt:
                 if count == 1:
@@ -147,7 +149,7 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
                   routes: list[link.IPNetwork], once: bool, reconnect: bool,
                   classic_wire: bool, worker_count: int | None, keepalive: float,
                   peer_timeout: float, transport: str, offload: bool) -> int:
-    """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.dgram)."""
+    """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.tunnel.datagram)."""
     if classic_wire:
         raise click.UsageError("the classic wire is TCP only: drop --classic or use "
                                "--transport tcp")
@@ -156,7 +158,7 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
     if once:
         raise click.UsageError(f"--once is for the TCP transport; {transport} serves one "
                                "session at a time and forgets it when it goes silent")
-    endpoint: dgram.Endpoint
+    endpoint: datagram_loop.Endpoint
     restore = None
     if transport == "icmp":
         if server:
@@ -182,19 +184,19 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
                                                           routes))
             pump = _pump_factory(mtu=dev_mtu, debug=debug,
-                                 offloads=tunnel.probe_offloads(dev) & tunnel.OFFLOADS,
+                                 offloads=stream.probe_offloads(dev) & stream.OFFLOADS,
                                  keepalive=keepalive, peer_timeout=peer_timeout)(dev, "")
-            session = tunnel.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
+            session = stream.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             try:
                 if where is None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): {listening}")
-                    dgram.serve(endpoint, pump, session)
+                    datagram_loop.serve(endpoint, pump, session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to "
                         f"{endpoint.show(where)} over {endpoint.name}")
-                    dgram.run_client(endpoint, where, pump, session, reconnect=reconnect)
+                    datagram_loop.run_client(endpoint, where, pump, session, reconnect=reconnect)
             except KeyboardInterrupt:
                 log(f"shutting down: {pump.counters.summary()}")
                 return 0

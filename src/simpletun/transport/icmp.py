@@ -1,7 +1,7 @@
 """ICMP underlay (``--transport icmp``): raw ICMP and ICMPv6 sockets that carry tunnel
 datagrams in echo requests (client to server) and echo replies (server to client). The
-marks, credits and polls are :mod:`simpletun.wire.icmp`; the loop is :mod:`simpletun.dgram`,
-the same as over UDP.
+marks, credits and polls are :mod:`simpletun.wire.icmp`; the loop is
+:mod:`simpletun.tunnel.datagram`, the same as over UDP.
 
 An address here is ``(host, identifier)``: the client's echo identifier plays the part of a
 UDP port, so a client that moves to another address is seen roaming.

@@ -1,6 +1,7 @@
 """UDP underlay: a bound socket (dual-stack server, or a client socket for the server's
 family), batched sends with UDP GSO and batched receives with UDP GRO where the kernel has
-them. The framing is :mod:`simpletun.wire.datagram`; the loop is :mod:`simpletun.dgram`."""
+them. The framing is :mod:`simpletun.wire.datagram`; the loop is
+:mod:`simpletun.tunnel.datagram`."""
 
 from __future__ import annotations
 

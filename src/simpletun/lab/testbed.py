@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .errors import SimpletunError
+from ..errors import SimpletunError
 from .netns import Lab, Namespace, veth
 
 UNDERLAY = ("192.0.2.1/24", "192.0.2.2/24")
@@ -151,7 +151,7 @@ class Testbed:
 
     def wait_ready(self) -> None:
         """Both ends configured and IPv6 duplicate address detection over."""
-        from . import link
+        from ..device import link
 
         for ns in (self.server, self.client):
             link.wait_usable(self.iface, netns=ns.name)
@@ -165,13 +165,13 @@ class Testbed:
         sender, receiver = (self.server, self.client) if from_server else \
             (self.client, self.server)
         target = to or (self.client_overlay if from_server else self.server_overlay)
-        recv = receiver.popen([sys.executable, "-m", "simpletun.flow", "recv", target,
+        recv = receiver.popen([sys.executable, "-m", "simpletun.lab.flow", "recv", target,
                                   str(port)], stdout=subprocess.PIPE, text=True)
         try:
             assert recv.stdout is not None
             if recv.stdout.readline().strip() != "ready":
                 raise SimpletunError("the receiver did not start")
-            sent = sender.run([sys.executable, "-m", "simpletun.flow", "send", target,
+            sent = sender.run([sys.executable, "-m", "simpletun.lab.flow", "send", target,
                                     str(port), str(size)], timeout=300)
             out, _ = recv.communicate(timeout=30)
         finally:

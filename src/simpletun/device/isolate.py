@@ -10,7 +10,7 @@ import pickle
 from collections.abc import Callable
 from typing import TypeVar
 
-from . import errors
+from .. import errors
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import link
-from .errors import SimpletunError
+from ..device import link
+from ..errors import SimpletunError
 
 CLONE_NEWNET = 0x40000000
 _counter = itertools.count()

@@ -15,7 +15,7 @@ For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds p
 (by the tunnel processes and their workers), the largest peak RSS of any of them, and each
 figure's ratio to ``bare``.
 Throughput comes from iperf3 when it is installed, else from the built-in sender/receiver
-(:mod:`simpletun.flow`); the output says which.
+(:mod:`simpletun.lab.flow`); the output says which.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import SimpletunError
+from ..errors import SimpletunError
 from .netns import Lab, Namespace
 from .testbed import Testbed, Watched
 
@@ -138,13 +138,13 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
             return end["bits_per_second"] / 1e6, int(end["bytes"])
         finally:
             srv.wait(10)
-    sink = server.popen([sys.executable, "-m", "simpletun.flow", "sink", address, str(PORT),
+    sink = server.popen([sys.executable, "-m", "simpletun.lab.flow", "sink", address, str(PORT),
                          str(streams)], stdout=subprocess.PIPE, text=True)
     try:
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "ready":
             raise SimpletunError("the built-in receiver did not start")
-        client.run([sys.executable, "-m", "simpletun.flow", "blast", address, str(PORT),
+        client.run([sys.executable, "-m", "simpletun.lab.flow", "blast", address, str(PORT),
                     str(streams), str(seconds)], timeout=seconds + 60, check=True)
         out, _ = sink.communicate(timeout=60)
     finally:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadAddress, DeviceError, NoSuchDevice, PermissionDenied
+from ..errors import BadAddress, DeviceError, NoSuchDevice, PermissionDenied
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from . import tuntap
+from ..device import tuntap
+from ..device.pi import pack_pi, proto_of_ip
+from ..errors import NoSuchDevice, PacketRejected
 from .describe import describe
-from .errors import NoSuchDevice, PacketRejected
 from .pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter
-from .pi import pack_pi, proto_of_ip
 from .responder import Responder
 
 

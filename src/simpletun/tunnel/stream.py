@@ -29,14 +29,22 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import vnet
+from ..device import vnet
+from ..device.tuntap import (
+    READ_SIZE,
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    TUN_F_USO4,
+    TUN_F_USO6,
+    Device,
+)
+from ..errors import DeviceError, HandshakeFailed, PacketRejected
+from ..packets.check import check
+from ..transport import tcp
+from ..wire import classic, native, segment
 from .backoff import Backoff
-from .errors import DeviceError, HandshakeFailed, PacketRejected
 from .liveness import DEAD, KEEPALIVE, Liveness
-from .packets.check import check
-from .transport import tcp
-from .tuntap import READ_SIZE, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, Device
-from .wire import classic, native, segment
 
 KEEPALIVE_INTERVAL = 10.0
 DEAD_PEER_TIMEOUT = 40.0

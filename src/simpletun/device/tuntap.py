@@ -5,7 +5,7 @@ interface held open by this process, with one file descriptor per queue (one, un
 multi-queue). Everything a user can get wrong is turned into an exception from
 :mod:`simpletun.errors` with a one-line message saying what to do.
 
-Address, MTU, up/down and routes are not ioctls here: see :mod:`simpletun.link`.
+Address, MTU, up/down and routes are not ioctls here: see :mod:`simpletun.device.link`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import (
+from ..errors import (
     BadName,
     DeviceBusy,
     DeviceError,
@@ -137,7 +137,7 @@ def exists(name: str) -> bool:
 
 def _mismatch_message(name: str, tap: bool, multi_queue: bool) -> str:
     """Why attaching to an existing ``name`` gave EINVAL, as precisely as netlink tells."""
-    from . import link  # netlink only on this error path
+    from . import link
 
     wanted = f"{'multi-queue ' if multi_queue else ''}{_mode(tap)}"
     try:

@@ -5,7 +5,7 @@ or :mod:`transport.icmp`'s Server and Client, which carry the datagrams in echo 
 Device to network: up to BATCH packets are read, each into a slot with room for the 9-byte
 header in front, and leave with as few sendmsg calls as UDP GSO allows (same-size runs).
 Network to device: one receive may hold many datagrams (UDP GRO); each is parsed, must
-carry the current session id, and goes through :meth:`tunnel.Pump.deliver` (the same
+carry the current session id, and goes through :meth:`stream.Pump.deliver` (the same
 checks as on TCP) to the device. Anything else is counted and dropped.
 
 The server follows its client by session id: a known session from a new address is the
@@ -22,15 +22,15 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
-from . import vnet
+from ..device import vnet
+from ..device.tuntap import READ_SIZE
+from ..errors import HandshakeFailed
+from ..packets import Malformed
+from ..transport import tcp
+from ..wire import datagram, native, segment
 from .backoff import Backoff
-from .errors import HandshakeFailed
 from .liveness import DEAD, KEEPALIVE, Liveness
-from .packets import Malformed
-from .transport import tcp
-from .tunnel import BATCH, Counters, Log, Pump, Session, discard
-from .tuntap import READ_SIZE
-from .wire import datagram, native, segment
+from .stream import BATCH, Counters, Log, Pump, Session, discard
 
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
 REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)

@@ -13,9 +13,9 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 
-from .packets import Malformed
-from .packets.checksum import pseudo6, verify
-from .packets.ethernet import (
+from ..packets import Malformed
+from ..packets.checksum import pseudo6, verify
+from ..packets.ethernet import (
     ARP_REPLY,
     ARP_REQUEST,
     ETH_P_ARP,
@@ -26,7 +26,7 @@ from .packets.ethernet import (
     parse_arp,
     parse_frame,
 )
-from .packets.icmp import (
+from ..packets.icmp import (
     ECHO6_REPLY,
     ECHO6_REQUEST,
     ECHO_REPLY,
@@ -40,7 +40,7 @@ from .packets.icmp import (
     build_na_body,
     nd_target,
 )
-from .packets.ip import PROTO_ICMP, PROTO_ICMPV6, build_ipv4, build_ipv6, parse_ipv4, parse_ipv6
+from ..packets.ip import PROTO_ICMP, PROTO_ICMPV6, build_ipv4, build_ipv6, parse_ipv4, parse_ipv6
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 

@@ -17,8 +17,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from . import capture, link, pcap, tuntap
-from .errors import SimpletunError
+from ..device import link, tuntap
+from ..errors import SimpletunError
+from ..tools import capture, pcap
 from .netns import Lab, Namespace
 from .testbed import Watched, simpletun_cmd
 

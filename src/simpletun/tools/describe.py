@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from .packets import Malformed
-from .packets.ethernet import (
+from ..packets import Malformed
+from ..packets.ethernet import (
     ARP_REPLY,
     ARP_REQUEST,
     ETH_P_ARP,
@@ -23,7 +23,7 @@ from .packets.ethernet import (
     parse_arp,
     parse_frame,
 )
-from .packets.icmp import (
+from ..packets.icmp import (
     ECHO6_REPLY,
     ECHO6_REQUEST,
     ECHO_REPLY,
@@ -35,15 +35,8 @@ from .packets.icmp import (
     nd_target,
     parse_icmp,
 )
-from .packets.ip import (
-    PROTO_ICMP,
-    PROTO_ICMPV6,
-    PROTO_TCP,
-    PROTO_UDP,
-    parse_ipv4,
-    parse_ipv6,
-)
-from .packets.l4 import parse_tcp, parse_udp, tcp_flags
+from ..packets.ip import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parse_ipv4, parse_ipv6
+from ..packets.l4 import parse_tcp, parse_udp, tcp_flags
 
 _PROTO_NAMES = {PROTO_ICMP: "ICMP", PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMPV6: "ICMPv6",
                 2: "IGMP", 4: "IPIP", 41: "IPv6-in-IPv4", 47: "GRE", 50: "ESP", 51: "AH",

@@ -1,10 +1,10 @@
 """A built-in TCP sender and receiver to prove a tunnel carries data intact and to time it
-(used by the demo and the tests; run inside namespaces with ``python -m simpletun.flow``).
+(used by the demo and the tests; run inside namespaces with ``python -m simpletun.lab.flow``).
 
-    python -m simpletun.flow recv HOST PORT      prints "<bytes> <sha256>" after one transfer
-    python -m simpletun.flow send HOST PORT SIZE prints "<bytes> <sha256> <seconds>"
-    python -m simpletun.flow sink HOST PORT STREAMS        prints "<bytes> <seconds>"
-    python -m simpletun.flow blast HOST PORT STREAMS SECONDS   (throughput, for the bench)
+    python -m simpletun.lab.flow recv HOST PORT      prints "<bytes> <sha256>" after one transfer
+    python -m simpletun.lab.flow send HOST PORT SIZE prints "<bytes> <sha256> <seconds>"
+    python -m simpletun.lab.flow sink HOST PORT STREAMS        prints "<bytes> <seconds>"
+    python -m simpletun.lab.flow blast HOST PORT STREAMS SECONDS   (throughput, for the bench)
 
 The data is a deterministic pseudo-random stream (SHA-256 in counter mode), so both sides
 can be checked against each other without shipping a file.

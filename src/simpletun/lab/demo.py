@@ -7,7 +7,7 @@ import os
 import statistics
 from collections.abc import Callable
 
-from .errors import SimpletunError
+from ..errors import SimpletunError
 from .netns import Lab, PingResult
 from .testbed import OVERLAY, UNDERLAY, Testbed
 

@@ -5,7 +5,7 @@ Client: the parent connects and shakes hands for queue 0 first; the server's hel
 many queues it serves (a classic server: one). The parent closes the queues the session will
 not use (the kernel stops steering to them) and forks one worker per remaining queue. Worker
 0 takes the connection already made; the others connect with the same session id and their
-queue number, and each then runs :func:`tunnel.run_client` on its own.
+queue number, and each then runs :func:`stream.run_client` on its own.
 
 Server: the parent accepts and shakes hands, then passes the connection (SCM_RIGHTS over a
 socketpair) to the worker that owns the queue the hello names; a classic client goes to
@@ -29,12 +29,12 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from . import tunnel
+from ..device.tuntap import Device
+from ..errors import SimpletunError
+from ..transport import tcp
+from . import stream
 from .backoff import Backoff
-from .errors import SimpletunError
-from .transport import tcp
-from .tunnel import Ended, Log, Pump, Session, Wire, accept_client, discard, wire_of
-from .tuntap import Device
+from .stream import Ended, Log, Pump, Session, Wire, accept_client, discard, wire_of
 
 MAX_WORKERS = 8
 _PR_SET_PDEATHSIG = 1
@@ -58,7 +58,7 @@ class Assignment:
     client (``peer``) replaces the current one."""
 
     reset: bool
-    wire: Wire = tunnel.CLASSIC
+    wire: Wire = stream.CLASSIC
     peer: str = ""
     leftover: bytes = b""
 
@@ -273,7 +273,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
     while True:
         if conn is None and attached and dev.multi_queue:
             discard(dev, pump.counters)
-            tunnel.set_queue_attached(dev, False)  # must not be polled now: wait on ctrl
+            stream.set_queue_attached(dev, False)  # must not be polled now: wait on ctrl
             attached = False
         if conn is None:
             select.select([ctrl], [], [])
@@ -289,7 +289,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
         conn = socket.socket(fileno=fds[0])
         peer = assignment.peer
         if not attached:
-            tunnel.set_queue_attached(dev, True)
+            stream.set_queue_attached(dev, True)
             attached = True
         before = pump.counters.snapshot()
         ended: Ended = pump.run(conn, peer, assignment.wire, assignment.leftover,
@@ -309,7 +309,7 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
     backoff = Backoff()
     while True:
         try:
-            sock, outcome = tunnel.connect(host, port, local, connect_timeout=10.0,
+            sock, outcome = stream.connect(host, port, local, connect_timeout=10.0,
                                            handshake_timeout=session.timeout)
             break
         except tcp.TransportError as exc:
@@ -317,8 +317,8 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
                 raise
             delay = backoff.next()
             log(f"{exc}; retrying in {delay:.1f} s")
-            tunnel.wait_discarding(dev, pump.counters, delay)
-    count = min(tunnel.queues_agreed(outcome), len(dev.queues))
+            stream.wait_discarding(dev, pump.counters, delay)
+    count = min(stream.queues_agreed(outcome), len(dev.queues))
     if count < len(dev.queues):
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")
         keep_queues(dev, count)
@@ -332,7 +332,7 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
         if index != 0:
             sock.close()
         with _summary_on_exit(pump):
-            tunnel.run_client(queue_dev, host, port, pump, reconnect=reconnect, session=mine,
+            stream.run_client(queue_dev, host, port, pump, reconnect=reconnect, session=mine,
                               first=(sock, outcome) if index == 0 else None)
 
     pool = spawn(count, worker)

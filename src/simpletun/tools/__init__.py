@@ -1,0 +1,2 @@
+"""The packet tools behind dump and respond: the capture loop, one-line descriptions,
+pcap files and the responder (pure but for capture)."""
