@@ -30,6 +30,15 @@ class DeviceMismatch(SimpletunError):
     """EINVAL on attach: tun vs tap, multi-queue or not, or not a tun/tap device at all."""
 
 
+class NotTunTap(DeviceMismatch):
+    """The named interface exists but is not a tun/tap device (loopback, veth, Ethernet...)."""
+
+
+class NotTap(DeviceMismatch):
+    """Something only a tap (Ethernet) device has, such as a MAC address, asked of another
+    kind of device."""
+
+
 class NoSuchDevice(SimpletunError):
     """The named interface does not exist (where creating it is not wanted)."""
 
@@ -42,12 +51,25 @@ class BadAddress(SimpletunError):
     """An address, prefix or route the user gave cannot be parsed or applied."""
 
 
+class BadMtu(BadAddress):
+    """An MTU the device cannot take (tun 68..65535, tap 68..65521), or one too small for
+    the IPv6 addresses asked for (IPv6 needs 1280)."""
+
+
+class BadMac(BadAddress):
+    """A MAC address that is malformed, multicast or all zeros."""
+
+
 class NoSuchUser(SimpletunError):
     """A user or group name that does not resolve."""
 
 
 class DeviceError(SimpletunError):
     """Any other failure of a device or netlink operation, with the system's reason."""
+
+
+class DeviceDown(DeviceError):
+    """A packet was written to a device that is down (EIO): bring it up first."""
 
 
 class PacketRejected(SimpletunError):

@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadAddress, DeviceError, NoSuchDevice, PermissionDenied
+from ..errors import (
+    BadAddress,
+    BadMac,
+    BadMtu,
+    DeviceError,
+    NoSuchDevice,
+    NotTap,
+    PermissionDenied,
+)
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -26,6 +34,14 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IFF_UP = 0x1
+IFF_MULTICAST_BIT = 0x01  # in the first byte of a MAC address
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ARPHRD_NONE = 0xFFFE
+#: What a device without an IFLA_INFO_KIND is, by its hardware type (ifi_type).
+_HW_TYPES = {ARPHRD_ETHER: "Ethernet", ARPHRD_LOOPBACK: "loopback", ARPHRD_NONE: "raw IP",
+             776: "IPv6-in-IPv4 tunnel", 778: "GRE tunnel", 768: "IP-in-IP tunnel",
+             32: "InfiniBand", 519: "CAN"}
 IFA_F_NODAD = 0x02
 IFA_F_TENTATIVE = 0x40
 RT_TABLE_MAIN = 254
@@ -174,9 +190,54 @@ def set_down(name: str, *, netns: str | None = None) -> None:
 
 
 def set_mtu(name: str, mtu: int, *, netns: str | None = None) -> None:
-    if not 68 <= mtu <= 65535:
-        raise BadAddress(f"MTU {mtu} is out of range: use 68..65535 (1280+ for IPv6)")
+    """Set the MTU (``ip link set NAME mtu MTU``). BadMtu, naming the device's own range
+    (tun 68..65535, tap 68..65521), if the device cannot take it. Below 1280 the kernel
+    turns IPv6 off on the device and drops its IPv6 addresses."""
+    st = state(name, netns=netns)
+    low, high = st.mtu_range
+    if not low <= mtu <= high:
+        raise BadMtu(f"MTU {mtu} is out of range for {name} ({describe(st)}): "
+                     f"use {low}..{high}")
     _set(name, netns, f"setting the MTU of {name} to {mtu}", mtu=mtu)
+
+
+def parse_mac(mac: str | bytes) -> bytes:
+    """Six bytes from ``02:53:54:00:00:01`` (``-`` works too) or from 6 bytes; BadMac if
+    it is malformed, a multicast (or broadcast) address, or all zeros."""
+    if isinstance(mac, str):
+        parts = mac.replace("-", ":").split(":")
+        if len(parts) != 6 or not all(
+                1 <= len(p) <= 2 and all(c in "0123456789abcdefABCDEF" for c in p)
+                for p in parts):
+            raise BadMac(f"bad MAC address {mac!r}: give six hex bytes, e.g. 02:53:54:00:00:01")
+        raw = bytes(int(p, 16) for p in parts)
+    else:
+        raw = bytes(mac)
+        if len(raw) != 6:
+            raise BadMac(f"bad MAC address {raw.hex()!r}: it must be 6 bytes, not {len(raw)}")
+    shown = ":".join(f"{b:02x}" for b in raw)
+    if raw[0] & IFF_MULTICAST_BIT:
+        raise BadMac(f"{shown} is a multicast address: a device needs a unicast one (first "
+                     "byte even, e.g. 02:53:54:00:00:01)")
+    if raw == bytes(6):
+        raise BadMac(f"{shown} is not a usable address: give a unicast one, "
+                     "e.g. 02:53:54:00:00:01")
+    return raw
+
+
+def set_mac(name: str, mac: str | bytes, *, netns: str | None = None) -> str:
+    """Set the MAC address of a tap (or other Ethernet) device, as SIOCSIFHWADDR or
+    ``ip link set NAME address MAC`` do; returns it as text. BadMac if ``mac`` is malformed
+    or multicast, NotTap if ``name`` has no MAC address (a tun device, loopback...)."""
+    raw = parse_mac(mac)
+    shown = ":".join(f"{b:02x}" for b in raw)
+    st = state(name, netns=netns)
+    if st.hw_type != ARPHRD_ETHER:
+        what = describe(st)
+        hint = " (layer 3): only a tap device has one" if st.tun is not None else ""
+        raise NotTap(f"{name} is a {what} device and has no MAC address{hint}")
+    _set(name, netns, f"setting the MAC address of {name} to {shown}", address=shown)
+    return shown
 
 
 @dataclass(frozen=True)
@@ -204,6 +265,14 @@ class LinkState:
     mac: str | None
     counters: dict[str, int] = field(default_factory=dict)
     tun: TunInfo | None = None
+    hw_type: int = ARPHRD_NONE  # ifi_type: ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE (tun)...
+    min_mtu: int = 0  # the device's own MTU range (0: the kernel does not say)
+    max_mtu: int = 0
+
+    @property
+    def mtu_range(self) -> tuple[int, int]:
+        """The MTUs this device takes: tun 68..65535, tap 68..65521, veth 68..65535..."""
+        return (max(self.min_mtu, 68), self.max_mtu or 65535)
 
 
 def _tun_info(msg: Any) -> TunInfo | None:
@@ -246,7 +315,28 @@ def state(name: str, *, netns: str | None = None) -> LinkState:
         mac=msg.get_attr("IFLA_ADDRESS"),
         counters={k: int(v) for k, v in dict(stats).items()},
         tun=_tun_info(msg),
+        hw_type=int(msg["ifi_type"]),
+        min_mtu=int(msg.get_attr("IFLA_MIN_MTU") or 0),
+        max_mtu=int(msg.get_attr("IFLA_MAX_MTU") or 0),
     )
+
+
+def describe(st: LinkState) -> str:
+    """What kind of device this is, in a word or two: ``tun``, ``tap``, ``multi-queue
+    tap``, ``veth``, ``bridge``, ``loopback``, ``Ethernet``..."""
+    if st.tun is not None:
+        return f"{'multi-queue ' if st.tun.multi_queue else ''}{'tap' if st.tun.tap else 'tun'}"
+    if st.kind:
+        return st.kind
+    return _HW_TYPES.get(st.hw_type, f"hardware type {st.hw_type}")
+
+
+def kind_of(name: str, *, netns: str | None = None) -> str | None:
+    """:func:`describe` of ``name``, or None if there is no such device."""
+    try:
+        return describe(state(name, netns=netns))
+    except NoSuchDevice:
+        return None
 
 
 def exists(name: str, *, netns: str | None = None) -> bool:
