@@ -1,9 +1,10 @@
 """The loop behind ``simpletun dump`` and ``simpletun respond``: read packets from a device,
 describe them, record them to pcap and/or answer them.
 
-Packets enter at :meth:`Device.read_into`; replies leave at :meth:`Device.write`. What to
-say about a packet is :mod:`describe`, what to answer is :mod:`responder`; this module only
-moves bytes between them and the device.
+Packets enter at :meth:`Device.read_into` (or, for a device another program holds, at a
+:class:`~.sniff.Sniffer`); replies leave at :meth:`Device.write`. What to say about a packet
+is :mod:`describe`, what to answer is :mod:`responder`; this module only moves bytes between
+them and the device.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 from ..device import tuntap
 from ..device.pi import pack_pi, proto_of_ip
@@ -20,6 +21,7 @@ from ..errors import NoSuchDevice, PacketRejected
 from .describe import describe
 from .pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter
 from .responder import Responder
+from .sniff import Sniffer
 
 
 @dataclass
@@ -28,6 +30,34 @@ class Stats:
     answered: int = 0
     rejected: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    """Where packets are read from: a device queue (:class:`tuntap.Device`) or a
+    :class:`Sniffer`."""
+
+    @property
+    def tap(self) -> bool: ...
+
+    @property
+    def header_len(self) -> int: ...
+
+    def fileno(self) -> int: ...
+
+    def read_into(self, buf: bytearray | memoryview) -> int: ...
+
+
+@runtime_checkable
+class Port(Source, Protocol):
+    """A source that replies can be written back into: a device queue of our own."""
+
+    @property
+    def pi(self) -> bool: ...
+
+    @property
+    def vnet_hdr_size(self) -> int | None: ...
+
+    def write(self, packet: bytes | bytearray | memoryview) -> int: ...
 
 
 def linktype(tap: bool) -> int:
@@ -45,7 +75,7 @@ def open_or_create(name: str, tap: bool | None) -> tuple[tuntap.Device, bool]:
 
 
 def run(
-    dev: tuntap.Device,
+    dev: Source,
     *,
     out: TextIO | None = None,
     pcap: PcapWriter | None = None,
@@ -57,7 +87,12 @@ def run(
 ) -> Stats:
     """Serve ``dev`` until ``count`` packets were read or KeyboardInterrupt (SIGINT, or
     SIGTERM turned into it by the caller). ``refresh`` is called about every
-    ``refresh_every`` seconds, e.g. to pick up address changes for the responder."""
+    ``refresh_every`` seconds, e.g. to pick up address changes for the responder.
+
+    With a ``responder``, each reply is shown and recorded before it is written into
+    ``dev`` (which must then be a :class:`Port`)."""
+    if responder is not None and not isinstance(dev, Port):
+        raise TypeError("a responder needs a device of our own to write replies into")
     stats = Stats()
     buf = bytearray(tuntap.READ_SIZE)
     view = memoryview(buf)
@@ -65,9 +100,13 @@ def run(
     skip = dev.header_len
     next_refresh = time.monotonic() + refresh_every
 
+    sniffer = dev if isinstance(dev, Sniffer) else None
+
     def show(packet: bytes, stamp: float) -> None:
         if out is not None:
             line = describe(packet, tap=dev.tap)
+            if sniffer is not None:
+                line = f"{sniffer.direction:<3} {line}"
             if timestamps:
                 line = time.strftime("%H:%M:%S", time.localtime(stamp)) + \
                     f".{int(stamp % 1 * 1e6):06d} {line}"
@@ -93,13 +132,16 @@ def run(
             reply = responder.respond(packet)
             if reply is None:
                 continue
+            # shown and recorded before it is written: whoever watches the output (and the
+            # pinger waiting for this reply) can never see more replies than lines
+            show(reply, time.time())
+            assert isinstance(dev, Port)
             try:
                 dev.write(with_headers(dev, reply))
             except PacketRejected:
                 stats.rejected += 1
                 continue
             stats.answered += 1
-            show(reply, time.time())
     except KeyboardInterrupt:
         pass
     if responder is not None:
@@ -107,7 +149,7 @@ def run(
     return stats
 
 
-def with_headers(dev: tuntap.Device, packet: bytes) -> bytes:
+def with_headers(dev: Port, packet: bytes) -> bytes:
     """``packet`` with what ``dev`` expects in front of it: an empty vnet_hdr, a PI header."""
     if not dev.header_len:
         return packet
