@@ -11,6 +11,7 @@ from collections.abc import Callable
 import click
 
 from ..device import isolate, link, tuntap
+from ..device.side import OFFLOADS, DeviceSide, probe_offloads
 from ..errors import DeviceMismatch
 from ..transport import icmp, tcp, udp
 from ..tunnel import datagram as datagram_loop
@@ -44,9 +45,9 @@ def _pump_factory(*, mtu: int, debug: bool, offloads: int, keepalive: float,
     the flags' settings, 0 seconds meaning off."""
 
     def make(dev: tuntap.Device, prefix: str) -> stream.Pump:
-        return stream.Pump(dev, mtu=mtu, counters=stream.Counters(),
-                           log=(lambda m: log(prefix + m)) if prefix else log,
-                           debug=debug_line if debug else None, offloads=offloads,
+        side = DeviceSide(dev, mtu=mtu, debug=debug_line if debug else None,
+                          offloads=offloads)
+        return stream.Pump(side, log=(lambda m: log(prefix + m)) if prefix else log,
                            keepalive=keepalive or None, timeout=peer_timeout or None)
 
     return make
@@ -107,13 +108,13 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
             count = len(dev.queues)
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
             make_pump = _pump_factory(mtu=dev_mtu, debug=debug,
-                                      offloads=stream.probe_offloads(dev),
+                                      offloads=probe_offloads(dev),
                                       keepalive=keepalive, peer_timeout=peer_timeout)
             pump = make_pump(dev, "")
-            if pump.max_packet + 2 > CLASSIC_PEER_MAX:
+            if pump.side.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
-            # without vnet_hdr on the device pump.offloads is 0, and the hello leaves
+            # without vnet_hdr on the device side.offloads is 0, and the hello leaves
             # FEATURE_VNET out by itself
             session = stream.Session(negotiate=not classic_wire, queues=count)
             sigterm_as_interrupt()
@@ -183,22 +184,23 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
             dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
                                                           routes))
-            pump = _pump_factory(mtu=dev_mtu, debug=debug,
-                                 offloads=stream.probe_offloads(dev) & stream.OFFLOADS,
-                                 keepalive=keepalive, peer_timeout=peer_timeout)(dev, "")
+            side = DeviceSide(dev, mtu=dev_mtu, debug=debug_line if debug else None,
+                              offloads=probe_offloads(dev) & OFFLOADS)
+            timing = {"keepalive": keepalive or None, "timeout": peer_timeout or None}
             session = stream.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
             sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             try:
                 if where is None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): {listening}")
-                    datagram_loop.serve(endpoint, pump, session)
+                    datagram_loop.serve(endpoint, side, session, log=log, **timing)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to "
                         f"{endpoint.show(where)} over {endpoint.name}")
-                    datagram_loop.run_client(endpoint, where, pump, session, reconnect=reconnect)
+                    datagram_loop.run_client(endpoint, where, side, session,
+                                             reconnect=reconnect, log=log, **timing)
             except KeyboardInterrupt:
-                log(f"shutting down: {pump.counters.summary()}")
+                log(f"shutting down: {side.counters.summary()}")
                 return 0
     finally:
         endpoint.close()

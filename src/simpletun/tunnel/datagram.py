@@ -5,7 +5,7 @@ or :mod:`transport.icmp`'s Server and Client, which carry the datagrams in echo 
 Device to network: up to BATCH packets are read, each into a slot with room for the 9-byte
 header in front, and leave with as few sendmsg calls as UDP GSO allows (same-size runs).
 Network to device: one receive may hold many datagrams (UDP GRO); each is parsed, must
-carry the current session id, and goes through :meth:`stream.Pump.deliver` (the same
+carry the current session id, and goes through :meth:`DeviceSide.deliver` (the same
 checks as on TCP) to the device. Anything else is counted and dropped.
 
 The server follows its client by session id: a known session from a new address is the
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from ..device import vnet
+from ..device.side import BATCH, Counters, DeviceSide, Log
 from ..device.tuntap import READ_SIZE
 from ..errors import HandshakeFailed
 from ..packets import Malformed
@@ -30,7 +31,7 @@ from ..transport import tcp
 from ..wire import datagram, native, segment
 from .backoff import Backoff
 from .liveness import DEAD, KEEPALIVE, Liveness
-from .stream import BATCH, Counters, Log, Pump, Session, discard
+from .stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL, Session
 
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
 REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)
@@ -67,10 +68,12 @@ class _Path:
     (:mod:`wire.segment`, DATA_PARTIAL datagrams), and packets whose checksum the kernel
     left to finish, which leave as DATA_PARTIAL too."""
 
-    def __init__(self, pump: Pump, endpoint: Endpoint, session_id: bytes) -> None:
-        self.pump = pump
+    def __init__(self, side: DeviceSide, endpoint: Endpoint, session_id: bytes, *,
+                 keepalive: float | None, timeout: float | None) -> None:
+        self.side = side
         self.ep = endpoint
-        endpoint.drops = pump.counters.drops
+        endpoint.drops = side.counters.drops
+        self.keepalive_interval, self.timeout = keepalive, timeout
         self._slots = [bytearray(datagram.HEADER_LEN + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
         # the vnet_hdr of each read, when the device has one
@@ -92,37 +95,28 @@ class _Path:
     def offload(self, on: bool) -> None:
         """Offloads on (a session that agreed FEATURE_VNET) or off (none, or one that did
         not)."""
-        on = on and self.pump.dev_vnet and bool(self.pump.offloads) and not self.pump.dev.tap
+        side = self.side
+        on = on and side.vnet and bool(side.offloads) and not side.dev.tap
         if on != self.segmenting:
-            self.pump.set_offloads(on)
+            side.set_offloads(on)
             self.segmenting = on
 
     def to_network(self, address: Address) -> None:
         """Drain up to BATCH packets from the device and send them to ``address``."""
-        dev, counters, debug = self.pump.dev, self.pump.counters, self.pump.debug
-        hlen, with_vnet = datagram.HEADER_LEN, self.pump.dev_vnet
+        hlen = datagram.HEADER_LEN
+        count = self.side.read_batch(self._views, hlen, self._vhs, framing=hlen)
+        if not count:
+            return
+        with_vnet = self.side.vnet
         frames: list[bytes | memoryview] = []
-        for view, vh in zip(self._views, self._vhs, strict=True):
-            try:
-                if with_vnet:
-                    size = dev.read_parts(vh, view[hlen:]) - vnet.VNET_HDR_LEN
-                else:
-                    size = dev.read_into(view[hlen:])
-            except BlockingIOError:
-                break
-            if size <= 0:
-                continue
-            counters.to_net += 1
-            counters.bytes_to_net += size
+        for view, vh, size in zip(self._views[:count], self._vhs, self.side.sizes,
+                                  strict=False):
             if with_vnet and (vh[0] or vh[1]):  # flags or gso_type: an offloaded packet
                 if not self._offloaded(view, vh, size, frames):
                     continue
             else:
                 view[0] = datagram.DATA
             frames.append(view[:hlen + size])
-            if debug is not None:
-                debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, sending "
-                      f"{size + hlen} to the network")
         if frames:
             self.ep.send_batch(frames, address)
 
@@ -144,7 +138,7 @@ class _Path:
         try:
             cut = segment.segments(packet, h.gso_size)
         except Malformed:
-            self.pump.counters.drops["unsegmentable"] += 1
+            self.side.counters.drops["unsegmentable"] += 1
             return False
         head = self._partial
         frames.extend(b"".join((head, headers, chunk)) for headers, chunk in cut)
@@ -154,21 +148,21 @@ class _Path:
         """A datagram of the current session: to the device (DATA), or the peer's closing
         reason (CLOSE)."""
         if kind == datagram.DATA_PARTIAL:  # written with its neighbours: see flush
-            if len(payload) > self.pump.max_packet:
-                self.pump.counters.drops["oversized"] += 1
+            if len(payload) > self.side.max_packet:
+                self.side.counters.drops["oversized"] += 1
             else:
                 self._partials.append(memoryview(payload))
             return None
         self.flush()
         if kind == datagram.DATA:
-            if len(payload) > self.pump.max_packet:
-                self.pump.counters.drops["oversized"] += 1
+            if len(payload) > self.side.max_packet:
+                self.side.counters.drops["oversized"] += 1
             else:
-                self.pump.deliver(payload, False)
+                self.side.deliver(payload, False)
         elif kind == datagram.CLOSE:
             return bytes(payload).decode(errors="replace") or "closed"
         elif kind != datagram.KEEPALIVE:
-            self.pump.counters.drops["unexpected-datagram"] += 1
+            self.side.counters.drops["unexpected-datagram"] += 1
         return None
 
     def incoming(self) -> Iterator[tuple[memoryview, Address]]:
@@ -186,11 +180,11 @@ class _Path:
     def flush(self) -> None:
         """Write the segments received so far (as super-packets where they make one)."""
         if self._partials:
-            self.pump.deliver_partials(self._partials)
+            self.side.deliver_partials(self._partials)
             self._partials.clear()
 
     def liveness(self, now: float) -> Liveness:
-        return Liveness(now, interval=self.pump.keepalive, timeout=self.pump.timeout)
+        return Liveness(now, interval=self.keepalive_interval, timeout=self.timeout)
 
 
 def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
@@ -198,12 +192,14 @@ def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
     return native.decode_handshake(bytes(payload)[2:])
 
 
-def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
+def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
+          keepalive: float | None = KEEPALIVE_INTERVAL,
+          timeout: float | None = DEAD_PEER_TIMEOUT) -> None:
     """Serve one client session at a time, following it as it roams, forever."""
-    log, counters, dev = pump.log, pump.counters, pump.dev
-    local = session.hello(pump)
+    counters, dev = side.counters, side.dev
+    local = session.hello(side)
     peer: datagram.Peer[Address] = datagram.Peer()
-    path = _Path(pump, endpoint, bytes(8))
+    path = _Path(side, endpoint, bytes(8), keepalive=keepalive, timeout=timeout)
     live: Liveness | None = None  # None: no session
     last_reject = 0.0
     dev.set_blocking(False)
@@ -253,7 +249,7 @@ def serve(endpoint: Endpoint, pump: Pump, session: Session) -> None:
                 path.to_network(peer.address)
                 live.sent(now)
             else:
-                discard(dev, counters)
+                side.discard()
         if live is not None and peer.address is not None:
             due = live.due(now)
             if due == KEEPALIVE:
@@ -300,16 +296,17 @@ def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[A
     return agreed
 
 
-def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session, *,
-               reconnect: bool) -> None:
+def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: Session, *,
+               reconnect: bool, log: Log, keepalive: float | None = KEEPALIVE_INTERVAL,
+               timeout: float | None = DEAD_PEER_TIMEOUT) -> None:
     """Shake hands (retrying), then pump; shake hands again when the server rejects the
     session (it restarted) or, with ``reconnect``, when it falls silent."""
-    log, counters, dev = pump.log, pump.counters, pump.dev
+    counters, dev = side.counters, side.dev
     shown = endpoint.show(server)
-    local = session.hello(pump)
+    local = session.hello(side)
     sid = session.session_id
     hello = datagram.encode(datagram.HELLO, sid, native.encode_hello(local))
-    path = _Path(pump, endpoint, sid)
+    path = _Path(side, endpoint, sid, keepalive=keepalive, timeout=timeout)
     backoff = Backoff(initial=0.25, maximum=5.0)
     up = False
     live: Liveness | None = None
@@ -380,7 +377,7 @@ def run_client(endpoint: Endpoint, server: Address, pump: Pump, session: Session
                 path.to_network(server)
                 live.sent(now)
             else:
-                discard(dev, counters)
+                side.discard()
         if up and live is not None:
             due = live.due(now)
             if due == KEEPALIVE:

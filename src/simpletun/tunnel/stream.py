@@ -1,11 +1,11 @@
-"""The tunnel: the only code that touches both the device and the network.
+"""The tunnel over a TCP stream: the pump between the device side and one connection.
 
 Device to network: :meth:`Pump._from_device` reads up to BATCH packets
-(:meth:`Queue.read_into`), each into a slot with room in front for its frame header, and
-sends them all with one ``sendmsg``. Network to device: bytes from the socket go through the
-session's decoder (:mod:`wire.classic` or :mod:`wire.native`) and :func:`packets.check.check`
-(plus :func:`vnet.check` for super-packets) before one :meth:`Device.write` per packet.
-Nothing from the network reaches the device unchecked; refusals are counted by reason.
+(:meth:`DeviceSide.read_batch`), each into a slot with room in front for its frame header,
+and sends them all with one ``sendmsg``. Network to device: bytes from the socket go
+through the session's decoder (:mod:`wire.classic` or :mod:`wire.native`) to
+:meth:`DeviceSide.deliver`, which checks every packet before it is written. Nothing from the
+network reaches the device unchecked; refusals are counted by reason.
 
 A device opened with vnet_hdr carries a 10-byte virtio_net_hdr on every packet. When both
 peers agree to FEATURE_VNET, offloads are switched on and the header and whole TCP/UDP
@@ -25,80 +25,22 @@ import os
 import select
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..device import vnet
-from ..device.tuntap import (
-    READ_SIZE,
-    TUN_F_CSUM,
-    TUN_F_TSO4,
-    TUN_F_TSO6,
-    TUN_F_USO4,
-    TUN_F_USO6,
-    Device,
-)
-from ..errors import DeviceError, HandshakeFailed, PacketRejected
-from ..packets.check import check
+from ..device.side import BATCH, DeviceSide, Log
+from ..device.tuntap import READ_SIZE, Device
+from ..errors import HandshakeFailed
 from ..transport import tcp
-from ..wire import classic, native, segment
+from ..wire import classic, native
 from .backoff import Backoff
 from .liveness import DEAD, KEEPALIVE, Liveness
 
 KEEPALIVE_INTERVAL = 10.0
 DEAD_PEER_TIMEOUT = 40.0
-BATCH = 32  # packets read from the device per sendmsg at most
 RECV_SIZE = 256 * 1024
 HEAD_ROOM = native.HEADER_LEN  # the largest frame header
 HANDSHAKE_TIMEOUT = 1.0
-ETH_OVERHEAD = 18  # Ethernet header + one VLAN tag on a tap device
-OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-UDP_OFFLOADS = TUN_F_USO4 | TUN_F_USO6
-
-Log = Callable[[str], None]
-
-
-def probe_offloads(dev: Device) -> int:
-    """The offloads ``dev`` takes (USO only where the kernel has it), left switched off."""
-    if dev.vnet_hdr_size is None:
-        return 0
-    for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
-        try:
-            dev.set_offload(flags)
-        except DeviceError:
-            continue
-        dev.set_offload(0)
-        return flags
-    return 0
-
-
-#: vnet_hdr asking the kernel to finish a checksum, by (start, offset)
-_PARTIAL_HEADERS: dict[tuple[int, int], bytes] = {}
-
-
-@dataclass
-class Counters:
-    to_net: int = 0  # packets (super-packets count once) device -> network
-    to_dev: int = 0  # packets network -> device
-    bytes_to_net: int = 0
-    bytes_to_dev: int = 0
-    drops: Counter[str] = field(default_factory=Counter)
-
-    def snapshot(self) -> Counters:
-        return Counters(self.to_net, self.to_dev, self.bytes_to_net, self.bytes_to_dev,
-                        Counter(self.drops))
-
-    def since(self, before: Counters) -> Counters:
-        """What happened after ``before`` was taken (one session's share)."""
-        return Counters(self.to_net - before.to_net, self.to_dev - before.to_dev,
-                        self.bytes_to_net - before.bytes_to_net,
-                        self.bytes_to_dev - before.bytes_to_dev, self.drops - before.drops)
-
-    def summary(self) -> str:
-        drops = ", ".join(f"{n} {k}" for k, n in sorted(self.drops.items()))
-        return (f"{self.to_net} packets sent, {self.to_dev} received"
-                + (f", dropped {drops}" if drops else ""))
 
 
 @dataclass(frozen=True)
@@ -126,40 +68,31 @@ class Ended:
 
 
 class Pump:
-    """Moves packets between one device and one connected TCP socket."""
+    """Moves packets between one device (its :class:`DeviceSide`) and one connected TCP
+    socket."""
 
-    def __init__(self, dev: Device, *, mtu: int, counters: Counters, log: Log,
-                 debug: Log | None = None, keepalive: float | None = KEEPALIVE_INTERVAL,
-                 timeout: float | None = DEAD_PEER_TIMEOUT, offloads: int | None = None) -> None:
-        self.dev = dev
-        self.mtu = mtu
-        #: the largest packet a plain frame may carry: the MTU, plus Ethernet+VLAN on tap
-        self.max_packet = mtu + (ETH_OVERHEAD if dev.tap else 0)
-        self.counters = counters
+    def __init__(self, side: DeviceSide, *, log: Log,
+                 keepalive: float | None = KEEPALIVE_INTERVAL,
+                 timeout: float | None = DEAD_PEER_TIMEOUT) -> None:
+        self.side = side
+        self.dev = side.dev
+        self.counters = side.counters
         self.log = log
-        self.debug = debug
         #: seconds between keepalives when idle, and of silence before the peer is dead
         #: (sessions that agreed on FEATURE_KEEPALIVE; None: off)
         self.keepalive, self.timeout = keepalive, timeout
-        self.dev_vnet = dev.vnet_hdr_size is not None
         self._slots = [bytearray(HEAD_ROOM + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
+        # where the vnet_hdr goes when it does not travel along (offloads off)
+        self._vhs = [bytearray(10) for _ in range(BATCH)]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
-        #: what the device takes when a session agrees on FEATURE_VNET (0: none); offloads
-        #: stay off until then. Workers of one device pass the parent's probe in.
-        self.offloads = probe_offloads(dev) if offloads is None else offloads
-
-    # --- offloads -------------------------------------------------------------------
-    def set_offloads(self, on: bool) -> None:
-        if self.dev_vnet:
-            self.dev.set_offload(self.offloads if on else 0)
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
             extra: tuple[socket.socket, ...] = ()) -> Ended:
         """Pump until the peer leaves, misbehaves, or one of ``extra`` is readable."""
-        self.set_offloads(wire.vnet)
+        self.side.set_offloads(wire.vnet)
         sock.setblocking(False)
         self.dev.set_blocking(False)
         deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
@@ -223,87 +156,14 @@ class Pump:
                     return Ended("another socket is ready", wake=extra_fds[fd])
 
     # --- network -> device ------------------------------------------------------------
-    def deliver_partial(self, packet: bytes | memoryview) -> None:
-        """Check one IP packet whose TCP/UDP checksum is partial (a segment the peer cut
-        from a super-packet) and give it to the device, which finishes the checksum (or
-        finish it here when the device has no vnet_hdr)."""
-        why = check(packet, False) if not self.dev.tap else "bad-partial"
-        where = segment.partial(packet) if why is None else None
-        if where is None:
-            self.counters.drops[why or "bad-partial"] += 1
-            return
-        if self.dev_vnet:
-            head = _PARTIAL_HEADERS.get(where)
-            if head is None:
-                head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
-                    vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
-            self._write(1, len(packet), head, packet)
-        else:
-            whole = bytearray(packet)
-            segment.complete(whole, *where)
-            self._write(1, len(packet), whole)
-
-    def deliver_partials(self, packets: list[memoryview]) -> None:
-        """Segments with partial checksums, in arrival order: those that make a super-packet
-        again (:func:`segment.runs`) go to the device as one, with a vnet_hdr asking the
-        kernel to treat it as the segments it was; the rest one by one."""
-        if not self.dev_vnet or self.dev.tap:
-            for p in packets:
-                self.deliver_partial(p)
-            return
-        for start, end in segment.runs(packets):
-            if end - start == 1:
-                self.deliver_partial(packets[start])
-                continue
-            run = packets[start:end]
-            why = check(run[0], False)
-            if why is not None:
-                self.counters.drops[why] += len(run)
-                continue
-            m = segment.merge(run)
-            gso = vnet.GSO_TCPV4 if m.v4 else vnet.GSO_TCPV6
-            if m.headers[m.l4 + 13] & segment.CWR:
-                gso |= vnet.GSO_ECN
-            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, m.hlen, m.mss, m.l4, 16))
-            self._write(len(run), sum(len(p) for p in run), vh, m.headers,
-                        *(p[m.hlen:] for p in run))
-
-    def _write(self, packets: int, size: int, *parts: bytes | bytearray | memoryview) -> bool:
-        """Write ``parts`` to the device as one packet (or super-packet) and count it as
-        ``packets`` packets of ``size`` bytes in all; a refused one is counted as dropped."""
-        try:
-            self.dev.write_parts(*parts)
-        except PacketRejected:
-            self.counters.drops["rejected"] += packets
-            return False
-        self.counters.to_dev += packets
-        self.counters.bytes_to_dev += size
-        return True
-
-    def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:
-        """Check one packet from the network and give it to the device."""
-        counters = self.counters
-        payload = packet[vnet.VNET_HDR_LEN:] if with_vnet else packet
-        why = check(payload, self.dev.tap)
-        if why is None and with_vnet:
-            why = vnet.check(packet)
-        if why is not None:
-            counters.drops[why] += 1
-            return
-        parts = (vnet.ZERO, packet) if self.dev_vnet and not with_vnet else (packet,)
-        if not self._write(1, len(payload), *parts):
-            return
-        if self.debug is not None:
-            self.debug(f"NET2TAP {counters.to_dev}: read {len(payload)} bytes from the "
-                       f"network, wrote {len(payload)} to {self.dev.name}")
-
     def _classic_receiver(self) -> Callable[[bytes | memoryview, str], Ended | None]:
-        decoder = classic.Decoder(self.max_packet)
+        side = self.side
+        decoder = classic.Decoder(side.max_packet)
         counters, name = self.counters, self.dev.name
 
         def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
             for packet in decoder.feed(data):
-                self.deliver(packet, False)
+                side.deliver(packet, False)
             if decoder.empty:
                 counters.drops["empty"] += decoder.empty
                 decoder.empty = 0
@@ -317,18 +177,18 @@ class Pump:
 
     def _native_receiver(self, wire: Wire) -> Callable[[bytes | memoryview, str], Ended | None]:
         decoder = native.Decoder(native.MAX_PAYLOAD)
-        counters = self.counters
+        side, counters = self.side, self.counters
 
         def deliver(data: bytes | memoryview, peer: str) -> Ended | None:
             # payloads are views into the receive buffer: used here, before the next recv
             for kind, payload in decoder.feed_views(data):
                 if kind == native.DATA:
-                    if len(payload) > self.max_packet:
+                    if len(payload) > side.max_packet:
                         counters.drops["oversized"] += 1
                     else:
-                        self.deliver(payload, False)
+                        side.deliver(payload, False)
                 elif kind == native.DATA_VNET and wire.vnet:
-                    self.deliver(payload, True)
+                    side.deliver(payload, True)
                 elif kind == native.CLOSE:
                     return Ended(f"the peer closed: {bytes(payload).decode(errors='replace')}")
                 elif kind != native.KEEPALIVE:
@@ -345,23 +205,17 @@ class Pump:
     def _from_device(self, sock: socket.socket, wire: Wire) -> bytes | None:
         """Drain up to BATCH packets and send them framed with one sendmsg; returns what the
         socket did not take (b"" normally), or None if the connection failed."""
-        dev, counters, debug = self.dev, self.counters, self.debug
-        # where the payload starts in a slot: after the vnet_hdr unless it travels along
-        skip = vnet.VNET_HDR_LEN if self.dev_vnet and not wire.vnet else 0
-        native_kind = native.DATA_VNET if wire.vnet else native.DATA
         hlen = native.HEADER_LEN if wire.native else classic.HEADER_LEN
+        # the vnet_hdr travels in line with offloads on; otherwise it is read aside
+        count = self.side.read_batch(self._views, HEAD_ROOM,
+                                     None if wire.vnet else self._vhs, framing=hlen)
+        if not count:
+            return b""
+        native_kind = native.DATA_VNET if wire.vnet else native.DATA
+        h = HEAD_ROOM - hlen
         frames: list[memoryview] = []
         total = 0
-        for view in self._views:
-            try:
-                n = dev.read_into(view[HEAD_ROOM:])
-            except BlockingIOError:
-                break
-            start = HEAD_ROOM + skip
-            size = n - skip
-            if size <= 0:
-                continue
-            h = start - hlen
+        for view, size in zip(self._views[:count], self.side.sizes, strict=False):
             if wire.native:
                 view[h] = native_kind
                 view[h + 1] = size >> 16
@@ -370,15 +224,8 @@ class Pump:
             else:
                 view[h] = size >> 8
                 view[h + 1] = size & 0xFF
-            frames.append(view[h:start + size])
+            frames.append(view[h:HEAD_ROOM + size])
             total += hlen + size
-            counters.to_net += 1
-            counters.bytes_to_net += size
-            if debug is not None:
-                debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, sending "
-                      f"{size + hlen} to the network")
-        if not frames:
-            return b""
         try:
             sent = sock.sendmsg(frames)
         except BlockingIOError:
@@ -400,17 +247,6 @@ def _reason(exc: OSError) -> str:
         errno.EPIPE: "the peer closed the connection",
         errno.EHOSTUNREACH: "the peer's host became unreachable",
     }.get(exc.errno or 0, exc.strerror or str(exc))
-
-
-def discard(dev: Device, counters: Counters) -> None:
-    """Read and drop what the device holds while there is no peer to send it to."""
-    dev.set_blocking(False)
-    while True:
-        try:
-            dev.read()
-        except BlockingIOError:
-            return
-        counters.drops["no-peer"] += 1
 
 
 def _handshake(sock: socket.socket, machine: native.ClientHandshake | native.ServerHandshake,
@@ -444,9 +280,9 @@ class Session:
     queue: int = 0  # which of this side's queues (workers) the connection serves
     queues: int = 1
 
-    def hello(self, pump: Pump) -> native.Hello:
-        features = self.features if pump.offloads else self.features & ~native.FEATURE_VNET
-        return native.Hello(tap=pump.dev.tap, mtu=pump.mtu, features=features,
+    def hello(self, side: DeviceSide) -> native.Hello:
+        features = self.features if side.offloads else self.features & ~native.FEATURE_VNET
+        return native.Hello(tap=side.dev.tap, mtu=side.mtu, features=features,
                             session=self.session_id, queue=self.queue, queues=self.queues)
 
 
@@ -486,7 +322,7 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
     client replaces the current one: a client that reconnects wins over its stale self."""
     session = session or Session()
     log, counters = pump.log, pump.counters
-    local = session.hello(pump) if session.negotiate else None
+    local = session.hello(pump.side) if session.negotiate else None
     dev_fd, listen_fd = dev.fileno(), listener.fileno()
     conn: socket.socket | None = None
     addr: tuple[str, int] = ("", 0)
@@ -494,7 +330,7 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
         if conn is None:
             readable, _, _ = select.select([listen_fd, dev_fd], [], [])
             if dev_fd in readable:
-                discard(dev, counters)
+                pump.side.discard()
             if listen_fd not in readable:
                 continue
             conn, addr = listener.accept()
@@ -560,7 +396,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
     log = pump.log
     backoff = backoff or Backoff()
     server = tcp.show((host, port))
-    local = session.hello(pump) if session.negotiate else None
+    local = session.hello(pump.side) if session.negotiate else None
     where = f" on queue {session.queue}" if session.queues > 1 else ""
     while True:
         if first is not None:
@@ -574,7 +410,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
                     raise
                 delay = backoff.next()
                 log(f"{exc}; retrying in {delay:.1f} s")
-                _pause(dev, pump.counters, delay)
+                _pause(pump.side, delay)
                 continue
         if session.queue >= queues_agreed(outcome):
             sock.close()
@@ -592,7 +428,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
         delay = backoff.next()
         log(f"disconnected from {server}{where}: {ended.reason}; reconnecting in "
             f"{delay:.1f} s")
-        _pause(dev, pump.counters, delay)
+        _pause(pump.side, delay)
 
 
 def set_queue_attached(dev: Device, on: bool) -> None:
@@ -603,20 +439,12 @@ def set_queue_attached(dev: Device, on: bool) -> None:
             dev.queues[0].attach() if on else dev.queues[0].detach()
 
 
-def _pause(dev: Device, counters: Counters, seconds: float) -> None:
+def _pause(side: DeviceSide, seconds: float) -> None:
     """Wait between connections: a worker's queue is detached meanwhile (a detached queue
     cannot be polled); a lone device is drained."""
-    if dev.multi_queue:
-        discard(dev, counters)
-        set_queue_attached(dev, False)
+    if side.dev.multi_queue:
+        side.discard()
+        set_queue_attached(side.dev, False)
         time.sleep(seconds)
     else:
-        wait_discarding(dev, counters, seconds)
-
-
-def wait_discarding(dev: Device, counters: Counters, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    fd = dev.fileno()
-    while (left := deadline - time.monotonic()) > 0:
-        if select.select([fd], [], [], left)[0]:
-            discard(dev, counters)
+        side.wait_discarding(seconds)

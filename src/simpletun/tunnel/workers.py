@@ -34,7 +34,7 @@ from ..errors import SimpletunError
 from ..transport import tcp
 from . import stream
 from .backoff import Backoff
-from .stream import Ended, Log, Pump, Session, Wire, accept_client, discard, wire_of
+from .stream import Ended, Log, Pump, Session, Wire, accept_client, wire_of
 
 MAX_WORKERS = 8
 _PR_SET_PDEATHSIG = 1
@@ -223,7 +223,7 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
               pump: Pump, log: Log) -> int:
     """The parent's loop: accept, shake hands, pass on. Returns 1 if a worker died."""
     count = len(ctrls)
-    local = session.hello(pump) if session.negotiate else None
+    local = session.hello(pump.side) if session.negotiate else None
     current: bytes | None = None
     watch = [listener, *ctrls]
     while True:
@@ -272,7 +272,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
 
     while True:
         if conn is None and attached and dev.multi_queue:
-            discard(dev, pump.counters)
+            pump.side.discard()
             stream.set_queue_attached(dev, False)  # must not be polled now: wait on ctrl
             attached = False
         if conn is None:
@@ -305,7 +305,7 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
                 reconnect: bool, log: Log) -> int:
     """Connect queue 0 (``pump``: the parent's), then run one client worker per queue the
     session uses. Returns the exit status, or raises KeyboardInterrupt."""
-    local = session.hello(pump) if session.negotiate else None
+    local = session.hello(pump.side) if session.negotiate else None
     backoff = Backoff()
     while True:
         try:
@@ -317,7 +317,7 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
                 raise
             delay = backoff.next()
             log(f"{exc}; retrying in {delay:.1f} s")
-            stream.wait_discarding(dev, pump.counters, delay)
+            pump.side.wait_discarding(delay)
     count = min(stream.queues_agreed(outcome), len(dev.queues))
     if count < len(dev.queues):
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")

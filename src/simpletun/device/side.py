@@ -1,0 +1,226 @@
+"""The device side of a tunnel: what every tunnel loop (over a TCP stream, over datagrams)
+does with the tun/tap device, in one place.
+
+- **Batched reads** (:meth:`DeviceSide.read_batch`): up to BATCH packets, each into a
+  caller's slot with room in front for its frame header, the virtio_net_hdr (on a device
+  that has one) into a separate buffer or left in line, as the caller's wire wants.
+- **Checked deliveries** (:meth:`DeviceSide.deliver`, :meth:`deliver_partials`): nothing
+  from the network reaches the device without :func:`packets.check.check` (and
+  :func:`vnet.check` for super-packets); segments of one TCP flow are merged back into one
+  super-packet write (:mod:`wire.segment`). Refusals are counted by reason in
+  :class:`Counters`.
+- **Offload state**: what the device takes (probed once) and whether it is switched on for
+  the current session.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import DeviceError, PacketRejected
+from ..packets.check import check
+from ..wire import segment
+from . import vnet
+from .tuntap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, Device
+
+BATCH = 32  # packets read from the device per batch at most
+ETH_OVERHEAD = 18  # Ethernet header + one VLAN tag on a tap device
+OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+UDP_OFFLOADS = TUN_F_USO4 | TUN_F_USO6
+
+Log = Callable[[str], None]
+
+
+def probe_offloads(dev: Device) -> int:
+    """The offloads ``dev`` takes (USO only where the kernel has it), left switched off."""
+    if dev.vnet_hdr_size is None:
+        return 0
+    for flags in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):
+        try:
+            dev.set_offload(flags)
+        except DeviceError:
+            continue
+        dev.set_offload(0)
+        return flags
+    return 0
+
+
+#: vnet_hdr asking the kernel to finish a checksum, by (start, offset)
+_PARTIAL_HEADERS: dict[tuple[int, int], bytes] = {}
+
+
+@dataclass
+class Counters:
+    to_net: int = 0  # packets (super-packets count once) device -> network
+    to_dev: int = 0  # packets network -> device
+    bytes_to_net: int = 0
+    bytes_to_dev: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> Counters:
+        return Counters(self.to_net, self.to_dev, self.bytes_to_net, self.bytes_to_dev,
+                        Counter(self.drops))
+
+    def since(self, before: Counters) -> Counters:
+        """What happened after ``before`` was taken (one session's share)."""
+        return Counters(self.to_net - before.to_net, self.to_dev - before.to_dev,
+                        self.bytes_to_net - before.bytes_to_net,
+                        self.bytes_to_dev - before.bytes_to_dev, self.drops - before.drops)
+
+    def summary(self) -> str:
+        drops = ", ".join(f"{n} {k}" for k, n in sorted(self.drops.items()))
+        return (f"{self.to_net} packets sent, {self.to_dev} received"
+                + (f", dropped {drops}" if drops else ""))
+
+
+class DeviceSide:
+    """One device (or one worker's queue of it) as a tunnel loop sees it."""
+
+    def __init__(self, dev: Device, *, mtu: int, counters: Counters | None = None,
+                 debug: Log | None = None, offloads: int | None = None) -> None:
+        self.dev = dev
+        self.mtu = mtu
+        #: the largest packet a plain frame may carry: the MTU, plus Ethernet+VLAN on tap
+        self.max_packet = mtu + (ETH_OVERHEAD if dev.tap else 0)
+        self.counters = counters if counters is not None else Counters()
+        self.debug = debug
+        self.vnet = dev.vnet_hdr_size is not None
+        #: what the device takes when a session agrees on offloads (0: none); they stay
+        #: off until then. Workers of one device pass the parent's probe in.
+        self.offloads = probe_offloads(dev) if offloads is None else offloads
+        #: payload sizes of the last :meth:`read_batch`
+        self.sizes = [0] * BATCH
+
+    # --- offloads -------------------------------------------------------------------
+    def set_offloads(self, on: bool) -> None:
+        if self.vnet:
+            self.dev.set_offload(self.offloads if on else 0)
+
+    # --- device -> network ------------------------------------------------------------
+    def read_batch(self, views: list[memoryview], room: int,
+                   vnet_headers: list[bytearray] | None = None, *, framing: int = 0) -> int:
+        """Read up to ``len(views)`` packets without blocking, packet *i* into
+        ``views[i][room:]``; returns how many, their sizes in :attr:`sizes`. On a device
+        with vnet_hdr the header goes to ``vnet_headers[i]`` if given, else it stays in
+        line in front of the packet (and counts in its size). ``framing``: the bytes the
+        caller's frame header adds (for the debug lines)."""
+        dev, counters, sizes = self.dev, self.counters, self.sizes
+        split = self.vnet and vnet_headers is not None
+        n = 0
+        limit = min(len(views), BATCH)
+        while n < limit:
+            try:
+                if split:
+                    assert vnet_headers is not None
+                    size = dev.read_parts(vnet_headers[n], views[n][room:]) - vnet.VNET_HDR_LEN
+                else:
+                    size = dev.read_into(views[n][room:])
+            except BlockingIOError:
+                break
+            if size <= 0:
+                continue
+            sizes[n] = size
+            n += 1
+            counters.to_net += 1
+            counters.bytes_to_net += size
+            if self.debug is not None:
+                self.debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, "
+                           f"sending {size + framing} to the network")
+        return n
+
+    def discard(self) -> None:
+        """Read and drop what the device holds while there is no peer to send it to."""
+        self.dev.set_blocking(False)
+        while True:
+            try:
+                self.dev.read()
+            except BlockingIOError:
+                return
+            self.counters.drops["no-peer"] += 1
+
+    def wait_discarding(self, seconds: float) -> None:
+        """Sleep ``seconds``, dropping what the device holds meanwhile."""
+        deadline = time.monotonic() + seconds
+        fd = self.dev.fileno()
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([fd], [], [], left)[0]:
+                self.discard()
+
+    # --- network -> device ------------------------------------------------------------
+    def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:
+        """Check one packet from the network and give it to the device."""
+        counters = self.counters
+        payload = packet[vnet.VNET_HDR_LEN:] if with_vnet else packet
+        why = check(payload, self.dev.tap)
+        if why is None and with_vnet:
+            why = vnet.check(packet)
+        if why is not None:
+            counters.drops[why] += 1
+            return
+        parts = (vnet.ZERO, packet) if self.vnet and not with_vnet else (packet,)
+        if not self._write(1, len(payload), *parts):
+            return
+        if self.debug is not None:
+            self.debug(f"NET2TAP {counters.to_dev}: read {len(payload)} bytes from the "
+                       f"network, wrote {len(payload)} to {self.dev.name}")
+
+    def deliver_partial(self, packet: bytes | memoryview) -> None:
+        """Check one IP packet whose TCP/UDP checksum is partial (a segment the peer cut
+        from a super-packet) and give it to the device, which finishes the checksum (or
+        finish it here when the device has no vnet_hdr)."""
+        why = check(packet, False) if not self.dev.tap else "bad-partial"
+        where = segment.partial(packet) if why is None else None
+        if where is None:
+            self.counters.drops[why or "bad-partial"] += 1
+            return
+        if self.vnet:
+            head = _PARTIAL_HEADERS.get(where)
+            if head is None:
+                head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
+                    vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
+            self._write(1, len(packet), head, packet)
+        else:
+            whole = bytearray(packet)
+            segment.complete(whole, *where)
+            self._write(1, len(packet), whole)
+
+    def deliver_partials(self, packets: list[memoryview]) -> None:
+        """Segments with partial checksums, in arrival order: those that make a super-packet
+        again (:func:`segment.runs`) go to the device as one, with a vnet_hdr asking the
+        kernel to treat it as the segments it was; the rest one by one."""
+        if not self.vnet or self.dev.tap:
+            for p in packets:
+                self.deliver_partial(p)
+            return
+        for start, end in segment.runs(packets):
+            if end - start == 1:
+                self.deliver_partial(packets[start])
+                continue
+            run = packets[start:end]
+            why = check(run[0], False)
+            if why is not None:
+                self.counters.drops[why] += len(run)
+                continue
+            m = segment.merge(run)
+            gso = vnet.GSO_TCPV4 if m.v4 else vnet.GSO_TCPV6
+            if m.headers[m.l4 + 13] & segment.CWR:
+                gso |= vnet.GSO_ECN
+            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, m.hlen, m.mss, m.l4, 16))
+            self._write(len(run), sum(len(p) for p in run), vh, m.headers,
+                        *(p[m.hlen:] for p in run))
+
+    def _write(self, packets: int, size: int, *parts: bytes | bytearray | memoryview) -> bool:
+        """Write ``parts`` to the device as one packet (or super-packet) and count it as
+        ``packets`` packets of ``size`` bytes in all; a refused one is counted as dropped."""
+        try:
+            self.dev.write_parts(*parts)
+        except PacketRejected:
+            self.counters.drops["rejected"] += packets
+            return False
+        self.counters.to_dev += packets
+        self.counters.bytes_to_dev += size
+        return True
