@@ -7,6 +7,8 @@ import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,15 +18,21 @@ from simpletun.device import link, tuntap
 from simpletun.device.pi import ETH_P_ARP, ETH_P_IP, add_pi, unpack_pi
 from simpletun.errors import (
     DeviceBusy,
+    DeviceDown,
     DeviceError,
     DeviceMismatch,
     NoSuchDevice,
+    NotTunTap,
     PacketRejected,
     TunUnavailable,
 )
-from simpletun.lab.netns import Namespace
+from simpletun.lab.netns import Lab, Namespace
 
 from ..packets import udp4
+
+#: A process that holds a tun device open until its stdin closes.
+HOLD = ("import sys; from simpletun.device import tuntap; d = tuntap.open_tun(sys.argv[1]); "
+        "print('open', flush=True); sys.stdin.read()")
 
 
 @pytest.mark.parametrize("tap", [False, True])
@@ -59,11 +67,27 @@ def test_persist_owner_group_and_delete(inside: Namespace) -> None:
 
 
 def test_busy_device_says_what_to_do(inside: Namespace) -> None:
+    """Held by another process: that process is named."""
+    holder = inside.popen([sys.executable, "-c", HOLD, "stbusy"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with pytest.raises(DeviceBusy) as exc:
+        tuntap.open_tun("stbusy")
+    holder.communicate()
+    comm = os.path.basename(sys.executable)[:15]  # what ps shows for it
+    assert str(exc.value) == (
+        f"stbusy is already attached by pid {holder.pid} ({comm}) (EBUSY): a single-queue "
+        "device takes one holder; stop that process first"
+    )
+
+
+def test_busy_in_this_process_says_so(inside: Namespace) -> None:
+    """Opening the same device twice in one process is not "another process"."""
     with tuntap.open_tun("stbusy"), pytest.raises(DeviceBusy) as exc:
         tuntap.open_tun("stbusy")
     assert str(exc.value) == (
-        "stbusy is already attached by another process (EBUSY): stop it, or open with "
-        "multi-queue on a multi-queue device"
+        f"stbusy is already open in this process (pid {os.getpid()}): use the Device that "
+        "is open, or close it first (a single-queue device takes one holder)"
     )
 
 
@@ -85,11 +109,13 @@ def test_tun_tap_mismatch(inside: Namespace) -> None:
     try:
         with pytest.raises(DeviceMismatch) as exc:
             tuntap.open_tun("sttap")
-        assert str(exc.value) == ("sttap is a tap device but was opened as tun: open it as tap "
-                                  "(--tap, or -a), or delete it and create it again")
-        with pytest.raises(DeviceMismatch, match="sttun is a tun device but was opened as tap"):
+        assert str(exc.value) == ("sttap is a tap device but was opened as tun: open it with "
+                                  "tap=True, or delete it and create it again")
+        with pytest.raises(DeviceMismatch, match="sttun is a tun device but was opened as tap: "
+                                                 "open it with tap=False"):
             tuntap.open_tap("sttun")
-        with pytest.raises(DeviceMismatch, match="single-queue tun device: open it without"):
+        with pytest.raises(DeviceMismatch, match="single-queue tun device: open it with "
+                                                 "multi_queue=False"):
             tuntap.open_tun("sttun", multi_queue=True)
     finally:
         tuntap.delete("sttap")
@@ -99,12 +125,23 @@ def test_tun_tap_mismatch(inside: Namespace) -> None:
 def test_not_a_tun_device(inside: Namespace) -> None:
     with IPRoute() as ipr:
         ipr.link("add", ifname="stveth", kind="veth", peer={"ifname": "stveth1"})
-    with pytest.raises(DeviceMismatch, match="stveth exists but is a veth device, not tun/tap"):
+    with pytest.raises(NotTunTap, match="stveth is a veth device, not a tun/tap device"):
         tuntap.open_tun("stveth")
+    with pytest.raises(NotTunTap, match="stveth is a veth device, not a tun/tap device"):
+        tuntap.attach("stveth")
+
+
+def test_loopback_is_not_called_a_tun_with_other_flags(inside: Namespace) -> None:
+    """``simpletun -i lo -s`` said "lo exists with other flags than tun"."""
+    with pytest.raises(NotTunTap) as exc:
+        tuntap.open_tun("lo")
+    assert str(exc.value) == "lo is a loopback device, not a tun/tap device: pick another name"
+    assert isinstance(exc.value, DeviceMismatch)
 
 
 def test_attach_only_to_existing(inside: Namespace) -> None:
-    with pytest.raises(NoSuchDevice, match=r"stnone does not exist: create it first \(simpletun mktun stnone\)"):
+    with pytest.raises(NoSuchDevice, match=r"stnone does not exist: create it first "
+                                           r"\(open_tun\('stnone'\), and set_persist\(\)"):
         tuntap.open_tun("stnone", create=False)
 
 
@@ -274,6 +311,48 @@ def test_read_into_is_one_packet(inside: Namespace) -> None:
             if buf[0] >> 4 == 4:
                 sizes.append(n)
         assert sizes == [20 + 8 + 6, 20 + 8 + 6]
+
+
+def test_write_to_a_down_device(inside: Namespace) -> None:
+    """It was a bare OSError: [Errno 5]."""
+    with tuntap.open_tun("stdown") as dev:
+        packet = udp4("10.9.0.1", "10.9.0.2", 5000, 6000, b"x")
+        with pytest.raises(DeviceDown) as exc:
+            dev.write(packet)
+        assert str(exc.value) == ("stdown is down, so it takes no packets: bring it up first "
+                                  "(link.set_up('stdown'))")
+        assert isinstance(exc.value, DeviceError)
+        link.set_up("stdown")
+        assert dev.write(packet) == len(packet)
+
+
+def test_open_inside_a_named_namespace(lab: Lab) -> None:
+    """netns= as every link call takes it; the fd works from here, and more queues open
+    in the same namespace."""
+    ns = lab.host("far")
+    home = os.stat("/proc/thread-self/ns/net").st_ino
+    with tuntap.open_tun("stfar", netns=ns.name, queues=2) as dev:
+        assert dev.netns == ns.name and len(dev.queues) == 2
+        assert not link.exists("stfar")  # not out here
+        info = link.tun_info("stfar", netns=ns.name)
+        assert info is not None and info.queues == 2
+        dev.add_queue()
+        assert link.tun_info("stfar", netns=ns.name).queues == 3  # type: ignore[union-attr]
+        link.add_address("stfar", "10.93.0.1/24", netns=ns.name)
+        link.set_up("stfar", netns=ns.name)
+        ns.run([sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, "
+                "socket.SOCK_DGRAM).sendto(b'far', ('10.93.0.2', 9))"], check=True)
+        dev.set_blocking(False)
+        got = [p for q in dev.queues for p in _drain(q.fileno()) if p[0] >> 4 == 4]
+        assert [p[-3:] for p in got] == [b"far"]
+        with tuntap.attach("stfar", netns=ns.name, multi_queue=True) as again:
+            assert again.name == "stfar"
+        with pytest.raises(NoSuchDevice, match="stnone does not exist in network namespace"):
+            tuntap.open_tun("stnone", netns=ns.name, create=False)
+    assert not link.exists("stfar", netns=ns.name)
+    with pytest.raises(NoSuchDevice, match="no network namespace named 'st-none'"):
+        tuntap.open_tun("stx", netns="st-none")
+    assert os.stat("/proc/thread-self/ns/net").st_ino == home  # back where it was
 
 
 def test_oserror_numbers_are_not_leaked(inside: Namespace) -> None:

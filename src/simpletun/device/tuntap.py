@@ -10,6 +10,7 @@ Address, MTU, up/down and routes are not ioctls here: see :mod:`simpletun.device
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import grp
@@ -18,15 +19,18 @@ import pwd
 import socket
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import (
     BadName,
     DeviceBusy,
+    DeviceDown,
     DeviceError,
     DeviceMismatch,
     NoSuchDevice,
     NoSuchUser,
+    NotTunTap,
     PacketRejected,
     PermissionDenied,
     SimpletunError,
@@ -34,6 +38,8 @@ from ..errors import (
 )
 
 CLONE_DEVICE = "/dev/net/tun"
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
 
 # ifr_flags (include/uapi/linux/if_tun.h)
 IFF_TUN = 0x0001
@@ -92,6 +98,9 @@ def check_name(name: str, *, pattern_ok: bool = True) -> str:
         problem = "it is reserved"
     elif any(c in name for c in "/:") or any(c.isspace() for c in name):
         problem = "it contains '/', ':' or white space"
+    elif "%" in name and name.count("%") == 1 and "%d" in name and not pattern_ok:
+        raise BadName(f"{name!r} is a name pattern, not a device name: give the name of one "
+                      f"device, e.g. {name.replace('%d', '0')}")
     elif "%" in name and (not pattern_ok or name.count("%") != 1 or "%d" not in name):
         problem = "the only pattern allowed is one '%d', as in tun%d"
     if problem:
@@ -107,6 +116,53 @@ def _ifreq(name: str, flags: int) -> bytes:
     return _IFREQ.pack(name.encode(), flags)
 
 
+def _setns(fd: int) -> None:
+    setns = getattr(os, "setns", None)  # Python 3.12+
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def in_netns(netns: str | None) -> Iterator[None]:
+    """Run the body with this thread in network namespace ``netns`` (a name under
+    /run/netns), then come back; ``None`` stays where it is. Only the calling thread moves;
+    descriptors opened inside stay valid (and their devices stay inside) after coming back."""
+    if netns is None:
+        yield
+        return
+    try:
+        target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NoSuchDevice(f"no network namespace named {netns!r} (see: ip netns list)") from None
+    except OSError as exc:
+        raise DeviceError(f"cannot open network namespace {netns!r}: {exc.strerror}") from None
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                _setns(target)
+            except OSError as exc:
+                if exc.errno == errno.EPERM:
+                    raise PermissionDenied(
+                        f"entering network namespace {netns!r} needs CAP_SYS_ADMIN: run as root"
+                    ) from None
+                raise DeviceError(f"cannot enter network namespace {netns!r}: "
+                                  f"{exc.strerror}") from None
+            try:
+                yield
+            finally:
+                _setns(home)
+        finally:
+            os.close(home)
+    finally:
+        os.close(target)
+
+
 def _open_clone() -> int:
     try:
         return os.open(CLONE_DEVICE, os.O_RDWR | os.O_CLOEXEC)
@@ -118,8 +174,8 @@ def _open_clone() -> int:
     except PermissionError:
         raise TunUnavailable(
             f"cannot open {CLONE_DEVICE} (permission denied): run as root, or make it usable "
-            f"(chmod 0666 {CLONE_DEVICE}) and attach to a device made for you with "
-            "'simpletun mktun NAME --user YOU'"
+            f"(chmod 0666 {CLONE_DEVICE}) and attach to a persistent device root made for you "
+            "(Device.set_owner)"
         ) from None
     except OSError as exc:
         raise TunUnavailable(f"cannot open {CLONE_DEVICE}: {exc.strerror}") from None
@@ -135,64 +191,75 @@ def exists(name: str) -> bool:
     return True
 
 
-def _mismatch_message(name: str, tap: bool, multi_queue: bool) -> str:
+def not_tun_tap(name: str, kind: str) -> NotTunTap:
+    """The error for ``name`` existing as another ``kind`` of device (see link.kind_of)."""
+    return NotTunTap(f"{name} is a {kind} device, not a tun/tap device: pick another name")
+
+
+def _mismatch(name: str, tap: bool, multi_queue: bool, netns: str | None) -> DeviceMismatch:
     """Why attaching to an existing ``name`` gave EINVAL, as precisely as netlink tells."""
     from . import link
 
     wanted = f"{'multi-queue ' if multi_queue else ''}{_mode(tap)}"
     try:
-        info = link.tun_info(name)
+        st = link.state(name, netns=netns)
     except SimpletunError:
-        info = None
+        return DeviceMismatch(f"{name} refused the flags asked for ({wanted}): open it as it "
+                              "was created (tap=, multi_queue=), or use attach() to take them "
+                              "from the device")
+    info = st.tun
     if info is None:
-        kind = link.link_kind(name)
-        if kind is not None:
-            return (
-                f"{name} exists but is a {kind} device, not tun/tap: "
-                "pick another name or delete it first"
-            )
-        return (
-            f"{name} exists with other flags than {wanted}: open it as it was created "
-            "(tun or tap, multi-queue or not)"
-        )
+        return not_tun_tap(name, link.describe(st))
     if info.tap != tap:
-        fix = "open it as tap (--tap, or -a)" if info.tap else "open it as tun (drop --tap/-a)"
-        return (
-            f"{name} is a {_mode(info.tap)} device but was opened as {_mode(tap)}: "
-            f"{fix}, or delete it and create it again"
+        return DeviceMismatch(
+            f"{name} is a {_mode(info.tap)} device but was opened as {_mode(tap)}: open it "
+            f"with tap={info.tap}, or delete it and create it again"
         )
     if info.multi_queue != multi_queue:
         have = "multi-queue" if info.multi_queue else "single-queue"
-        fix = "open it with multi-queue" if info.multi_queue else "open it without multi-queue"
-        return f"{name} is a {have} {_mode(info.tap)} device: {fix}"
-    return f"{name} refused the flags asked for ({wanted}): open it as it was created"
+        return DeviceMismatch(f"{name} is a {have} {_mode(info.tap)} device: open it with "
+                              f"multi_queue={info.multi_queue}")
+    return DeviceMismatch(f"{name} refused the flags asked for ({wanted}): open it as it was "
+                          "created")
+
+
+def _busy(name: str) -> DeviceBusy:
+    """EBUSY on a single-queue device: say who holds it, this process included."""
+    from .holders import holders
+
+    found = holders(name, include_self=True)
+    if any(h.pid == os.getpid() for h in found):
+        return DeviceBusy(
+            f"{name} is already open in this process (pid {os.getpid()}): use the Device "
+            "that is open, or close it first (a single-queue device takes one holder)"
+        )
+    who = ", ".join(str(h) for h in found) or "another process"
+    return DeviceBusy(f"{name} is already attached by {who} (EBUSY): a single-queue device "
+                      "takes one holder; stop that process first")
 
 
 def _attach_error(exc: OSError, name: str, *, tap: bool, multi_queue: bool,
-                  creating: bool, exclusive: bool) -> SimpletunError:
+                  creating: bool, exclusive: bool, netns: str | None = None) -> SimpletunError:
     shown = name or f"a new {_mode(tap)} device"
     if exc.errno == errno.EPERM:
         if creating:
             return PermissionDenied(
                 f"creating {shown} needs CAP_NET_ADMIN: run as root, or have root make a "
-                f"persistent device you own (simpletun mktun NAME --user {_whoami()})"
+                f"persistent device you own (Device.set_persist, set_owner({_whoami()!r}))"
             )
         return PermissionDenied(
             f"not allowed to attach to {name} (EPERM): run as root, or as the user or group "
-            f"that owns it (set with: simpletun mktun {name} --user USER)"
+            "that owns it (Device.set_owner, set_group)"
         )
     if exc.errno == errno.EBUSY:
         if exclusive:
             return DeviceBusy(
-                f"{name} already exists: delete it first (simpletun deltun {name}) "
+                f"{name} already exists: delete it first (tuntap.delete({name!r})) "
                 "or choose another name"
             )
-        return DeviceBusy(
-            f"{name} is already attached by another process (EBUSY): stop it, or open with "
-            "multi-queue on a multi-queue device"
-        )
+        return _busy(name)
     if exc.errno == errno.EINVAL and not creating:
-        return DeviceMismatch(_mismatch_message(name, tap, multi_queue))
+        return _mismatch(name, tap, multi_queue, netns)
     if exc.errno == errno.E2BIG:
         return DeviceError(f"{name} has all the queues it can take (E2BIG): use fewer queues")
     if exc.errno in (errno.ENFILE, errno.EMFILE):
@@ -270,15 +337,21 @@ class Queue:
         return os.readv(self._fd, bufs)
 
     def write(self, packet: bytes | bytearray | memoryview) -> int:
-        """Write exactly one whole packet; PacketRejected if the kernel refuses it."""
+        """Write exactly one whole packet; returns its length. PacketRejected if the kernel
+        refuses it, DeviceDown if the device is down."""
         return self.write_parts(packet)
 
     def write_parts(self, *parts: bytes | bytearray | memoryview) -> int:
         """Write one packet given in pieces (e.g. a vnet_hdr and the packet) with one
-        writev; PacketRejected if the kernel refuses it."""
+        writev; PacketRejected if the kernel refuses it, DeviceDown if the device is down."""
         try:
             return os.writev(self._fd, parts)
         except OSError as exc:
+            if exc.errno == errno.EIO:  # tun_get_user: the interface is not IFF_UP
+                raise DeviceDown(
+                    f"{self.device_name} is down, so it takes no packets: bring it up first "
+                    f"(link.set_up({self.device_name!r}))"
+                ) from None
             if exc.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EFAULT):
                 raise PacketRejected(
                     f"{self.device_name} refused a packet of {sum(map(len, parts))} bytes "
@@ -348,8 +421,10 @@ class Device:
     """
 
     def __init__(self, name: str, queues: list[Queue], *, tap: bool, pi: bool,
-                 multi_queue: bool, vnet_hdr_size: int | None) -> None:
+                 multi_queue: bool, vnet_hdr_size: int | None,
+                 netns: str | None = None) -> None:
         self.name = name
+        self.netns = netns  # the named namespace the device is in (None: where we were)
         self.queues = queues
         self.tap = tap
         self.pi = pi
@@ -367,21 +442,34 @@ class Device:
         return self.queues[0].fileno()
 
     def read(self, size: int = READ_SIZE) -> bytes:
+        """Read one packet from queue 0: an IP packet on tun, an Ethernet frame on tap,
+        preceded by the vnet_hdr and/or PI header if the device was opened with them
+        (``header_len`` bytes). Blocks until one arrives; in non-blocking mode raises
+        BlockingIOError when none is waiting. A packet longer than ``size`` is cut short."""
         return self.queues[0].read(size)
 
     def read_into(self, buf: bytearray | memoryview) -> int:
+        """Like :meth:`read`, into ``buf`` without allocating; returns the length."""
         return self.queues[0].read_into(buf)
 
     def read_parts(self, *bufs: bytearray | memoryview) -> int:
+        """Like :meth:`read`, spread over ``bufs`` (one readv); returns the total length."""
         return self.queues[0].read_parts(*bufs)
 
     def write(self, packet: bytes | bytearray | memoryview) -> int:
+        """Write one whole packet into the device through queue 0, as if it arrived from
+        the network: an IP packet on tun, an Ethernet frame on tap, behind the same headers
+        :meth:`read` gives. Returns the bytes written. Raises PacketRejected if the kernel
+        refuses the packet (not IP/Ethernet, too large) and DeviceDown if the device is down
+        (bring it up with ``link.set_up``)."""
         return self.queues[0].write(packet)
 
     def write_parts(self, *parts: bytes | bytearray | memoryview) -> int:
+        """Like :meth:`write`, with the packet given in pieces (one writev)."""
         return self.queues[0].write_parts(*parts)
 
     def queue(self, index: int) -> Queue:
+        """Queue ``index`` of a multi-queue device (0 is the one ``read``/``write`` use)."""
         return self.queues[index]
 
     def set_blocking(self, blocking: bool) -> None:
@@ -398,16 +486,17 @@ class Device:
         """Open one more queue on a multi-queue device."""
         if not self.multi_queue:
             raise DeviceError(f"{self.name} is single-queue: open it with multi_queue=True")
-        fd = _open_clone()
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, _ifreq(self.name, self._flags))
-            if self.vnet_hdr_size is not None and self.vnet_hdr_size != VNET_HDR_LEN:
-                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", self.vnet_hdr_size))
-            os.set_blocking(fd, blocking)
-        except OSError as exc:
-            os.close(fd)
-            raise _attach_error(exc, self.name, tap=self.tap, multi_queue=True,
-                                creating=False, exclusive=False) from None
+        with in_netns(self.netns):
+            fd = _open_clone()
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, _ifreq(self.name, self._flags))
+                if self.vnet_hdr_size is not None and self.vnet_hdr_size != VNET_HDR_LEN:
+                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", self.vnet_hdr_size))
+                os.set_blocking(fd, blocking)
+            except OSError as exc:
+                os.close(fd)
+                raise _attach_error(exc, self.name, tap=self.tap, multi_queue=True,
+                                    creating=False, exclusive=False, netns=self.netns) from None
         q = Queue(fd, self.name)
         self.queues.append(q)
         return q
@@ -443,7 +532,7 @@ class Device:
         except OSError as exc:
             raise DeviceError(
                 f"{self.name} does not take offload flags {flags:#x} ({exc.strerror}): "
-                "open it with vnet_hdr, or ask for fewer offloads"
+                "open it with vnet_hdr=True, or ask for fewer offloads"
             ) from None
 
     def set_vnet_hdr_size(self, size: int) -> None:
@@ -484,7 +573,8 @@ class Device:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self.queues)} queue(s)"
-        return f"<Device {self.name} {_mode(self.tap)} pi={self.pi} {state}>"
+        where = f" netns={self.netns}" if self.netns else ""
+        return f"<Device {self.name} {_mode(self.tap)} pi={self.pi}{where} {state}>"
 
 
 def open_device(
@@ -500,41 +590,49 @@ def open_device(
     blocking: bool = True,
     create: bool = True,
     exclusive: bool = False,
+    netns: str | None = None,
 ) -> Device:
     """Create or attach to a tun (``tap=False``) or tap device and return it open.
 
     ``name`` is an exact name, a pattern such as ``tun%d``, or ``""`` for the kernel's
     choice; ``Device.name`` is the real one. ``create=False`` only attaches to an existing
     device (NoSuchDevice otherwise); ``exclusive=True`` only creates (DeviceBusy if it
-    exists). ``queues > 1`` implies ``multi_queue``.
+    exists). ``queues > 1`` implies ``multi_queue``. ``pi`` adds the 4-byte packet-info
+    header to every packet; ``vnet_hdr`` the virtio_net_hdr (``vnet_hdr_size`` bytes) that
+    ``offloads`` (``TUN_F_*``) need. ``blocking=False`` makes reads raise BlockingIOError
+    when no packet waits. ``netns`` opens the device inside that named network namespace
+    (under /run/netns, as ``link``'s ``netns=``); the descriptors work from here.
     """
     check_name(name)
     if queues < 1:
         raise DeviceError("queues must be at least 1")
     multi_queue = multi_queue or queues > 1
-    existed = exists(name)
-    if not create and not existed:
-        raise NoSuchDevice(
-            f"{name or 'the device'} does not exist: create it first (simpletun mktun "
-            f"{name or 'NAME'}{' --tap' if tap else ''})"
+    with in_netns(netns):
+        existed = exists(name)
+        if not create and not existed:
+            where = f" in network namespace {netns}" if netns else ""
+            raise NoSuchDevice(
+                f"{name or 'the device'} does not exist{where}: create it first "
+                f"({'open_tap' if tap else 'open_tun'}({name or 'NAME'!r}), and set_persist() "
+                "to keep it)"
+            )
+        flags = (
+            (IFF_TAP if tap else IFF_TUN)
+            | (0 if pi else IFF_NO_PI)
+            | (IFF_MULTI_QUEUE if multi_queue else 0)
+            | (IFF_VNET_HDR if vnet_hdr else 0)
+            | (IFF_TUN_EXCL if exclusive else 0)
         )
-    flags = (
-        (IFF_TAP if tap else IFF_TUN)
-        | (0 if pi else IFF_NO_PI)
-        | (IFF_MULTI_QUEUE if multi_queue else 0)
-        | (IFF_VNET_HDR if vnet_hdr else 0)
-        | (IFF_TUN_EXCL if exclusive else 0)
-    )
-    fd = _open_clone()
-    try:
-        out = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
-    except OSError as exc:
-        os.close(fd)
-        raise _attach_error(exc, name, tap=tap, multi_queue=multi_queue,
-                            creating=not existed, exclusive=exclusive) from None
+        fd = _open_clone()
+        try:
+            out = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
+        except OSError as exc:
+            os.close(fd)
+            raise _attach_error(exc, name, tap=tap, multi_queue=multi_queue,
+                                creating=not existed, exclusive=exclusive, netns=netns) from None
     real = _IFREQ.unpack(out)[0].rstrip(b"\0").decode()
     dev = Device(real, [Queue(fd, real)], tap=tap, pi=pi, multi_queue=multi_queue,
-                 vnet_hdr_size=vnet_hdr_size if vnet_hdr else None)
+                 vnet_hdr_size=vnet_hdr_size if vnet_hdr else None, netns=netns)
     try:
         if vnet_hdr and vnet_hdr_size != VNET_HDR_LEN:
             dev.set_vnet_hdr_size(vnet_hdr_size)
@@ -549,34 +647,79 @@ def open_device(
     return dev
 
 
-def open_tun(name: str = "", **options: object) -> Device:
+def open_tun(
+    name: str = "",
+    *,
+    pi: bool = False,
+    multi_queue: bool = False,
+    queues: int = 1,
+    vnet_hdr: bool = False,
+    vnet_hdr_size: int = VNET_HDR_LEN,
+    offloads: int | None = None,
+    blocking: bool = True,
+    create: bool = True,
+    exclusive: bool = False,
+    netns: str | None = None,
+) -> Device:
     """A layer-3 device: every read/write is one IP packet. See :func:`open_device`."""
-    return open_device(name, tap=False, **options)  # type: ignore[arg-type]
+    return open_device(name, tap=False, pi=pi, multi_queue=multi_queue, queues=queues,
+                       vnet_hdr=vnet_hdr, vnet_hdr_size=vnet_hdr_size, offloads=offloads,
+                       blocking=blocking, create=create, exclusive=exclusive, netns=netns)
 
 
-def open_tap(name: str = "", **options: object) -> Device:
+def open_tap(
+    name: str = "",
+    *,
+    pi: bool = False,
+    multi_queue: bool = False,
+    queues: int = 1,
+    vnet_hdr: bool = False,
+    vnet_hdr_size: int = VNET_HDR_LEN,
+    offloads: int | None = None,
+    blocking: bool = True,
+    create: bool = True,
+    exclusive: bool = False,
+    netns: str | None = None,
+) -> Device:
     """A layer-2 device: every read/write is one Ethernet frame. See :func:`open_device`."""
-    return open_device(name, tap=True, **options)  # type: ignore[arg-type]
+    return open_device(name, tap=True, pi=pi, multi_queue=multi_queue, queues=queues,
+                       vnet_hdr=vnet_hdr, vnet_hdr_size=vnet_hdr_size, offloads=offloads,
+                       blocking=blocking, create=create, exclusive=exclusive, netns=netns)
 
 
-def attach(name: str, **options: object) -> Device:
-    """Attach to an existing device without creating one; tun/tap and multi-queue are
-    taken from the device itself when not given."""
+def attach(
+    name: str,
+    *,
+    tap: bool | None = None,
+    multi_queue: bool | None = None,
+    pi: bool = False,
+    queues: int = 1,
+    vnet_hdr: bool = False,
+    vnet_hdr_size: int = VNET_HDR_LEN,
+    offloads: int | None = None,
+    blocking: bool = True,
+    netns: str | None = None,
+) -> Device:
+    """Attach to an existing device without creating one (NoSuchDevice if there is none,
+    NotTunTap if it is another kind of device); ``tap`` and ``multi_queue`` are taken from
+    the device itself when not given. Other keywords as :func:`open_device`."""
     check_name(name, pattern_ok=False)
-    if "tap" not in options or "multi_queue" not in options:
+    if tap is None or multi_queue is None:
         from . import link
 
-        info = link.tun_info(name)
-        if info is None:
-            raise DeviceMismatch(f"{name} is not a tun/tap device")
-        options.setdefault("tap", info.tap)
-        options.setdefault("multi_queue", info.multi_queue)
-    return open_device(name, create=False, **options)  # type: ignore[arg-type]
+        st = link.state(name, netns=netns)
+        if st.tun is None:
+            raise not_tun_tap(name, link.describe(st))
+        tap = st.tun.tap if tap is None else tap
+        multi_queue = st.tun.multi_queue if multi_queue is None else multi_queue
+    return open_device(name, tap=tap, multi_queue=multi_queue, pi=pi, queues=queues,
+                       vnet_hdr=vnet_hdr, vnet_hdr_size=vnet_hdr_size, offloads=offloads,
+                       blocking=blocking, create=False, netns=netns)
 
 
-def delete(name: str) -> None:
+def delete(name: str, *, netns: str | None = None) -> None:
     """Remove a persistent device, as ``tunctl -d`` / ``ip tuntap del`` do: attach with its
     own flags and clear persistence, so it goes away when the last holder closes."""
     check_name(name, pattern_ok=False)
-    with attach(name) as dev:
+    with attach(name, netns=netns) as dev:
         dev.set_persist(False)

@@ -67,9 +67,8 @@ def linktype(tap: bool) -> int:
 def open_or_create(name: str, tap: bool | None) -> tuple[tuntap.Device, bool]:
     """Attach to ``name`` (its own tun/tap kind unless ``tap`` says otherwise), or create a
     temporary device if there is none. Returns the device and whether it was created."""
-    options = {} if tap is None else {"tap": tap}
     try:
-        return tuntap.attach(name, **options), False  # checks the name, looks the device up
+        return tuntap.attach(name, tap=tap), False  # checks the name, looks the device up
     except NoSuchDevice:
         return tuntap.open_device(name, tap=bool(tap)), True
 
