@@ -73,8 +73,20 @@ class Counters:
 
     def summary(self) -> str:
         drops = ", ".join(f"{n} {k}" for k, n in sorted(self.drops.items()))
-        return (f"{self.to_net} packets sent, {self.to_dev} received"
+        return (f"{_packets(self.to_net)} sent, {self.to_dev} received"
                 + (f", dropped {drops}" if drops else ""))
+
+    def add(self, other: Counters) -> None:
+        """Add ``other``'s counts to these (workers' counters into a total)."""
+        self.to_net += other.to_net
+        self.to_dev += other.to_dev
+        self.bytes_to_net += other.bytes_to_net
+        self.bytes_to_dev += other.bytes_to_dev
+        self.drops.update(other.drops)
+
+
+def _packets(n: int) -> str:
+    return f"{n} packet" if n == 1 else f"{n} packets"
 
 
 class DeviceSide:
@@ -110,6 +122,7 @@ class DeviceSide:
         caller's frame header adds (for the debug lines)."""
         dev, counters, sizes = self.dev, self.counters, self.sizes
         split = self.vnet and vnet_headers is not None
+        inline = self.vnet and not split
         n = 0
         limit = min(len(views), BATCH)
         while n < limit:
@@ -125,10 +138,11 @@ class DeviceSide:
                 continue
             sizes[n] = size
             n += 1
+            packet = size - vnet.VNET_HDR_LEN if inline else size  # the IP packet or frame
             counters.to_net += 1
-            counters.bytes_to_net += size
+            counters.bytes_to_net += packet
             if self.debug is not None:
-                self.debug(f"TAP2NET {counters.to_net}: read {size} bytes from {dev.name}, "
+                self.debug(f"TAP2NET {counters.to_net}: read {packet} bytes from {dev.name}, "
                            f"sending {size + framing} to the network")
         return n
 
