@@ -150,3 +150,13 @@ def test_demo_command(lab: Lab, tap: bool) -> None:
     assert "ping6 through the tunnel       fd20::1: 20/20 replies" in out
     assert "TCP 2 MiB through the tunnel:" in out and "sha256 matches" in out
     assert out.strip().endswith("demo passed")
+
+
+def test_pcap_into_a_missing_directory_names_the_path(lab: Lab, tmp_path: Path) -> None:
+    ns = lab.host("nopcap")
+    target = tmp_path / "no" / "such" / "dir" / "x.pcap"
+    done = simpletun("dump", "stnopcap", "--pcap", str(target), ns=ns)
+    assert done.returncode == 1
+    assert done.stderr == (f"simpletun: cannot write the capture to {target}: the directory "
+                           f"{target.parent} does not exist; create it or give another path\n")
+    assert not link.exists("stnopcap", netns=ns.name)  # refused before a device was made

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from ..device import link, tuntap
+from ..device.holders import held_by
+from ..errors import DeviceBusy
 from ..tools import capture
 from ..tools.responder import Responder
 
@@ -54,10 +56,18 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
-def hold(iface: str, tap: bool | None, addresses: tuple[str, ...]) -> tuntap.Device:
+def hold(iface: str, tap: bool | None, addresses: tuple[str, ...], *,
+         command: str) -> tuntap.Device:
     """Validate ``addresses``, attach to ``iface`` (creating a temporary device, and saying
-    so, if there is none), configure it, and let SIGTERM stop the caller's loop."""
+    so, if there is none), configure it, and let SIGTERM stop the caller's loop.
+
+    A device another process holds is refused, naming it: attaching would add a queue that
+    takes some of its packets. ``command`` names what the caller is for the message."""
     wanted = parse_addresses(addresses)
+    busy = held_by(iface)
+    if busy:
+        raise DeviceBusy(f"{iface} is held by {busy}: {command} would take packets from it; "
+                         f"stop that program first, or watch it with 'simpletun dump {iface}'")
     dev, created = capture.open_or_create(iface, tap)
     try:
         if created:

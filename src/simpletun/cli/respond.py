@@ -42,7 +42,7 @@ def command(iface: str, tap: bool | None, addresses: tuple[str, ...], mac: bytes
 
     A missing IFACE is created for as long as this runs; give it addresses with --address.
     """
-    with hold(iface, tap, addresses) as dev:
+    with hold(iface, tap, addresses, command="respond") as dev:
         current = link.addresses(dev.name)
         responder = Responder(current, tap=dev.tap, mac=mac)
         if current:
