@@ -28,8 +28,16 @@ def address_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_addresses(values: tuple[str, ...]) -> list[link.IPInterface]:
-    """Validate every address before anything is changed."""
-    return [link.parse_interface(v) for v in values]
+    """Validate every address before anything is changed. On the command line the prefix
+    length is required: a bare address would silently become a /32 (or /128), with no
+    route to the rest of the network."""
+    parsed = [link.parse_interface(v) for v in values]
+    for value, iface in zip(values, parsed, strict=True):
+        if "/" not in value:
+            example = f"{value}/{24 if iface.version == 4 else 64}"
+            raise click.BadParameter(f"{value} has no prefix length: give a prefix, "
+                                     f"e.g. {example}", param_hint="--address")
+    return parsed
 
 
 def configure(name: str, addresses: list[link.IPInterface], *, mtu: int | None = None,

@@ -26,21 +26,49 @@ class PeerGone(TransportError):
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    """``host``, ``host:port``, ``[v6]:port``, ``[v6]`` or a bare IPv6 address. Anything
+    else (unbalanced brackets, a bracketed name, white space, an empty part) is a
+    TransportError saying what to give instead."""
+    usage = "give an address such as 192.0.2.1, 192.0.2.1:55555 or [fd00::1]:55555"
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise TransportError(f"bad server {text!r}: '[' without ']'; {usage}")
+        if rest and not rest.startswith(":"):
+            raise TransportError(f"bad server {text!r}: only ':PORT' may follow ']'; {usage}")
+        port = rest[1:]
+        if rest and not port:
+            raise TransportError(f"bad server {text!r}: no port after ':'; {usage}")
+        if host and ":" not in host:
+            raise TransportError(f"bad server {text!r}: brackets are for IPv6 addresses; "
+                                 f"{usage}")
+    elif "]" in text:
+        raise TransportError(f"bad server {text!r}: ']' without '['; {usage}")
     elif text.count(":") == 1:
         host, port = text.split(":")
+        if not port:
+            raise TransportError(f"bad server {text!r}: no port after ':'; {usage}")
     else:
         host, port = text, ""
     if not host:
-        raise TransportError(f"no host in {text!r}: give an address such as 192.0.2.1")
+        raise TransportError(f"no host in {text!r}: {usage}")
+    if any(c.isspace() or c in "[]/@" for c in host) or host.startswith(("-", ".")) or (
+            ":" in host and not _is_ipv6(host)):
+        raise TransportError(f"bad server {text!r}: {host!r} is neither an address nor a "
+                             f"host name; {usage}")
     if not port:
         return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise TransportError(f"bad port in {text!r}: use 1..65535")
     return host, int(port)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return False
+    return True
 
 
 def tune(sock: socket.socket) -> None:

@@ -1,0 +1,89 @@
+"""What the tunnel's command line checks before it touches anything (pure parts): the SERVER
+argument, the largest MTU per transport and underlay family, full-tunnel route halves."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+import pytest
+
+from simpletun.cli._common import parse_addresses
+from simpletun.device import routing
+from simpletun.transport.tcp import TransportError, split_host_port
+from simpletun.tunnel import mtu
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("192.0.2.1", ("192.0.2.1", 55555)),
+    ("192.0.2.1:80", ("192.0.2.1", 80)),
+    ("server.example", ("server.example", 55555)),
+    ("fd00::1", ("fd00::1", 55555)),
+    ("[fd00::1]", ("fd00::1", 55555)),
+    ("[fd00::1]:80", ("fd00::1", 80)),
+    ("fe80::1%eth0", ("fe80::1%eth0", 55555)),
+])
+def test_good_servers(text: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(text, 55555) == expected
+
+
+@pytest.mark.parametrize("text,why", [
+    ("[fd00::1", "'\\[' without '\\]'"),
+    ("fd00::1]:80", "'\\]' without '\\['"),
+    ("[fd00::1]80", "only ':PORT' may follow"),
+    ("[fd00::1]:", "no port after ':'"),
+    ("192.0.2.1:", "no port after ':'"),
+    ("[server.example]:80", "brackets are for IPv6"),
+    ("1::2::3", "neither an address nor a host name"),
+    ("a host", "neither an address nor a host name"),
+    ("-s", "neither an address nor a host name"),
+    (":80", "no host"),
+    ("192.0.2.1:99999", "bad port"),
+])
+def test_malformed_servers_are_refused(text: str, why: str) -> None:
+    with pytest.raises(TransportError, match=why):
+        split_host_port(text, 55555)
+
+
+def test_an_address_needs_a_prefix_on_the_command_line() -> None:
+    assert [str(a) for a in parse_addresses(("10.0.0.1/24", "fd00::1/64"))] == [
+        "10.0.0.1/24", "fd00::1/64"]
+    with pytest.raises(click.BadParameter, match=r"give a prefix, e\.g\. 10\.0\.0\.1/24"):
+        parse_addresses(("10.0.0.1",))
+    with pytest.raises(click.BadParameter, match=r"e\.g\. fd00::1/64"):
+        parse_addresses(("fd00::1",))
+
+
+def test_largest_mtu_per_transport_and_family() -> None:
+    # UDP: 65535 - IPv4 header 20 - UDP 8 - datagram header 9; IPv6's payload length
+    # leaves its own 40-byte header out
+    assert mtu.max_mtu("udp", tap=False, family=4) == 65498
+    assert mtu.max_mtu("udp", tap=False, family=6) == 65518
+    # ICMP: echo header 8 + mark 6 instead of UDP's 8
+    assert mtu.max_mtu("icmp", tap=False, family=4) == 65492
+    assert mtu.max_mtu("icmp", tap=False, family=6) == 65512
+    # a tap frame carries Ethernet (and a VLAN tag) on top
+    assert mtu.max_mtu("udp", tap=True, family=4) == 65498 - 18
+    # TCP's native frames carry whatever the device can hold
+    assert mtu.max_mtu("tcp", tap=False) == 65535
+    assert mtu.max_mtu("tcp", tap=True) == 65521
+
+
+def nets(*texts: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(t) for t in texts]
+
+
+def test_a_default_route_becomes_two_halves() -> None:
+    assert routing.split_default(nets("0.0.0.0/0")) == nets("0.0.0.0/1", "128.0.0.0/1")
+    assert routing.split_default(nets("::/0", "10.1.0.0/16", "0.0.0.0/1", "0.0.0.0/0")) == \
+        nets("::/1", "8000::/1", "10.1.0.0/16", "0.0.0.0/1", "128.0.0.0/1")
+
+
+def test_covering() -> None:
+    routes = nets("0.0.0.0/1", "128.0.0.0/1", "fd00::/8")
+    assert routing.covering(routes, "192.0.2.1") == ["128.0.0.0/1"]
+    assert routing.covering(routes, "::ffff:10.0.0.1") == ["0.0.0.0/1"]
+    assert routing.covering(routes, "2001:db8::1") == []
+    addrs = [ipaddress.ip_interface("192.0.2.9/24")]
+    assert routing.covering(addrs, "192.0.2.1") == ["192.0.2.9/24"]
+    assert routing.covering(addrs, "192.0.3.1") == []
