@@ -42,12 +42,28 @@ def parse_addresses(values: tuple[str, ...]) -> list[link.IPInterface]:
 
 def configure(name: str, addresses: list[link.IPInterface], *, mtu: int | None = None,
               up: bool = False) -> None:
+    """Set the MTU, add ``addresses`` (those not there yet) and bring ``name`` up.
+
+    The MTU goes first: below 1280 the kernel turns IPv6 off on the device and drops its
+    IPv6 addresses, so an IPv6 address with such an MTU is refused before anything changes.
+    """
+    from ..errors import BadMtu
+
+    ipv6_min = 1280  # RFC 8200; the kernel turns IPv6 off on a link with a smaller MTU
+    ipv6 = [str(a) for a in addresses if a.version == 6]
+    if ipv6:
+        current = mtu if mtu is not None else link.state(name).mtu
+        if current < ipv6_min:
+            given = f"--mtu {mtu}" if mtu is not None else f"{name}'s MTU of {current}"
+            raise BadMtu(f"IPv6 needs an MTU of at least {ipv6_min}: with {given} the "
+                         f"kernel would drop {', '.join(ipv6)}; use --mtu {ipv6_min} or "
+                         "more, or IPv4 addresses only")
+    if mtu is not None:
+        link.set_mtu(name, mtu)
     existing = set(link.addresses(name)) if addresses else set()
     for iface in addresses:
         if iface not in existing:
             link.add_address(name, iface)
-    if mtu is not None:
-        link.set_mtu(name, mtu)
     if up or addresses:
         link.set_up(name)
 
