@@ -99,6 +99,15 @@ def test_deltun_refuses_loopback(inside: Namespace) -> None:
     assert link.exists("lo")
 
 
+def test_tunnel_on_loopback_says_what_lo_is(inside: Namespace) -> None:
+    """``-i lo -s`` said "lo exists with other flags than tun"."""
+    done = simpletun("-i", "lo", "-s", "-p", "5597", timeout=15)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "simpletun: lo is a loopback device, not a tun/tap device: pick another name")
+    assert "Traceback" not in done.stderr
+
+
 def test_deltun_refuses_a_pattern(inside: Namespace) -> None:
     done = simpletun("deltun", "tun%d")
     assert (done.returncode, done.stderr.strip()) == (

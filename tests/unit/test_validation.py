@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from simpletun.device import link, tuntap
-from simpletun.errors import BadAddress, BadName, NoSuchUser
+from simpletun.errors import BadAddress, BadMac, BadName, NoSuchUser
 
 
 @pytest.mark.parametrize("name", ["tun0", "tap%d", "", "a" * 15, "my-tun_1.2"])
@@ -29,8 +29,37 @@ def test_bad_names(name: str, why: str) -> None:
 
 
 def test_pattern_refused_where_a_real_name_is_needed() -> None:
-    with pytest.raises(BadName):
+    """It said "the only pattern allowed is one '%d', as in tun%d" of tun%d itself."""
+    with pytest.raises(BadName) as exc:
         tuntap.check_name("tun%d", pattern_ok=False)
+    assert str(exc.value) == ("'tun%d' is a name pattern, not a device name: give the name of "
+                              "one device, e.g. tun0")
+    with pytest.raises(BadName, match="the only pattern allowed"):
+        tuntap.check_name("tun%s", pattern_ok=False)
+
+
+@pytest.mark.parametrize("text,raw", [
+    ("02:53:54:00:00:01", "025354000001"),
+    ("2-53-54-A-b-1", "0253540a0b01"),
+    (bytes.fromhex("fe0000000001"), "fe0000000001"),
+])
+def test_good_macs(text: str | bytes, raw: str) -> None:
+    assert link.parse_mac(text).hex() == raw
+
+
+@pytest.mark.parametrize("text,why", [
+    ("02:53:54:00:00", "bad MAC address '02:53:54:00:00': give six hex bytes"),
+    ("02:53:54:00:00:0g", "give six hex bytes"),
+    ("0253.5400.0001", "give six hex bytes"),
+    ("02:53:54:00:00: 1", "give six hex bytes"),
+    (b"\x02\x53", "it must be 6 bytes, not 2"),
+    ("03:00:00:00:00:01", "03:00:00:00:00:01 is a multicast address: a device needs a unicast"),
+    ("ff:ff:ff:ff:ff:ff", "is a multicast address"),
+    ("00:00:00:00:00:00", "is not a usable address"),
+])
+def test_bad_macs(text: str | bytes, why: str) -> None:
+    with pytest.raises(BadMac, match=why):
+        link.parse_mac(text)
 
 
 def test_addresses() -> None:
