@@ -29,7 +29,8 @@ def test_owner_attaches_and_stranger_is_refused(inside: Namespace) -> None:
         assert stranger.returncode == 3, stranger.stdout + stranger.stderr
         assert stranger.stdout.strip() == (
             "PermissionDenied: not allowed to attach to stown (EPERM): run as root, or as the "
-            "user or group that owns it (set with: simpletun mktun stown --user USER)"
+            "user or group that owns it (root gives it an owner or group when making it "
+            "persistent)"
         )
         # and the command line says the same in one line, without a traceback
         cli = run_as(STRANGER, STRANGER,
@@ -38,7 +39,7 @@ def test_owner_attaches_and_stranger_is_refused(inside: Namespace) -> None:
         assert cli.returncode == 1
         assert cli.stderr.strip() == (
             "simpletun: not allowed to attach to stown (EPERM): run as root, or as the user or "
-            "group that owns it (set with: simpletun mktun stown --user USER)"
+            "group that owns it (root gives it an owner or group when making it persistent)"
         )
     finally:
         assert simpletun("deltun", "stown").returncode == 0
@@ -62,7 +63,7 @@ def test_unprivileged_user_cannot_create(inside: Namespace) -> None:
     assert child.returncode == 3
     assert child.stdout.strip() == (
         "PermissionDenied: creating stnew needs CAP_NET_ADMIN: run as root, or have root make "
-        "a persistent device you own (simpletun mktun NAME --user nobody)"
+        "a persistent device owned by nobody and attach to that"
     )
     assert not link.exists("stnew")
 

@@ -174,8 +174,7 @@ def _open_clone() -> int:
     except PermissionError:
         raise TunUnavailable(
             f"cannot open {CLONE_DEVICE} (permission denied): run as root, or make it usable "
-            f"(chmod 0666 {CLONE_DEVICE}) and attach to a persistent device root made for you "
-            "(Device.set_owner)"
+            f"(chmod 0666 {CLONE_DEVICE}) and attach to a persistent device root made for you"
         ) from None
     except OSError as exc:
         raise TunUnavailable(f"cannot open {CLONE_DEVICE}: {exc.strerror}") from None
@@ -245,11 +244,11 @@ def _attach_error(exc: OSError, name: str, *, tap: bool, multi_queue: bool,
         if creating:
             return PermissionDenied(
                 f"creating {shown} needs CAP_NET_ADMIN: run as root, or have root make a "
-                f"persistent device you own (Device.set_persist, set_owner({_whoami()!r}))"
+                f"persistent device owned by {_whoami()} and attach to that"
             )
         return PermissionDenied(
             f"not allowed to attach to {name} (EPERM): run as root, or as the user or group "
-            "that owns it (Device.set_owner, set_group)"
+            "that owns it (root gives it an owner or group when making it persistent)"
         )
     if exc.errno == errno.EBUSY:
         if exclusive:
