@@ -349,6 +349,11 @@ def test_open_inside_a_named_namespace(lab: Lab) -> None:
             assert again.name == "stfar"
         with pytest.raises(NoSuchDevice, match="stnone does not exist in network namespace"):
             tuntap.open_tun("stnone", netns=ns.name, create=False)
+        with pytest.raises(DeviceMismatch, match="stfar is a tun device but was opened as "
+                                                 "tap"):
+            tuntap.open_tap("stfar", netns=ns.name, multi_queue=True)
+        with pytest.raises(NotTunTap, match="lo is a loopback device"):
+            tuntap.open_tun("lo", netns=ns.name)
     assert not link.exists("stfar", netns=ns.name)
     with pytest.raises(NoSuchDevice, match="no network namespace named 'st-none'"):
         tuntap.open_tun("stx", netns="st-none")
