@@ -24,7 +24,8 @@ from ._common import configure, parse_addresses
 @click.option("--vnet-hdr", is_flag=True, help="Record the vnet_hdr flag (offloads).")
 @click.option("--address", "addresses", multiple=True, metavar="CIDR",
               help="Add an IPv4 or IPv6 address with prefix; repeatable.")
-@click.option("--mtu", type=click.IntRange(68, 65535), help="Set the MTU.")
+@click.option("--mtu", type=click.IntRange(68, 65535),
+              help="Set the MTU (tun 68..65535, tap 68..65521; 1280+ for IPv6).")
 @click.option("--mac", metavar="MAC", help="Set the MAC address (tap only), e.g. "
               "02:53:54:00:00:01.")
 @click.option("--up", is_flag=True, help="Bring the device up.")
