@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
-from simpletun.lab.netns import Lab
+from simpletun.lab import bench
+from simpletun.lab.netns import Lab, veth
 
 from ..conftest import simpletun
 
@@ -17,17 +19,25 @@ def _check_report(report: dict, modes: list[str], streams: list[int]) -> None:
     assert [r["mode"] for r in report["results"]] == modes
     for r in report["results"]:
         assert set(r) == {"mode", "rtt_p50_ms", "rtt_p99_ms", "throughput_mbps", "cpu_s_per_gb",
-                          "peak_rss_mb", "ratios"}
+                          "peak_rss_mb", "ratios", "notes"}
         assert 0 < r["rtt_p50_ms"] <= r["rtt_p99_ms"]
         assert set(r["throughput_mbps"]) == {str(n) for n in streams}
-        assert all(v > 0 and math.isfinite(v) for v in r["throughput_mbps"].values())
-        keys = {"rtt_p50", "rtt_p99", "rtt_p50_added_us"} | {f"throughput_{n}" for n in streams}
+        # a run that moved nothing (lost SYNs on a lossy link) is null, with a note
+        moved = {n: v for n, v in r["throughput_mbps"].items() if v is not None}
+        assert all(v > 0 and math.isfinite(v) for v in moved.values())
+        assert len(r["notes"]) == len(streams) - len(moved), r
+        if r["mode"] != "bare":
+            assert r["mode"].endswith("-loss") or len(moved) == len(streams), r
+        bare = report["results"][0]["throughput_mbps"] if report["results"][0]["mode"] == \
+            "bare" else {}
+        keys = {"rtt_p50", "rtt_p99", "rtt_p50_added_us"} | {
+            f"throughput_{n}" for n in moved if bare.get(n) is not None}
         assert set(r["ratios"]) == keys
         if r["mode"] == "bare":
             assert r["cpu_s_per_gb"] is None and r["peak_rss_mb"] is None
-            assert r["ratios"]["throughput_1" if 1 in streams else f"throughput_{streams[0]}"] == 1
+            assert all(r["ratios"][f"throughput_{n}"] == 1 for n in moved)
         else:
-            assert r["cpu_s_per_gb"] > 0 and r["peak_rss_mb"] > 1
+            assert (r["cpu_s_per_gb"] > 0 or not moved) and r["peak_rss_mb"] > 1
 
 
 def test_bench_json_every_mode(lab: Lab) -> None:
@@ -40,12 +50,45 @@ def test_bench_json_every_mode(lab: Lab) -> None:
 
 
 def test_bench_builtin_tool_and_narrowing(lab: Lab) -> None:
+    """The built-in generator, whether iperf3 is installed or not, also on a lossy mode."""
     done = simpletun("bench", "--seconds", "0.5", "--pings", "10", "--tool", "builtin",
-                     "--modes", "bare,classic", "--streams", "2", "--json", timeout=300)
+                     "--modes", "bare,classic,udp-loss", "--streams", "2", "--json",
+                     timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["tool"] == "builtin"
-    _check_report(report, ["bare", "classic"], [2])
+    _check_report(report, ["bare", "classic", "udp-loss"], [2])
+
+
+def test_builtin_sender_gets_through_lost_syns_and_reports_nothing_moved(lab: Lab) -> None:
+    """The first SYN lost: the sender tries again at once rather than after the kernel's
+    1 s, so a 1 s run still moves data. Every SYN lost: the run reports that it moved
+    nothing (None), promptly, instead of dividing by zero or waiting for a connection."""
+    server, client = lab.host("bsrv"), lab.host("bcli")
+    veth(server, "veth0", client, "veth0", a_addrs=["192.0.2.1/24"], b_addrs=["192.0.2.2/24"])
+    syn = f"tcp dport {bench.PORT} tcp flags & (syn | ack) == syn"
+
+    def drop(match: str) -> None:
+        rules = (f"flush ruleset\ntable inet t {{\n chain input {{\n"
+                 f"  type filter hook input priority 0;\n  {syn} {match} counter drop\n }}\n}}\n")
+        done = server.run(["nft", "-f", "-"], input=rules)
+        assert done.returncode == 0, done.stderr
+
+    def dropped() -> int:
+        out = server.run(["nft", "list", "table", "inet", "t"]).stdout
+        return int(out.split("counter packets ")[1].split()[0])
+
+    drop("numgen inc mod 2 == 0")  # the 1st, 3rd, ... SYN
+    mbps, nbytes = bench.throughput(server, client, "192.0.2.1", 1, 1.0, "builtin")
+    assert dropped() == 1
+    assert nbytes > 0 and mbps is not None and mbps > 0
+
+    drop("")  # every SYN
+    began = time.monotonic()
+    mbps, nbytes = bench.throughput(server, client, "192.0.2.1", 2, 1.0, "builtin")
+    assert (mbps, nbytes) == (None, 0)
+    assert dropped() >= 2
+    assert time.monotonic() - began < 30
 
 
 def test_bench_rejects_unknown_mode() -> None:

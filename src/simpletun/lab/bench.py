@@ -15,7 +15,9 @@ For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds p
 (by the tunnel processes and their workers), the largest peak RSS of any of them, and each
 figure's ratio to ``bare``.
 Throughput comes from iperf3 when it is installed, else from the built-in sender/receiver
-(:mod:`simpletun.lab.flow`); the output says which.
+(:mod:`simpletun.lab.flow`); the output says which. A run that moved nothing (every SYN of
+a stream lost on a lossy link, say) is reported as such: its throughput is None (JSON
+null, "moved nothing" in the table) with a note, never a made-up number.
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ class ModeResult:
     mode: str
     rtt_p50_ms: float
     rtt_p99_ms: float
-    throughput_mbps: dict[str, float]  # streams -> megabits per second
-    cpu_s_per_gb: float | None  # tunnel processes; None for bare
+    throughput_mbps: dict[str, float | None]  # streams -> megabits/s; None: moved nothing
+    cpu_s_per_gb: float | None  # tunnel processes; None for bare or when nothing moved
     peak_rss_mb: float | None  # the largest of the tunnel processes (workers included)
     ratios: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what went wrong, e.g. "moved nothing"
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -118,9 +121,17 @@ def pick_tool(wanted: str) -> str:
     return wanted
 
 
+def rate_mbps(nbytes: int, seconds: float) -> float | None:
+    """Megabits per second, or None for a run that moved nothing (or took no time)."""
+    if nbytes <= 0 or seconds <= 0:
+        return None
+    return nbytes * 8 / seconds / 1e6
+
+
 def throughput(server: Namespace, client: Namespace, address: str, streams: int,
-               seconds: float, tool: str) -> tuple[float, int]:
-    """Megabits per second from client to server, and the bytes moved."""
+               seconds: float, tool: str) -> tuple[float | None, int]:
+    """Megabits per second from client to server (None if nothing moved), and the bytes
+    moved."""
     if tool == "iperf3":
         srv = server.popen(["iperf3", "-s", "-1", "-B", address, "-p", str(PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -135,24 +146,31 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
             else:
                 raise SimpletunError(f"iperf3 failed: {done.stdout[-300:]} {done.stderr}")
             end = json.loads(done.stdout)["end"]["sum_received"]
-            return end["bits_per_second"] / 1e6, int(end["bytes"])
+            nbytes = int(end["bytes"])
+            return (end["bits_per_second"] / 1e6 if nbytes else None), nbytes
         finally:
             srv.wait(10)
     sink = server.popen([sys.executable, "-m", "simpletun.lab.flow", "sink", address, str(PORT),
-                         str(streams)], stdout=subprocess.PIPE, text=True)
+                         str(streams)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        text=True)
     try:
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "ready":
             raise SimpletunError("the built-in receiver did not start")
-        client.run([sys.executable, "-m", "simpletun.lab.flow", "blast", address, str(PORT),
-                    str(streams), str(seconds)], timeout=seconds + 60, check=True)
-        out, _ = sink.communicate(timeout=60)
+        sent = client.run([sys.executable, "-m", "simpletun.lab.flow", "blast", address,
+                           str(PORT), str(streams), str(seconds)], timeout=seconds + 60)
+        said = sent.stdout.split()
+        if sent.returncode != 0 or said[:1] != ["connected"]:
+            raise SimpletunError("the built-in sender failed: "
+                                 + (sent.stderr.strip().splitlines() or ["no output"])[-1])
+        # the receiver waits for as many connections as the sender made, no more
+        out, _ = sink.communicate(input=f"{said[1]}\n", timeout=60)
     finally:
         if sink.poll() is None:
             sink.kill()
             sink.wait()
     total, elapsed = out.split()
-    return int(total) * 8 / float(elapsed) / 1e6, int(total)
+    return rate_mbps(int(total), float(elapsed)), int(total)
 
 
 def lossy(ns: Namespace, port: int, percent: int, *, icmp_on: str | None = None) -> None:
@@ -200,7 +218,8 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         p = bed.client.ping(target, count=pings, interval=0.01, deadline=pings * 0.05 + 10)
         if not p.ok and not (mode.endswith("-loss") and p.received > pings // 2):
             raise SimpletunError(f"{mode}: ping failed ({p.received}/{p.sent})")
-        results: dict[str, float] = {}
+        results: dict[str, float | None] = {}
+        notes: list[str] = []
         moved = 0
         tree = _tree([w.proc.pid for w in procs])
         cpu_before = sum(_cpu_seconds(pid) for pid in tree)
@@ -209,6 +228,9 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
             mbps, nbytes = throughput(bed.server, bed.client, target, n, seconds, tool)
             results[str(n)] = mbps
             moved += nbytes
+            if mbps is None:
+                notes.append(f"{n} stream{'s' if n > 1 else ''}: moved nothing in {seconds:g} s"
+                             + (" (no connection got through in time)" if not nbytes else ""))
         cpu = sum(_cpu_seconds(pid) for pid in tree) - cpu_before
         rss = max((_peak_rss_mb(pid) for pid in tree), default=None)
         for w in procs:
@@ -220,6 +242,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         throughput_mbps=results,
         cpu_s_per_gb=cpu / (moved / 1e9) if procs and moved else None,
         peak_rss_mb=rss,
+        notes=notes,
     )
 
 
@@ -233,7 +256,7 @@ def add_ratios(results: list[ModeResult]) -> None:
                     "rtt_p50_added_us": (r.rtt_p50_ms - bare.rtt_p50_ms) * 1000}
         for n, mbps in r.throughput_mbps.items():
             base = bare.throughput_mbps.get(n)
-            if base:
+            if base and mbps is not None:
                 r.ratios[f"throughput_{n}"] = mbps / base
 
 
@@ -250,11 +273,14 @@ def table(results: list[ModeResult], tool: str, seconds: float) -> str:
                 f"{r.ratios.get('rtt_p50_added_us', 0):6.0f}us")
         for n in streams:
             ratio = r.ratios.get(f"throughput_{n}")
-            line += f" {r.throughput_mbps[n]:18.0f} {f'{ratio:.1%}' if ratio else '-':>8}"
+            mbps = r.throughput_mbps[n]
+            shown = f"{mbps:.0f}" if mbps is not None else "moved nothing"
+            line += f" {shown:>18} {f'{ratio:.1%}' if ratio else '-':>8}"
         cpu = f"{r.cpu_s_per_gb:.2f}" if r.cpu_s_per_gb is not None else "-"
         rss = f"{r.peak_rss_mb:.1f} MB" if r.peak_rss_mb is not None else "-"
         line += f" {cpu:>9} {rss:>9}"
         lines.append(line)
+    lines.extend(f"note: {r.mode}: {note}" for r in results for note in r.notes)
     lines.append(f"throughput by {tool}, {seconds:g} s per run; 'added' is the RTT p50 over "
                  "the bare link; CPU: all tunnel processes; RSS: the largest one")
     return "\n".join(lines)

@@ -4,7 +4,12 @@
     python -m simpletun.lab.flow recv HOST PORT      prints "<bytes> <sha256>" after one transfer
     python -m simpletun.lab.flow send HOST PORT SIZE prints "<bytes> <sha256> <seconds>"
     python -m simpletun.lab.flow sink HOST PORT STREAMS        prints "<bytes> <seconds>"
-    python -m simpletun.lab.flow blast HOST PORT STREAMS SECONDS   (throughput, for the bench)
+    python -m simpletun.lab.flow blast HOST PORT STREAMS SECONDS   prints "connected <n>"
+
+``blast`` and ``sink`` measure throughput for the bench. ``blast`` keeps retrying a
+connection whose SYN was lost (on a lossy link) until its time is up, and says how many of
+its streams connected; ``sink`` waits for STREAMS connections, or for the number given on
+its standard input (``blast``'s count) if one arrives first.
 
 The data is a deterministic pseudo-random stream (SHA-256 in counter mode), so both sides
 can be checked against each other without shipping a file.
@@ -12,11 +17,13 @@ can be checked against each other without shipping a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import sys
 import threading
 import time
+from typing import TextIO
 
 CHUNK = 256 * 1024
 
@@ -72,43 +79,86 @@ def send(host: str, port: int, size: int, timeout: float = 120) -> tuple[int, st
     return size, digest, elapsed
 
 
-def sink(host: str, port: int, streams: int) -> tuple[int, float]:
-    """Accept ``streams`` connections and count what arrives until all end; returns
-    (bytes, seconds from the first byte to the last)."""
+def sink(host: str, port: int, streams: int, expected: TextIO | None = None
+         ) -> tuple[int, float]:
+    """Accept ``streams`` connections (or as many as a line read from ``expected`` says,
+    if it comes first) and count what arrives until all end; returns (bytes, seconds from
+    the first connection to the last byte)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     totals = [0] * streams
     first: list[float] = []
     last = [0.0]
+    wanted = [streams]
 
     def drain(conn: socket.socket, i: int) -> None:
         buf = bytearray(CHUNK)
         with conn:
             while n := conn.recv_into(buf):
-                if not first:
-                    first.append(time.perf_counter())
                 totals[i] += n
         last[0] = max(last[0], time.perf_counter())
 
+    def read_expected() -> None:
+        assert expected is not None
+        line = expected.readline()
+        with contextlib.suppress(ValueError):
+            wanted[0] = min(streams, int(line))
+
+    if expected is not None:
+        threading.Thread(target=read_expected, daemon=True).start()
     with socket.create_server((host, port), family=family, backlog=streams) as srv:
+        srv.settimeout(0.1)
         print("ready", flush=True)
-        threads = []
-        for i in range(streams):
-            conn, _ = srv.accept()
-            t = threading.Thread(target=drain, args=(conn, i))
+        threads: list[threading.Thread] = []
+        while len(threads) < wanted[0]:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            if not first:
+                first.append(time.perf_counter())
+            t = threading.Thread(target=drain, args=(conn, len(threads)))
             t.start()
             threads.append(t)
         for t in threads:
             t.join()
-    return sum(totals), (last[0] - first[0]) if first else 0.0
+    moved = sum(totals)
+    return moved, (last[0] - first[0]) if moved else 0.0
 
 
-def blast(host: str, port: int, streams: int, seconds: float) -> None:
-    """Send as fast as possible on ``streams`` connections for ``seconds``."""
+def connect(host: str, port: int, deadline: float, first_wait: float = 0.2
+            ) -> socket.socket | None:
+    """A connection to (host, port), or None if none could be made before ``deadline``
+    (``time.perf_counter()``). A SYN lost on the way is not left to the kernel's first
+    retransmission (1 s later): each try waits a little longer, then a new one starts."""
+    wait = first_wait
+    while (left := deadline - time.perf_counter()) > 0:
+        began = time.perf_counter()
+        try:
+            return socket.create_connection((host, port), timeout=min(wait, left))
+        except OSError:  # timed out, or refused: the receiver is not listening yet
+            time.sleep(max(0.0, min(0.05 - (time.perf_counter() - began),
+                                    deadline - time.perf_counter())))
+            wait = min(wait * 2, 2.0)
+    return None
+
+
+def blast(host: str, port: int, streams: int, seconds: float) -> int:
+    """Send as fast as possible on ``streams`` connections until ``seconds`` after the
+    start; returns how many of them connected in that time."""
     data = pattern(CHUNK * 4)
     deadline = time.perf_counter() + seconds
+    connected = [0]
+    lock = threading.Lock()
 
     def push() -> None:
-        with socket.create_connection((host, port), timeout=30) as conn:
+        conn = connect(host, port, deadline)
+        if conn is None:
+            return
+        with lock:
+            connected[0] += 1
+        with conn:
+            conn.settimeout(30)
             while time.perf_counter() < deadline:
                 conn.sendall(data)
 
@@ -117,6 +167,7 @@ def blast(host: str, port: int, streams: int, seconds: float) -> None:
         t.start()
     for t in threads:
         t.join()
+    return connected[0]
 
 
 def main(argv: list[str]) -> int:
@@ -129,11 +180,12 @@ def main(argv: list[str]) -> int:
         print(size, digest, f"{seconds:.6f}", flush=True)
         return 0
     if len(argv) >= 4 and argv[0] == "sink":
-        total, seconds = sink(argv[1], int(argv[2]), int(argv[3]))
+        total, seconds = sink(argv[1], int(argv[2]), int(argv[3]), sys.stdin)
         print(total, f"{seconds:.6f}", flush=True)
         return 0
     if len(argv) >= 5 and argv[0] == "blast":
-        blast(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+        connected = blast(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+        print("connected", connected, flush=True)
         return 0
     print(__doc__, file=sys.stderr)
     return 2
