@@ -99,3 +99,26 @@ def test_respond_on_a_busy_device_is_refused_naming_the_holder(lab: Lab) -> None
         assert f"{bed.iface} is held by pid {pid} (" in done.stderr
         assert f"watch it with 'simpletun dump {bed.iface}'" in done.stderr
     assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
+
+
+def test_dump_watches_a_busy_tap_device_as_ethernet(lab: Lab, tmp_path: Path) -> None:
+    bed = Testbed(lab, tap=True, ipv6_overlay=False)
+    bed.start()
+    cap_file = tmp_path / "tap.pcap"
+    dump = Watched(bed.server.popen(simpletun_cmd("dump", bed.iface, "--pcap", str(cap_file)),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                   "dump")
+    try:
+        dump.wait_for("listening on tap0 (tap, Ethernet)")
+        assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
+        wrong = simpletun("dump", bed.iface, "--tun", ns=bed.server)
+        assert wrong.returncode == 1 and "tap0 is a tap device, not tun" in wrong.stderr
+    finally:
+        assert dump.stop() == 0, dump.text
+    assert dump.proc.stdout is not None
+    lines = dump.proc.stdout.read().splitlines()
+    assert sum(line.startswith("In  IPv4") and "echo request" in line for line in lines) == 3
+    assert sum(line.startswith("Out IPv4") and "echo reply" in line for line in lines) == 3
+    captured = pcap.read(str(cap_file))
+    assert captured.linktype == pcap.LINKTYPE_ETHERNET
+    assert [describe(r.data, tap=True) for r in captured.records] == [line[4:] for line in lines]
