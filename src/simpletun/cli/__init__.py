@@ -24,17 +24,29 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("-s", "--server", is_flag=True, help="Server mode: wait for a client.")
 @click.option("-c", "--client", metavar="SERVER",
               help="Client mode: connect to SERVER (address, host:port or [v6addr]:port).")
-@click.option("-p", "--port", type=click.IntRange(1, 65535), default=tcp.DEFAULT_PORT,
-              show_default=True, help="TCP port to listen on or connect to.")
-@click.option("-u", "--tun", "tap", flag_value=False, default=False,
-              help="Use a tun device: IP packets (default).")
-@click.option("-a", "--tap", "tap", flag_value=True, help="Use a tap device: Ethernet frames.")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None,
+              help=f"TCP or UDP port to listen on or connect to (default {tcp.DEFAULT_PORT}; "
+                   "not used by -t icmp).")
+@click.option("-u", "--tun", "tun", is_flag=True, help="Use a tun device: IP packets (default).")
+@click.option("-a", "--tap", "tap", is_flag=True, help="Use a tap device: Ethernet frames.")
 @click.option("-d", "--debug", is_flag=True, help="Print a line per packet.")
 @click.option("--address", "addresses", multiple=True, metavar="CIDR",
-              help="Add an address to the interface and bring it up; repeatable, v4 or v6.")
-@click.option("--mtu", type=click.IntRange(68, 65535), help="Set the interface MTU.")
+              help="Add an address with its prefix (10.0.0.1/24, fd00::1/64) to the interface "
+                   "and bring it up; repeatable. Without it (and without --route) the device "
+                   "is left as it is, a new one down, as OpenVPN does without --ifconfig: "
+                   "configure it yourself (ip addr, ip link set up).")
+@click.option("--mtu", type=click.IntRange(68, 65535),
+              help="Set the interface MTU: 68..65535 on tun, 68..65521 on tap; at most what "
+                   "the transport carries (UDP over IPv4 65498, ICMP over IPv4 65492; a "
+                   "larger MTU is refused).")
 @click.option("--route", "routes", multiple=True, metavar="NET",
-              help="Route NET through the tunnel; repeatable.")
+              help="Route NET through the tunnel; repeatable. 'default' (or 0.0.0.0/0; "
+                   "'default6' or ::/0) makes a full tunnel, installed as two halves "
+                   "(0.0.0.0/1 + 128.0.0.0/1) over the host's default route, as OpenVPN's "
+                   "redirect-gateway def1 does; a client whose routes cover the server keeps "
+                   "a host route to it through the underlay until exit.")
+@click.option("--mac", metavar="MAC",
+              help="Tap (-a): set the device's MAC address, e.g. 02:53:54:00:00:01.")
 @click.option("--once", is_flag=True, help="Server: exit when the first client leaves "
               "(the classic behaviour).")
 @click.option("--reconnect", is_flag=True,
@@ -65,9 +77,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.version_option(package_name="simpletun", message="simpletun %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None, port: int,
-        tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
-        routes: tuple[str, ...], once: bool, reconnect: bool, no_offload: bool,
-        classic_wire: bool, worker_count: int | None, keepalive: float,
+        tun: bool, tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
+        routes: tuple[str, ...], mac: str | None, once: bool, reconnect: bool,
+        no_offload: bool, classic_wire: bool, worker_count: int | None, keepalive: float,
         peer_timeout: float, transport: str) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
@@ -83,7 +95,9 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
     if not (iface or server or client):
         click.echo(ctx.get_help())
         return 0
-    return tunnel.run(iface=iface, server=server, client=client, port=port, tap=bool(tap),
+    if tun and tap:
+        raise click.UsageError("-u (tun) and -a (tap) do not go together: choose one")
+    return tunnel.run(iface=iface, server=server, client=client, port=port, tap=tap, mac=mac,
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
                       reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
                       worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout,

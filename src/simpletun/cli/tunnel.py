@@ -7,14 +7,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import click
 
-from ..device import isolate, link, tuntap
+from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import OFFLOADS, DeviceSide, probe_offloads
-from ..errors import DeviceMismatch
+from ..errors import DeviceBusy, DeviceMismatch, SimpletunError
 from ..transport import icmp, tcp, udp
 from ..tunnel import datagram as datagram_loop
+from ..tunnel import mtu as mtu_limits
 from ..tunnel import stream, workers
 from ..wire import datagram, native
 from ..wire import icmp as icmp_wire
@@ -27,16 +29,130 @@ def log(message: str) -> None:
 
 
 def debug_line(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+UNENCRYPTED = ("warning: this tunnel is not encrypted: anyone on the path can read and inject "
+               "packets; use it only on trusted networks")
+
+
+@dataclass(frozen=True)
+class Configured:
+    """What :func:`_configure` did and found."""
+
+    mtu: int
+    up: bool
+    addressed: bool
+    #: host routes to the server added through the underlay (removed on exit)
+    kept: list[routing.HostRoute] = field(default_factory=list)
 
 
 def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
-               routes: list[link.IPNetwork]) -> int:
-    """Addresses, MTU, up, routes; returns the MTU. Runs in a forked child (see isolate)."""
+               routes: list[link.IPNetwork], *, servers: tuple[str, ...] = (),
+               mac: str | None = None) -> Configured:
+    """MAC, addresses, MTU, up; then for each of ``servers`` (the client's server
+    addresses) that ``routes`` cover, a host route through the underlay; then the routes.
+    Runs in a forked child (see isolate)."""
+    if mac is not None:
+        link.set_mac(name, mac)
     configure(name, addresses, mtu=mtu, up=bool(routes))
-    for net in routes:
-        link.add_route(net, name)
-    return link.state(name).mtu
+    kept: list[routing.HostRoute] = []
+    try:
+        for server in servers:
+            if routing.covering(routes, server):
+                route = routing.keep_reachable(server)
+                if route is not None:
+                    kept.append(route)
+        for net in routes:
+            link.add_route(net, name)
+    except BaseException:
+        for route in kept:
+            routing.forget(route)
+        raise
+    st = link.state(name)
+    return Configured(st.mtu, st.up, bool(link.addresses(name)), kept)
+
+
+def _forget_all(kept: list[routing.HostRoute]) -> None:
+    for route in kept:
+        routing.forget(route)
+
+
+def _forget(kept: list[routing.HostRoute]) -> None:
+    """Remove the host routes :func:`_configure` added (in a forked child)."""
+    if kept:
+        isolate.in_child(lambda: _forget_all(kept))
+
+
+def _refuse_busy(iface: str) -> None:
+    """Attaching to a device another tunnel serves would add queues that take half its
+    flows (or, over UDP/ICMP, fail with a misleading message): refuse, naming the holder."""
+    found = holders.holders(iface)
+    pids = {h.pid for h in found}
+    # a tunnel's workers hold queues too: name the process that started them
+    busy = ", ".join(str(h) for h in found if _parent(h.pid) not in pids)
+    if found:
+        raise DeviceBusy(f"{iface} is already served by {busy or found[0]}; stop it first or "
+                         "use another device")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _check_mtu(mtu: int | None, transport: str, *, tap: bool, family: int | None) -> None:
+    """Refuse an MTU the transport cannot carry (``family``: the underlay's IP version, None
+    for a server, which may hear either: the smaller limit)."""
+    if mtu is None:
+        return
+    families = (4, 6) if family is None else (family,)
+    limit = min(mtu_limits.max_mtu(transport, tap=tap, family=f) for f in families)
+    if mtu <= limit:
+        return
+    kind = "tap" if tap else "tun"
+    if limit == mtu_limits.DEVICE_MAX[tap]:
+        why = f"a {kind} device takes at most {limit}"
+    else:
+        over = "IPv4" if limit == mtu_limits.max_mtu(transport, tap=tap, family=4) else "IPv6"
+        why = (f"{transport.upper()} over {over} carries {kind} packets of at most {limit} "
+               "bytes; larger ones would be lost")
+    raise click.BadParameter(f"{mtu}: {why}: use --mtu {limit} or less", param_hint="--mtu")
+
+
+def _server_address(client: str, port: int | None, transport: str) -> tuple[str, int | None]:
+    """The client's SERVER argument as host and port; malformed is a usage error."""
+    try:
+        host, given = tcp.split_host_port(client, 0)
+    except SimpletunError as exc:
+        raise click.BadParameter(str(exc), param_hint="-c") from None
+    if transport == "icmp" and given:
+        raise click.BadParameter(f"{client}: ICMP has no ports: give the server's address "
+                                 "alone", param_hint="-c")
+    return host, given or port
+
+
+def _report(name: str, done: Configured, addresses: list[link.IPInterface],
+            routes: list[link.IPNetwork], servers: tuple[str, ...]) -> None:
+    """One line each: overlay addresses that overlap the server's underlay address, host
+    routes kept to it, a device left without address and down, and that it is unencrypted."""
+    for server in servers:
+        for cidr in routing.covering(addresses, server):
+            log(f"warning: --address {cidr} covers the server's underlay address {server}: "
+                "its packets may go into the tunnel; use another overlay network")
+        covered = routing.covering(routes, server)
+        for route in done.kept:
+            if covered and route.address == server:
+                log(f"note: --route {', '.join(covered)} covers the server {server}: it stays "
+                    f"reachable through the underlay ({route}) until exit")
+    if not done.up:
+        what = "has no address and " if not done.addressed else ""
+        log(f"{name} {what}is down: give --address CIDR (e.g. 10.0.0.1/24), or configure it "
+            f"yourself (ip addr add CIDR dev {name}; ip link set {name} up)")
+    log(UNENCRYPTED)
 
 
 def _pump_factory(*, mtu: int, debug: bool, offloads: int, keepalive: float,
@@ -70,7 +186,16 @@ def _open(iface: str, *, tap: bool, vnet: bool, queues: int, auto: bool) -> tunt
     try:
         return tuntap.open_device(iface, tap=tap, vnet_hdr=vnet, queues=queues)
     except DeviceMismatch:
-        if queues == 1 or not auto:
+        if queues == 1:
+            raise
+        if not auto:
+            info = isolate.in_child(lambda: link.tun_info(iface))
+            if info is not None and not info.multi_queue and info.tap == tap:
+                raise DeviceMismatch(
+                    f"{iface} is a single-queue device and --workers {queues} needs one queue "
+                    f"per worker: recreate it with 'simpletun deltun {iface}; simpletun mktun "
+                    f"{iface} --multi-queue{' --tap' if tap else ''}', or drop --workers"
+                ) from None
             raise
     dev = tuntap.open_device(iface, tap=tap, vnet_hdr=vnet)  # tun vs tap: that error
     log(f"{iface} exists without multi-queue: running one worker (recreate it with "
@@ -78,11 +203,15 @@ def _open(iface: str, *, tap: bool, vnet: bool, queues: int, auto: bool) -> tunt
     return dev
 
 
-def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: bool,
+def run(*, iface: str | None, server: bool, client: str | None, port: int | None, tap: bool,
         debug: bool, addresses: tuple[str, ...], mtu: int | None, routes: tuple[str, ...],
         once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True,
         worker_count: int | None = None, keepalive: float = stream.KEEPALIVE_INTERVAL,
-        peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp") -> int:
+        peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp",
+        mac: str | None = None) -> int:
+    """The tunnel. ``port`` None: not given (the default port; ICMP has none). Everything
+    the flags say is checked, and the server's name resolved, before the device is
+    touched."""
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -91,22 +220,42 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
         raise click.UsageError("--once is for the server (-s)")
     if reconnect and server:
         raise click.UsageError("--reconnect is for the client (-c)")
+    if transport == "icmp" and port is not None:
+        raise click.UsageError("-p is not used by -t icmp (ICMP has no ports): drop it")
+    if mac is not None:
+        if not tap:
+            raise click.UsageError("--mac is for a tap device: add -a (--tap)")
+        try:
+            link.parse_mac(mac)
+        except SimpletunError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mac") from None
     wanted = parse_addresses(addresses)
-    nets = [link.parse_network(r) for r in routes]
-    host, port = tcp.split_host_port(client, port) if client else ("", port)
+    nets = routing.split_default(link.parse_network(r) for r in routes)
+    host, port = _server_address(client, port, transport) if client else ("", port)
+    port = tcp.DEFAULT_PORT if port is None else port
+    _refuse_busy(iface)
     if transport != "tcp":
         return _run_datagram(iface=iface, server=server, host=host, port=port, tap=tap,
                              debug=debug, addresses=wanted, mtu=mtu, routes=nets, once=once,
                              reconnect=reconnect, classic_wire=classic_wire,
                              worker_count=worker_count, keepalive=keepalive,
-                             peer_timeout=peer_timeout, transport=transport, offload=offload)
+                             peer_timeout=peer_timeout, transport=transport, offload=offload,
+                             mac=mac)
+    _check_mtu(mtu, transport, tap=tap, family=None)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
+    # the server's addresses, resolved before the device is touched (a bad name fails here)
+    servers = tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port))) if client \
+        else ()
     listener = tcp.listen(port) if server else None  # fail early on a busy port
+    kept: list[routing.HostRoute] = []
     try:
         with _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
                    auto=worker_count is None) as dev:
             count = len(dev.queues)
-            dev_mtu = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets))
+            done = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets,
+                                                       servers=servers, mac=mac))
+            kept, dev_mtu = done.kept, done.mtu
+            _report(dev.name, done, wanted, nets, servers)
             make_pump = _pump_factory(mtu=dev_mtu, debug=debug,
                                       offloads=probe_offloads(dev),
                                       keepalive=keepalive, peer_timeout=peer_timeout)
@@ -142,6 +291,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int, tap: 
     finally:
         if listener is not None:
             listener.close()
+        _forget(kept)
     return 0
 
 
@@ -149,7 +299,8 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
                   addresses: list[link.IPInterface], mtu: int | None,
                   routes: list[link.IPNetwork], once: bool, reconnect: bool,
                   classic_wire: bool, worker_count: int | None, keepalive: float,
-                  peer_timeout: float, transport: str, offload: bool) -> int:
+                  peer_timeout: float, transport: str, offload: bool,
+                  mac: str | None = None) -> int:
     """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.tunnel.datagram)."""
     if classic_wire:
         raise click.UsageError("the classic wire is TCP only: drop --classic or use "
@@ -159,6 +310,8 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
     if once:
         raise click.UsageError(f"--once is for the TCP transport; {transport} serves one "
                                "session at a time and forgets it when it goes silent")
+    if server:  # before anything is changed (the ICMP server turns echo replies off)
+        _check_mtu(mtu, transport, tap=tap, family=None)
     endpoint: datagram_loop.Endpoint
     restore = None
     if transport == "icmp":
@@ -176,14 +329,24 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
         else:
             endpoint, where = udp.client(host, port)
         default_mtu = datagram.DEFAULT_MTU
+    servers: tuple[str, ...] = () if where is None else (str(where[0]),)
+    if where is not None:
+        try:
+            _check_mtu(mtu, transport, tap=tap, family=6 if ":" in str(where[0]) else 4)
+        except BaseException:
+            endpoint.close()
+            raise
     overlay_mtu = mtu if mtu is not None else default_mtu
+    kept: list[routing.HostRoute] = []
     listening = ("listening on ICMP echo requests (the kernel's own echo replies are off "
                  "until exit)" if transport == "icmp" else f"listening on UDP port {port}")
     try:
         # offloads (tun only): TCP super-packets in, cut into segments for the datagrams
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
-            dev_mtu = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
-                                                          routes))
+            done = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
+                                                       routes, servers=servers, mac=mac))
+            kept, dev_mtu = done.kept, done.mtu
+            _report(dev.name, done, addresses, routes, servers)
             side = DeviceSide(dev, mtu=dev_mtu, debug=debug_line if debug else None,
                               offloads=probe_offloads(dev) & OFFLOADS)
             timing = {"keepalive": keepalive or None, "timeout": peer_timeout or None}
@@ -206,4 +369,5 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
         endpoint.close()
         if restore is not None:
             restore()
+        _forget(kept)
     return 0

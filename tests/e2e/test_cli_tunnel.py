@@ -1,0 +1,198 @@
+"""The tunnel's command line in namespaces: what it says at start, what it refuses before
+touching anything (a device another tunnel serves, input it cannot use, an MTU the transport
+cannot carry), --mac, and a full tunnel (--route default) that keeps the server reachable."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from simpletun.device import link
+from simpletun.lab.netns import Lab, Namespace, veth
+from simpletun.lab.testbed import Testbed, Watched, simpletun_cmd
+
+from ..conftest import simpletun
+
+UNENCRYPTED = ("warning: this tunnel is not encrypted: anyone on the path can read and inject "
+               "packets; use it only on trusted networks")
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+
+
+def test_start_says_unencrypted_and_debug_lines_have_a_time(lab: Lab) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start(client_extra=["-d"])
+    assert bed.server_proc and bed.client_proc
+    for proc in (bed.server_proc, bed.client_proc):
+        assert sum(line.endswith(UNENCRYPTED) for line in proc.lines) == 1, proc.text
+    assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
+    bed.client_proc.wait_for("NET2TAP", occurrences=2)
+    debug = [x for x in bed.client_proc.lines if "TAP2NET" in x or "NET2TAP" in x]
+    assert debug and all(re.match(STAMP + "(TAP2NET|NET2TAP) ", x) for x in debug), debug
+
+
+@pytest.mark.parametrize("args", [
+    ["-s", "-p", "5556"],
+    ["-c", "192.0.2.1", "-p", "5556"],
+    ["-s", "-t", "udp", "-p", "5556"],
+], ids=["server", "client", "udp"])
+def test_a_device_another_tunnel_serves_is_refused_naming_it(lab: Lab,
+                                                             args: list[str]) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    first = bed.start_server()
+    second = bed.server.run(simpletun_cmd("-i", bed.iface, *args), timeout=20)
+    assert second.returncode == 1, second.stderr
+    pid = first.proc.pid
+    assert second.stderr.strip().splitlines() == [
+        f"simpletun: {bed.iface} is already served by pid {pid} (python); stop it first "
+        "or use another device"]
+    assert first.proc.poll() is None  # the first one serves on
+
+
+def test_workers_on_a_single_queue_device_say_how_to_fix_it(lab: Lab) -> None:
+    ns = lab.host("sq")
+    assert simpletun("mktun", "stq0", ns=ns).returncode == 0
+    done = simpletun("-i", "stq0", "-s", "--workers", "2", ns=ns)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "simpletun: stq0 is a single-queue device and --workers 2 needs one queue per "
+        "worker: recreate it with 'simpletun deltun stq0; simpletun mktun stq0 "
+        "--multi-queue', or drop --workers")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-c", "[fd00::1"], "'[' without ']'"),
+    (["-c", "[fd00::1]:x"], "bad port"),
+    (["-s", "--address", "10.0.0.1"], "give a prefix, e.g. 10.0.0.1/24"),
+    (["-s", "-u", "-a"], "-u (tun) and -a (tap) do not go together: choose one"),
+    (["-c", "192.0.2.1", "-t", "icmp", "-p", "5556"], "-p is not used by -t icmp"),
+    (["-c", "192.0.2.1:5556", "-t", "icmp"], "ICMP has no ports"),
+    (["-s", "-a", "--mtu", "65535"], "a tap device takes at most 65521"),
+    (["-s", "-t", "udp", "--mtu", "65499"], "UDP over IPv4 carries tun packets of at most "
+                                            "65498 bytes"),
+    (["-c", "[::1]", "-t", "udp", "--mtu", "65519"], "UDP over IPv6 carries tun packets of "
+                                                    "at most 65518 bytes"),
+    (["-s", "-t", "icmp", "--mtu", "65493"], "ICMP over IPv4 carries tun packets of at most "
+                                             "65492 bytes"),
+    (["-s", "-t", "udp", "-a", "--mtu", "65481"], "at most 65480 bytes"),
+    (["-s", "--mac", "02:00:00:00:00:01"], "--mac is for a tap device"),
+    (["-s", "-a", "--mac", "01:00:00:00:00:01"], "multicast"),
+])
+def test_unusable_input_is_a_usage_error_before_anything_changes(
+        lab: Lab, args: list[str], message: str) -> None:
+    ns = lab.host("use")
+    done = simpletun("-i", "stx0", *args, ns=ns, timeout=20)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not link.exists("stx0", netns=ns.name)
+    echo = "/proc/sys/net/ipv4/icmp_echo_ignore_all"
+    assert ns.run(["cat", echo]).stdout.strip() == "0"
+
+
+def test_a_bad_server_name_fails_before_the_device_is_touched(lab: Lab) -> None:
+    ns = lab.host("name")
+    assert simpletun("mktun", "stn0", ns=ns).returncode == 0
+    before = link.state("stn0", netns=ns.name)
+    done = simpletun("-i", "stn0", "-c", "no-such-host.invalid", "--mtu", "1400", "--address",
+                     "10.0.0.2/24", ns=ns)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "simpletun: cannot resolve 'no-such-host.invalid': give the server's IP address or a "
+        "name this host can resolve"]
+    after = link.state("stn0", netns=ns.name)
+    assert (after.mtu, after.up) == (before.mtu, before.up)
+    assert link.addresses("stn0", netns=ns.name) == []
+
+
+def test_no_address_says_the_device_is_down_and_how_to_set_it_up(lab: Lab) -> None:
+    ns = lab.host("bare")
+    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s", "-t", "udp"),
+                            stderr=subprocess.PIPE, text=True), "server")
+    proc.wait_for("listening on")
+    assert sum("stb0 has no address and is down: give --address CIDR" in x
+               and "ip link set stb0 up" in x for x in proc.lines) == 1, proc.text
+    assert not link.state("stb0", netns=ns.name).up
+    proc.stop()
+    # with an address: no such line
+    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s", "-t", "udp", "--address",
+                                          "10.0.0.1/24"), stderr=subprocess.PIPE, text=True),
+                   "server")
+    proc.wait_for("listening on")
+    assert not any("is down" in x for x in proc.lines), proc.text
+    proc.stop()
+
+
+def test_mac_of_a_tap_tunnel(lab: Lab) -> None:
+    bed = Testbed(lab, tap=True, ipv6_overlay=False)
+    bed.start(server_extra=["--mac", "02:53:54:00:00:01"])
+    assert link.state(bed.iface, netns=bed.server.name).mac == "02:53:54:00:00:01"
+    assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
+
+
+def test_an_overlay_address_over_the_servers_address_is_warned_about(lab: Lab) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start_server()
+    client = bed.start_client("--address", "192.0.2.50/24", wait=False)
+    client.wait_for("warning: --address 192.0.2.50/24 covers the server's underlay address "
+                    "192.0.2.1")
+
+
+def _full_tunnel_hosts(lab: Lab) -> tuple[Namespace, Namespace]:
+    """client --- router --- server, each end with a default route via the router; the
+    server also has 192.0.2.99, which the router cannot reach: only the tunnel can."""
+    client, router, server = lab.host("cl"), lab.host("rt"), lab.host("sv")
+    veth(client, "eth0", router, "toC", a_addrs=["198.51.100.2/24"],
+         b_addrs=["198.51.100.1/24"])
+    veth(server, "eth0", router, "toS", a_addrs=["203.0.113.2/24"],
+         b_addrs=["203.0.113.1/24"])
+    router.sysctl("net.ipv4.ip_forward", "1")
+    link.add_route("default", "eth0", via="198.51.100.1", netns=client.name)
+    link.add_route("default", "eth0", via="203.0.113.1", netns=server.name)
+    link.add_address("lo", "192.0.2.99/32", netns=server.name)
+    return client, server
+
+
+def _host_routes(ns: Namespace) -> list[str]:
+    return [str(n) for n in link.routes("eth0", netns=ns.name) if n.prefixlen == 32]
+
+
+@pytest.mark.parametrize("routes", [["default"], ["0.0.0.0/1", "128.0.0.0/1"]],
+                         ids=["default", "halves"])
+def test_full_tunnel_keeps_the_server_reachable(lab: Lab, routes: list[str]) -> None:
+    client, server = _full_tunnel_hosts(lab)
+    assert not client.ping("192.0.2.99", count=1, deadline=1).ok  # not without the tunnel
+    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", "10.200.0.1/24",
+                                             "--workers", "1"),
+                               stderr=subprocess.PIPE, text=True), "server")
+    srv.wait_for("listening on")
+    args = ["-i", "tun0", "-c", "203.0.113.2", "--address", "10.200.0.2/24", "--workers", "1"]
+    for net in routes:
+        args += ["--route", net]
+    cli = Watched(client.popen(simpletun_cmd(*args), stderr=subprocess.PIPE, text=True),
+                  "client")
+    cli.wait_for("connected to", timeout=15)
+    assert _host_routes(client) == ["203.0.113.2/32"]
+    tunnel_routes = {str(n) for n in link.routes("tun0", netns=client.name)}
+    assert {"0.0.0.0/1", "128.0.0.0/1"} <= tunnel_routes
+    assert cli.count("note: --route 128.0.0.0/1 covers the server 203.0.113.2: it stays "
+                     "reachable through the underlay (203.0.113.2 via 198.51.100.1 dev eth0)"
+                     ) == 1, cli.text
+    ping = client.ping("192.0.2.99", count=3, interval=0.1)
+    assert ping.ok, ping.output + cli.text + srv.text
+    assert client.ping("203.0.113.2", count=1).ok  # the server itself, via the underlay
+    assert cli.proc.poll() is None and cli.count("connected to") == 1, cli.text
+    assert cli.stop() == 0
+    assert _host_routes(client) == []
+    assert link.routes("eth0", netns=client.name)  # the underlay's own routes stay
+    srv.stop()
+
+
+def test_the_tunnel_process_keeps_pyroute2_out() -> None:
+    """The route work is netlink in a forked child: pyroute2 stays out of this process."""
+    code = ("import sys; import simpletun.cli.tunnel; "
+            "print('pyroute2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
