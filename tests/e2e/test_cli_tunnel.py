@@ -140,49 +140,66 @@ def test_an_overlay_address_over_the_servers_address_is_warned_about(lab: Lab) -
                     "192.0.2.1")
 
 
-def _full_tunnel_hosts(lab: Lab) -> tuple[Namespace, Namespace]:
+# (client underlay, router's two sides, server underlay, reachable only through the tunnel,
+#  overlay client/server, what the routes are given as)
+FULL = {
+    4: ("198.51.100.2/24", "198.51.100.1/24", "203.0.113.1/24", "203.0.113.2/24", "192.0.2.99",
+        ("10.200.0.2/24", "10.200.0.1/24")),
+    6: ("fd51::2/64", "fd51::1/64", "fd52::1/64", "fd52::2/64", "fd99::99",
+        ("fd20::2/64", "fd20::1/64")),
+}
+
+
+def _full_tunnel_hosts(lab: Lab, v: int) -> tuple[Namespace, Namespace]:
     """client --- router --- server, each end with a default route via the router; the
-    server also has 192.0.2.99, which the router cannot reach: only the tunnel can."""
+    server also has an address the router cannot reach: only the tunnel can."""
+    c_addr, rc_addr, rs_addr, s_addr, far, _overlay = FULL[v]
     client, router, server = lab.host("cl"), lab.host("rt"), lab.host("sv")
-    veth(client, "eth0", router, "toC", a_addrs=["198.51.100.2/24"],
-         b_addrs=["198.51.100.1/24"])
-    veth(server, "eth0", router, "toS", a_addrs=["203.0.113.2/24"],
-         b_addrs=["203.0.113.1/24"])
-    router.sysctl("net.ipv4.ip_forward", "1")
-    link.add_route("default", "eth0", via="198.51.100.1", netns=client.name)
-    link.add_route("default", "eth0", via="203.0.113.1", netns=server.name)
-    link.add_address("lo", "192.0.2.99/32", netns=server.name)
+    veth(client, "eth0", router, "toC", a_addrs=[c_addr], b_addrs=[rc_addr])
+    veth(server, "eth0", router, "toS", a_addrs=[s_addr], b_addrs=[rs_addr])
+    router.sysctl("net.ipv4.ip_forward" if v == 4 else "net.ipv6.conf.all.forwarding", "1")
+    default = "default" if v == 4 else "default6"
+    link.add_route(default, "eth0", via=rc_addr.split("/")[0], netns=client.name)
+    link.add_route(default, "eth0", via=rs_addr.split("/")[0], netns=server.name)
+    link.add_address("lo", f"{far}/{32 if v == 4 else 128}", netns=server.name, nodad=True)
     return client, server
 
 
 def _host_routes(ns: Namespace) -> list[str]:
-    return [str(n) for n in link.routes("eth0", netns=ns.name) if n.prefixlen == 32]
+    return [str(n) for n in link.routes("eth0", netns=ns.name) if n.prefixlen == n.max_prefixlen]
 
 
-@pytest.mark.parametrize("routes", [["default"], ["0.0.0.0/1", "128.0.0.0/1"]],
-                         ids=["default", "halves"])
-def test_full_tunnel_keeps_the_server_reachable(lab: Lab, routes: list[str]) -> None:
-    client, server = _full_tunnel_hosts(lab)
-    assert not client.ping("192.0.2.99", count=1, deadline=1).ok  # not without the tunnel
-    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", "10.200.0.1/24",
+@pytest.mark.parametrize("v,routes", [
+    (4, ["default"]), (4, ["0.0.0.0/1", "128.0.0.0/1"]), (6, ["::/0"])],
+    ids=["default", "halves", "ipv6"])
+def test_full_tunnel_keeps_the_server_reachable(lab: Lab, v: int, routes: list[str]) -> None:
+    client, server = _full_tunnel_hosts(lab, v)
+    _c, rc_addr, _rs, s_addr, far, (c_overlay, s_overlay) = FULL[v]
+    target, gateway = s_addr.split("/")[0], rc_addr.split("/")[0]
+    assert not client.ping(far, count=1, deadline=1).ok  # not without the tunnel
+    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", s_overlay,
                                              "--workers", "1"),
                                stderr=subprocess.PIPE, text=True), "server")
     srv.wait_for("listening on")
-    args = ["-i", "tun0", "-c", "203.0.113.2", "--address", "10.200.0.2/24", "--workers", "1"]
+    args = ["-i", "tun0", "-c", target, "--address", c_overlay, "--workers", "1"]
     for net in routes:
         args += ["--route", net]
     cli = Watched(client.popen(simpletun_cmd(*args), stderr=subprocess.PIPE, text=True),
                   "client")
     cli.wait_for("connected to", timeout=15)
-    assert _host_routes(client) == ["203.0.113.2/32"]
+    for ns in (client, server):
+        link.wait_usable("tun0", netns=ns.name)
+    host = f"{target}/{32 if v == 4 else 128}"
+    assert _host_routes(client) == [host]
     tunnel_routes = {str(n) for n in link.routes("tun0", netns=client.name)}
-    assert {"0.0.0.0/1", "128.0.0.0/1"} <= tunnel_routes
-    assert cli.count("note: --route 128.0.0.0/1 covers the server 203.0.113.2: it stays "
-                     "reachable through the underlay (203.0.113.2 via 198.51.100.1 dev eth0)"
-                     ) == 1, cli.text
-    ping = client.ping("192.0.2.99", count=3, interval=0.1)
+    halves = {"0.0.0.0/1", "128.0.0.0/1"} if v == 4 else {"::/1", "8000::/1"}
+    assert halves <= tunnel_routes
+    half = "128.0.0.0/1" if v == 4 else "8000::/1"
+    assert cli.count(f"note: --route {half} covers the server {target}: it stays reachable "
+                     f"through the underlay ({target} via {gateway} dev eth0)") == 1, cli.text
+    ping = client.ping(far, count=3, interval=0.1)
     assert ping.ok, ping.output + cli.text + srv.text
-    assert client.ping("203.0.113.2", count=1).ok  # the server itself, via the underlay
+    assert client.ping(target, count=1).ok  # the server itself, via the underlay
     assert cli.proc.poll() is None and cli.count("connected to") == 1, cli.text
     assert cli.stop() == 0
     assert _host_routes(client) == []
