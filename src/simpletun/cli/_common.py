@@ -69,11 +69,16 @@ def configure(name: str, addresses: list[link.IPInterface], *, mtu: int | None =
 
 
 def sigterm_as_interrupt() -> None:
-    """Let SIGTERM stop a loop the same clean way Ctrl-C does."""
+    """Let SIGTERM (a service manager, kill), SIGHUP (a closed terminal) and SIGQUIT
+    (Ctrl-\\) stop a loop the same clean way Ctrl-C (SIGINT) does: a KeyboardInterrupt, so
+    that every ``finally`` runs (what was changed is put back) and the summary is printed.
+    A signal the process ignores (SIGHUP under nohup) stays ignored."""
     def handler(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for signo in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        if signal.getsignal(signo) != signal.SIG_IGN:
+            signal.signal(signo, handler)
 
 
 def note(message: str) -> None:

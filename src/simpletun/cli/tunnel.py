@@ -317,6 +317,9 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
     if transport == "icmp":
         if server:
             icmp_server = icmp.Server()  # fails without the privilege, before any change
+            # from here every stop signal is a KeyboardInterrupt: the finally below (or, if
+            # it comes sooner, quiet_kernel's exit hook) puts the echo settings back
+            sigterm_as_interrupt()
             icmp_server.answer_pings, restore = icmp.quiet_kernel()
             endpoint, where = icmp_server, None
         else:

@@ -15,11 +15,13 @@ server answers ordinary pings itself, as the kernel would have.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import time
@@ -191,7 +193,14 @@ class Server(_End):
                  icmp.REPLY_MAGIC, len(self._queue), payload, host, token[1])
 
     def send(self, data: bytes | memoryview, address: Address) -> None:
-        """Answer the oldest request of ``address`` with ``data``, or queue it."""
+        """Answer the oldest request of ``address`` with ``data``, or queue it. An answer to
+        another address than the queue's (a REJECT or BUSY to a stranger) leaves the queue
+        alone when it can go at once."""
+        if self._queued_for is not None and self._queued_for != address:
+            token = self.credits.take(address, keep_last=True)
+            if token is not None:
+                self._reply(address, token, data)
+                return
         if self._queued_for != address:
             self._queue.clear()
             self._queued_for = address
@@ -311,11 +320,15 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
                  ) -> tuple[frozenset[int], Callable[[], None]]:
     """Turn the kernel's echo replies off in this network namespace. Returns the IP
     versions whose replies were on (the server answers their ordinary pings in the kernel's
-    place) and the function that puts every setting back.
+    place) and the function that puts every setting back (call it in a ``finally``; calling
+    it again does nothing).
 
     The settings found are kept in ``state_dir`` (one file per network namespace) until they
     are put back, so a server that was killed before it could restore them, and then
-    started again, still knows them (and answers pings as the host did)."""
+    started again, still knows them (and answers pings as the host did). Each setting is
+    noted before it is changed, and the restore is also registered to run at interpreter
+    exit, so that an interruption at any point (even before the caller holds the restore
+    function) puts back what was changed."""
     state = os.path.join(state_dir, f"icmp-echo-{os.stat('/proc/self/ns/net').st_ino}.json")
     try:
         with open(state) as f:
@@ -323,35 +336,58 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
     except (OSError, ValueError):
         found = {}
     old: dict[str, str] = {}
-    for family in families:
-        path = ECHO_SYSCTL[family]
-        try:
-            with open(path) as f:
-                value = f.read().strip()
-            if value != "1":
-                with open(path, "w") as f:
-                    f.write("1")
-            old[path] = found.get(path, value)
-        except FileNotFoundError:
-            continue  # no IPv6, or a kernel without the IPv6 switch
-        except OSError as exc:
-            _restore(old, state)
-            reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else \
-                (exc.strerror or str(exc))
-            raise TransportError(f"cannot turn the kernel's echo replies off ({path}: "
-                                 f"{reason}): the ICMP server needs root") from None
-    with contextlib.suppress(OSError):
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        with open(state, "w") as f:
-            json.dump(old, f)
+    restore = _Restore(old, state)
+    atexit.register(restore)
+    try:
+        for family in families:
+            path = ECHO_SYSCTL[family]
+            try:
+                with open(path) as f:
+                    value = f.read().strip()
+                old[path] = found.get(path, value)  # noted before it is changed
+                if value != "1":
+                    with open(path, "w") as f:
+                        f.write("1")
+            except FileNotFoundError:
+                continue  # no IPv6, or a kernel without the IPv6 switch
+            except OSError as exc:
+                reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) \
+                    else (exc.strerror or str(exc))
+                raise TransportError(f"cannot turn the kernel's echo replies off ({path}: "
+                                     f"{reason}): the ICMP server needs root") from None
+        with contextlib.suppress(OSError):
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            with open(state, "w") as f:
+                json.dump(old, f)
+    except BaseException:
+        restore()
+        raise
     was_on = frozenset(f for f in families if old.get(ECHO_SYSCTL[f], "1") != "1")
-    return was_on, lambda: _restore(old, state)
+    return was_on, restore
 
 
-def _restore(old: dict[str, str], state: str) -> None:
-    for path, value in old.items():
-        if value != "1":
-            with contextlib.suppress(OSError), open(path, "w") as f:
-                f.write(value)
-    with contextlib.suppress(OSError):
-        os.unlink(state)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+class _Restore:
+    """Puts the echo settings back, once, in the process that changed them (not in a forked
+    child), with the stop signals held meanwhile so that a second Ctrl-C cannot cut it
+    short (a signal that came meanwhile is delivered after)."""
+
+    def __init__(self, old: dict[str, str], state: str) -> None:
+        self.old, self.state, self.pid, self.done = old, state, os.getpid(), False
+
+    def __call__(self) -> None:
+        if self.done or os.getpid() != self.pid:
+            return
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.done = True
+            for path, value in self.old.items():
+                if value != "1":
+                    with contextlib.suppress(OSError), open(path, "w") as f:
+                        f.write(value)
+            with contextlib.suppress(OSError):
+                os.unlink(self.state)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
