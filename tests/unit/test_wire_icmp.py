@@ -96,6 +96,18 @@ def test_credits_junk_addresses_cannot_evict_the_client() -> None:
     assert c.take("client") == 2
 
 
+def test_credits_an_answer_to_a_stranger_keeps_the_client_protected() -> None:
+    c: Credits[str, int] = Credits(addresses=2)
+    c.add("client", 1, now=0.0)
+    assert c.take("client") == 1
+    c.add("client", 2, now=0.0)
+    c.add("junk", 7, now=1.0)
+    assert c.take("junk", keep_last=True) == 7  # a REJECT or BUSY to a stranger
+    for i in range(50):
+        c.add(f"junk{i}", i, now=2.0 + i)
+    assert c.take("client") == 2  # still never evicted
+
+
 def test_poller_keeps_the_low_water_mark_when_idle() -> None:
     p = Poller(low=4, high=16, lifetime=5.0)
     assert p.polls(now=0.0) == 4

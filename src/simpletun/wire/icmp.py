@@ -128,9 +128,12 @@ class Credits(Generic[A, T]):
             victim = list(self._held)[min(others)[1]]
             del self._held[victim]
 
-    def take(self, address: A) -> T | None:
-        """The oldest request of ``address`` to answer, or None if it has none."""
-        self._last = address
+    def take(self, address: A, *, keep_last: bool = False) -> T | None:
+        """The oldest request of ``address`` to answer, or None if it has none. The address
+        answered becomes the one never evicted, unless ``keep_last`` (an answer to a
+        stranger, which must not cost the client its requests)."""
+        if not keep_last:
+            self._last = address
         held = self._held.get(address)
         if not held:
             return None
