@@ -4,6 +4,7 @@ roaming, a server restart, and junk from a third namespace."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -201,6 +202,37 @@ def test_client_without_a_server_gives_up_with_one_line(lab: Lab, transport: str
     shown = "192.0.2.1:55555" if transport == "udp" else "192.0.2.1 (ICMP id "
     assert proc.lines[-1].startswith(f"simpletun: server {shown}"), proc.text
     assert f"did not answer over {transport.upper()} within 5 s" in proc.lines[-1]
+
+
+SILENT_UDP = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:  # hears every hello, answers none
+    s.recv(65536)
+"""
+
+
+@pytest.mark.parametrize("transport", ["udp", "icmp"])
+def test_client_gives_up_on_time_when_the_server_never_answers(lab: Lab,
+                                                               transport: str) -> None:
+    """The hellos back off (0.25 s, 0.5 s, ... 4 s), but no wait runs past the 5 s the
+    message promises (it said so after 7.7 s). Over ICMP the server host's kernel echoes
+    each hello back, which is no answer."""
+    bed = Testbed(lab)
+    if transport == "udp":
+        silent = bed.server.popen([sys.executable, "-c", SILENT_UDP, str(bed.port)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert silent.stdout is not None and silent.stdout.readline().strip() == "ready"
+    proc = bed.start_client("-t", transport, wait=False)
+    proc.wait_for("talking to", timeout=20)
+    started = time.monotonic()
+    assert proc.proc.wait(20) == 1
+    elapsed = time.monotonic() - started
+    proc.stop()
+    assert f"did not answer over {transport.upper()} within 5 s" in proc.lines[-1], proc.text
+    assert elapsed < 5.0 + 1.0, (elapsed, proc.text)  # a bound, not a speed target
 
 
 def test_icmp_without_raw_sockets_says_so(lab: Lab) -> None:

@@ -12,6 +12,12 @@ The server follows its client by session id: a known session from a new address 
 client roaming, and the server answers there from then on. It forgets a client it has not
 heard from for the peer timeout; it answers datagrams of a session it does not know with
 REJECT, upon which a client (say, after a server restart) shakes hands again at once.
+
+While a session is live, the hello of another is refused with BUSY (until the live one has
+been silent for the peer timeout); the refused client says so in one line and asks again
+later, or gives up without ``--reconnect``. No answer is longer than what it answers, answers
+to strangers leave at most every REJECT_INTERVAL, and every log line the network can cause
+goes through a :class:`LimitedLog`.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from ..transport import tcp
 from ..wire import datagram, native, segment
 from .backoff import Backoff
 from .liveness import DEAD, KEEPALIVE, Liveness
+from .ratelimit import LimitedLog
 from .stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL, Session
 
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
+BUSY_RETRY = 5.0  # a client the server refused (BUSY) asks again after this long
 REJECT_INTERVAL = 0.1  # at most this often a REJECT (it answers anyone)
 
 Address = tuple[str, int]  # UDP: host, port; ICMP: host, echo identifier
@@ -195,12 +203,18 @@ def _hello_payload(payload: bytes | memoryview) -> native.Hello | str | None:
 def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
           keepalive: float | None = KEEPALIVE_INTERVAL,
           timeout: float | None = DEAD_PEER_TIMEOUT) -> None:
-    """Serve one client session at a time, following it as it roams, forever."""
+    """Serve one client session at a time, following it as it roams, forever.
+
+    While a session is live, a hello of another session is refused (BUSY) until the live
+    one has been silent for ``timeout`` (:data:`DEAD_PEER_TIMEOUT` when there is none)."""
     counters, dev = side.counters, side.dev
     local = session.hello(side)
     peer: datagram.Peer[Address] = datagram.Peer()
     path = _Path(side, endpoint, bytes(8), keepalive=keepalive, timeout=timeout)
     live: Liveness | None = None  # None: no session
+    hellos = _Hellos(endpoint, local, peer, LimitedLog(log), counters,
+                     takeover=timeout if timeout is not None else DEAD_PEER_TIMEOUT)
+    limited = hellos.log
     last_reject = 0.0
     dev.set_blocking(False)
     ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
@@ -219,8 +233,8 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
                     counters.drops["bad-datagram"] += 1
                     continue
                 if kind == datagram.HELLO:
-                    agreed = _server_hello(endpoint, local, peer, sid, payload, address, log,
-                                           counters)
+                    silence = live.silence(now) if live is not None else 0.0
+                    agreed = hellos.answer(sid, payload, address, len(gram), silence, now)
                     if agreed is not None:
                         path.use(sid)
                         path.offload(bool(agreed.features & native.FEATURE_VNET))
@@ -229,18 +243,20 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
                 verdict = peer.check(sid, address)
                 if not verdict.ok or live is None:
                     counters.drops[verdict.why or "unknown-session"] += 1
-                    if kind != datagram.REJECT and now - last_reject >= REJECT_INTERVAL:
+                    # a REJECT (9 bytes) is never longer than what it answers (a header)
+                    if kind not in (datagram.REJECT, datagram.BUSY) and \
+                            now - last_reject >= REJECT_INTERVAL:
                         endpoint.send(datagram.encode(datagram.REJECT, sid), address)
                         last_reject = now
                     continue
                 if verdict.roamed_from is not None:
-                    log(f"client roamed from {endpoint.show(verdict.roamed_from)} to "
-                        f"{endpoint.show(address)}")
+                    limited("roamed", f"client roamed from {endpoint.show(verdict.roamed_from)} "
+                            f"to {endpoint.show(address)}")
                 live.received(now)
                 closed = path.deliver(kind, payload)
                 if closed is not None:
-                    log(f"client {endpoint.show(address)} disconnected: {closed} "
-                        f"({counters.summary()})")
+                    limited("left", f"client {endpoint.show(address)} disconnected: {closed} "
+                            f"({counters.summary()})")
                     peer.forget()
                     live = None
                     path.offload(False)
@@ -264,57 +280,110 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
                 path.offload(False)
 
 
-def _server_hello(endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[Address],
-                  sid: bytes, payload: bytes | memoryview, address: Address,
-                  log: Log, counters: Counters) -> native.Hello | None:
-    """Answer a client's hello; what was agreed when a session (new or renewed) starts."""
-    shown = endpoint.show(address)
-    try:
-        msg = _hello_payload(payload)
-    except native.HandshakeError as exc:
-        endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_refuse(str(exc))),
-                      address)
-        log(f"refused client {shown}: {exc}")
-        return None
-    if not isinstance(msg, native.Hello) or msg.session != sid:
-        counters.drops["bad-datagram"] += 1
-        return None
-    try:
-        agreed = native.agree(local, msg)
-    except native.HandshakeError as exc:  # our own hello tells the client why
-        endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(local)), address)
-        log(f"refused client {shown}: {exc}")
-        return None
-    renewed = peer.session == sid
-    replaced = peer.start(sid, address)
-    if replaced is not None:
-        log(f"client disconnected: replaced by client {shown}")
-    if not renewed:
-        log(f"client {shown} connected (native wire over {endpoint.name})")
-    reply = native.Hello(tap=local.tap, mtu=local.mtu, features=agreed.features, session=sid)
-    endpoint.send(datagram.encode(datagram.HELLO, sid, native.encode_hello(reply)), address)
-    return agreed
+class _Hellos:
+    """The server's answers to hellos. None is longer than the hello it answers, and those
+    to hellos that start no session (refusals, BUSY) leave at most every REJECT_INTERVAL."""
+
+    def __init__(self, endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[Address],
+                 log: LimitedLog, counters: Counters, *, takeover: float) -> None:
+        self.ep, self.local, self.peer, self.log = endpoint, local, peer, log
+        self.counters, self.takeover = counters, takeover
+        self._last_refusal = -REJECT_INTERVAL
+
+    def _refuse(self, answer: bytes | None, address: Address, now: float) -> None:
+        if answer is not None and now - self._last_refusal >= REJECT_INTERVAL:
+            self.ep.send(answer, address)
+            self._last_refusal = now
+
+    def answer(self, sid: bytes, payload: bytes | memoryview, address: Address, size: int,
+               silence: float, now: float) -> native.Hello | None:
+        """Answer a hello of ``size`` bytes; what was agreed when a session (new, renewed
+        or taking over a silent one) starts. ``silence``: how long the live session has
+        been silent."""
+        ep, peer, counters = self.ep, self.peer, self.counters
+        shown = ep.show(address)
+        try:
+            msg = _hello_payload(payload)
+        except native.HandshakeError as exc:
+            counters.drops["bad-hello"] += 1
+            self._refuse(datagram.refusal(sid, str(exc), size), address, now)
+            self.log("bad-hello", f"refused client {shown}: {exc}")
+            return None
+        if not isinstance(msg, native.Hello) or msg.session != sid:
+            counters.drops["bad-datagram"] += 1
+            return None
+        try:
+            agreed = native.agree(self.local, msg)
+        except native.HandshakeError as exc:  # our own hello tells the client why
+            counters.drops["bad-hello"] += 1
+            own = datagram.encode(datagram.HELLO, sid, native.encode_hello(self.local))
+            self._refuse(own if len(own) <= size else None, address, now)
+            self.log("bad-hello", f"refused client {shown}: {exc}")
+            return None
+        before = peer.address
+        outcome = peer.admit(sid, address, silence=silence, takeover=self.takeover)
+        if outcome == datagram.REFUSED:
+            counters.drops["refused-busy"] += 1
+            self._refuse(datagram.encode(datagram.BUSY, sid), address, now)
+            assert before is not None
+            self.log("busy", f"refused client {shown}: serving client {ep.show(before)}, "
+                     f"heard {silence:.0f} s ago (a new client gets in after "
+                     f"{self.takeover:g} s of silence)")
+            return None
+        if outcome == datagram.REPLACED:
+            assert before is not None
+            self.log("session", f"client {ep.show(before)} disconnected: silent for "
+                     f"{silence:.0f} s, replaced by client {shown}")
+        if outcome != datagram.RENEWED:
+            self.log("session", f"client {shown} connected (native wire over {ep.name})")
+        reply = native.Hello(tap=self.local.tap, mtu=self.local.mtu, features=agreed.features,
+                             session=sid)
+        answer = datagram.encode(datagram.HELLO, sid, native.encode_hello(reply))
+        if len(answer) <= size:  # always, for a hello that decoded
+            ep.send(answer, address)
+        return agreed
 
 
 def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: Session, *,
                reconnect: bool, log: Log, keepalive: float | None = KEEPALIVE_INTERVAL,
                timeout: float | None = DEAD_PEER_TIMEOUT) -> None:
     """Shake hands (retrying), then pump; shake hands again when the server rejects the
-    session (it restarted) or, with ``reconnect``, when it falls silent."""
+    session (it restarted) or, with ``reconnect``, when it falls silent.
+
+    Without ``reconnect`` the client gives up HELLO_WAIT seconds after it started asking,
+    and at once when the server says it serves another client (BUSY); with it, it says so
+    once and asks again every BUSY_RETRY seconds. Stopped (KeyboardInterrupt), it tells the
+    server it is leaving (CLOSE), so that another client may take its place at once."""
+    limited = LimitedLog(log)
+    sid = session.session_id
+    path = _Path(side, endpoint, sid, keepalive=keepalive, timeout=timeout)
+    up: list[bool] = [False]
+    try:
+        _client_loop(endpoint, server, side, session, path, up, reconnect=reconnect,
+                     log=limited)
+    except KeyboardInterrupt:
+        if up[0]:
+            endpoint.send(datagram.encode(datagram.CLOSE, sid, b"client stopped"), server)
+        raise
+
+
+def _client_loop(endpoint: Endpoint, server: Address, side: DeviceSide, session: Session,
+                 path: _Path, up_flag: list[bool], *, reconnect: bool, log: LimitedLog) -> None:
+    """The client's loop; ``up_flag[0]`` says whether a session is up (for the caller)."""
     counters, dev = side.counters, side.dev
     shown = endpoint.show(server)
     local = session.hello(side)
     sid = session.session_id
     hello = datagram.encode(datagram.HELLO, sid, native.encode_hello(local))
-    path = _Path(side, endpoint, sid, keepalive=keepalive, timeout=timeout)
-    backoff = Backoff(initial=0.25, maximum=5.0)
-    up = False
+    backoff = Backoff(initial=0.25, maximum=BUSY_RETRY)
+    up = busy = False
     live: Liveness | None = None
     now = time.monotonic()
     next_hello, give_up = now, now + HELLO_WAIT
     dev.set_blocking(False)
     ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
     while True:
+        up_flag[0] = up
         now = time.monotonic()
         if not up:
             if not reconnect and now >= give_up:
@@ -323,7 +392,9 @@ def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: S
             if now >= next_hello:
                 endpoint.send(hello, server)
                 next_hello = now + backoff.next()
-            wait: float | None = max(0.0, next_hello - now)
+            # the next hello, or giving up, whichever comes first: never wait past that
+            due = next_hello if reconnect else min(next_hello, give_up)
+            wait: float | None = max(0.0, due - now)
         else:
             assert live is not None
             wait = live.wait(now)
@@ -350,14 +421,29 @@ def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: S
                     if not up:
                         agreed = _client_hello(local, payload, shown)
                         path.offload(bool(agreed.features & native.FEATURE_VNET))
-                        up, live = True, path.liveness(now)
+                        up, live, busy = True, path.liveness(now), False
                         backoff.reset()
-                        log(f"connected to {shown} (native wire over {endpoint.name})")
+                        log("session", f"connected to {shown} (native wire over "
+                            f"{endpoint.name})")
+                    continue
+                if kind == datagram.BUSY:
+                    if not up:
+                        if not reconnect:
+                            raise HandshakeFailed(
+                                f"server {shown} serves another client and refused this one "
+                                "(it takes a new client once the other has been silent for "
+                                "its peer timeout): stop the other client, or use --reconnect "
+                                "to keep trying")
+                        if not busy:
+                            log("busy", f"server {shown} serves another client and refused "
+                                f"this one: asking again every {BUSY_RETRY:g} s")
+                        busy = True
+                        next_hello = max(next_hello, now + BUSY_RETRY)
                     continue
                 if kind == datagram.REJECT:
                     if up:
-                        log(f"server {shown} does not know this session (restarted?): "
-                            "shaking hands again")
+                        log("rejected", f"server {shown} does not know this session "
+                            "(restarted?): shaking hands again")
                         up, live, next_hello = False, None, now
                         give_up = now + HELLO_WAIT
                     continue
@@ -370,7 +456,8 @@ def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: S
                     if not reconnect:
                         raise tcp.PeerGone(f"server {shown} went away: {closed}; use "
                                            "--reconnect to keep trying")
-                    log(f"disconnected from {shown}: {closed}; shaking hands again")
+                    log("session", f"disconnected from {shown}: {closed}; shaking hands "
+                        "again")
                     up, live, next_hello = False, None, now
         if dev_fd in readable:
             if up and live is not None:
@@ -379,16 +466,16 @@ def run_client(endpoint: Endpoint, server: Address, side: DeviceSide, session: S
             else:
                 side.discard()
         if up and live is not None:
-            due = live.due(now)
-            if due == KEEPALIVE:
+            due_now = live.due(now)
+            if due_now == KEEPALIVE:
                 endpoint.send(path.keepalive, server)
                 live.sent(now)
-            elif due == DEAD:
+            elif due_now == DEAD:
                 silence = f"nothing heard for {live.silence(now):.0f} s (dead-peer timeout)"
                 if not reconnect:
                     raise tcp.PeerGone(f"server {shown} went away: {silence}; use "
                                        "--reconnect to keep trying")
-                log(f"disconnected from {shown}: {silence}; shaking hands again")
+                log("session", f"disconnected from {shown}: {silence}; shaking hands again")
                 up, live, next_hello = False, None, now
 
 

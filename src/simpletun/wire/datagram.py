@@ -1,8 +1,9 @@
 """The native wire over datagrams (UDP, and ICMP payloads): one packet per datagram, each
 with a 9-byte header, plus the pure logic of who the server's peer is (pure, sans-IO).
 
-Header: type (1 byte: the native frame types, plus HELLO and REJECT), session id (8 bytes,
-chosen by the client in its hello). Payload: DATA one packet, KEEPALIVE and REJECT nothing,
+Header: type (1 byte: the native frame types, plus HELLO, REJECT and BUSY), session id
+(8 bytes, chosen by the client in its hello). Payload: DATA one packet, KEEPALIVE, REJECT
+and BUSY nothing,
 DATA_PARTIAL one packet whose TCP/UDP checksum holds only the pseudo-header sum (a segment
 of a super-packet, :mod:`wire.segment`; sent only when the hellos agreed FEATURE_VNET),
 CLOSE a UTF-8 reason, HELLO a native handshake message (:func:`native.encode_hello` /
@@ -12,6 +13,13 @@ The session id is what lets the server follow a client whose address changes (ro
 what it drops datagrams by when they belong to no session it knows. It is not secret: real
 authentication comes with encryption. REJECT tells a client that the server does not know
 its session (the server restarted): the client shakes hands again at once.
+
+While a client is live, a hello with another session id does not take its place
+(:meth:`Peer.admit`): only the live session itself (its reconnect, or its roam) may shake
+hands again, and a new session gets in once the live one has been silent for the peer
+timeout. Until then the server answers BUSY, so that the client can say why and try again
+later. No answer to a datagram is ever longer than the datagram (:func:`refusal` cuts a
+refusal's reason to fit): the server never amplifies what a forged source address sends.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from typing import Generic, TypeVar
 from ..packets import Malformed
 from . import native
 
-HELLO, REJECT, DATA_PARTIAL = 5, 6, 7
+HELLO, REJECT, DATA_PARTIAL, BUSY = 5, 6, 7, 8
 DATA, KEEPALIVE, CLOSE = native.DATA, native.KEEPALIVE, native.CLOSE
-TYPES = {DATA, KEEPALIVE, CLOSE, HELLO, REJECT, DATA_PARTIAL}
+TYPES = {DATA, KEEPALIVE, CLOSE, HELLO, REJECT, DATA_PARTIAL, BUSY}
 HEADER = struct.Struct("!B8s")
 HEADER_LEN = HEADER.size  # 9
 
@@ -51,6 +59,17 @@ def parse(datagram: bytes | memoryview) -> tuple[int, bytes, bytes | memoryview]
     if kind not in TYPES:
         raise Malformed(f"datagram of unknown type {kind}")
     return kind, bytes(datagram[1:HEADER_LEN]), datagram[HEADER_LEN:]
+
+
+def refusal(session: bytes, reason: str, limit: int) -> bytes | None:
+    """A HELLO datagram refusing ``session`` with ``reason``, the reason cut so that the
+    whole is at most ``limit`` bytes (the size of the hello it answers); None when not even
+    a refusal without a reason fits."""
+    room = limit - len(encode(HELLO, session, native.encode_refuse("")))
+    if room < 0:
+        return None
+    cut = reason.encode()[:room].decode(errors="ignore")
+    return encode(HELLO, session, native.encode_refuse(cut))
 
 
 def segments(buf: memoryview, size: int, segment: int) -> list[memoryview]:
@@ -83,6 +102,9 @@ def gso_runs(sizes: list[int], limit: int = 64, max_bytes: int = 65000) -> list[
 
 A = TypeVar("A")
 
+#: what :meth:`Peer.admit` says of a hello
+NEW, RENEWED, REPLACED, REFUSED = "new", "renewed", "replaced", "refused"
+
 
 @dataclass
 class Verdict(Generic[A]):
@@ -98,12 +120,22 @@ class Peer(Generic[A]):
         self.session: bytes | None = None
         self.address: A | None = None
 
-    def start(self, session: bytes, address: A) -> bytes | None:
-        """A hello was accepted: this session from this address. Returns the session it
-        replaces (None when there was none or it is the same one)."""
-        old = self.session if self.session not in (None, session) else None
+    def admit(self, session: bytes, address: A, *, silence: float, takeover: float) -> str:
+        """A valid hello for ``session`` came from ``address``; ``silence``: seconds since
+        the live session (if any) was last heard. Returns NEW (no session was live), RENEWED
+        (the live session again, maybe from a new address), REPLACED (the live session had
+        been silent for ``takeover`` seconds: this one takes its place) or REFUSED (another
+        session is live: nothing changes)."""
+        if self.session is None:
+            outcome = NEW
+        elif session == self.session:
+            outcome = RENEWED
+        elif silence >= takeover:
+            outcome = REPLACED
+        else:
+            return REFUSED
         self.session, self.address = session, address
-        return old
+        return outcome
 
     def check(self, session: bytes, address: A) -> Verdict[A]:
         """May a datagram with this session id from this address reach the device? A known
