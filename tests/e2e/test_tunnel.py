@@ -3,6 +3,7 @@ server going away with and without --reconnect, junk from the network."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -106,8 +107,8 @@ try:
         s.sendall(os.urandom(200_000))
     else:
         frame = lambda p: struct.pack("!H", len(p)) + p
-        forged = bytes.fromhex(sys.argv[2])
-        s.sendall(frame(b"\\x00" * 100) + b"\\x00\\x00" + frame(forged)
+        forged, valid = bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+        s.sendall(frame(valid) + frame(b"\\x00" * 100) + b"\\x00\\x00" + frame(forged)
                   + frame(os.urandom(60)) + b"\\xff\\xff" + os.urandom(100))
     print(len(s.recv(100)))  # the server closes: 0
 except (ConnectionResetError, BrokenPipeError):
@@ -120,39 +121,61 @@ def test_junk_and_oversized_frames_are_dropped_and_the_next_client_served(lab: L
     server = bed.start_server()
     forged = bytearray(ping4("10.200.0.2", "10.200.0.1"))
     forged[8] ^= 0xFF  # TTL changed without fixing the checksum: a forged header
+    valid = ping4("10.200.0.2", "10.200.0.1")  # proves a classic client: let in, checked
     for kind in ("crafted", "random"):
-        done = bed.client.run([sys.executable, "-c", JUNK_SENDER, kind, forged.hex()])
+        done = bed.client.run([sys.executable, "-c", JUNK_SENDER, kind, forged.hex(),
+                               valid.hex()])
         assert done.stdout.strip() == "0", done.stderr
-    server.wait_for("disconnected", occurrences=2)
+    server.wait_for("disconnected")
     crafted = next(x for x in server.lines if "disconnected" in x)
     assert ("sent a frame of 65535 bytes, more than the 1500 this side can carry: refusing "
             "it and closing the connection") in crafted
     assert "dropped" in crafted and "bad-checksum" in crafted and "empty" in crafted
-    # nothing of it reached the device (rx on a tun = packets written into it)
-    assert link.state(bed.iface, netns=bed.server.name).counters["rx_packets"] == 0
+    # random bytes are no client at all: dropped before anything of them is read as packets
+    server.wait_for("its first bytes are neither a hello nor a packet")
+    # of it all, only the one valid packet reached the device (rx on a tun = written into it)
+    assert link.state(bed.iface, netns=bed.server.name).counters["rx_packets"] == 1
     assert server.proc.poll() is None
     bed.start_client()
     bed.wait_ready()
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
-    assert link.state(bed.iface, netns=bed.server.name).counters["rx_packets"] >= 3
+    assert link.state(bed.iface, netns=bed.server.name).counters["rx_packets"] >= 4
 
 
-def test_a_new_client_replaces_a_stale_one(lab: Lab) -> None:
+def test_a_new_client_waits_until_the_live_one_falls_silent(lab: Lab) -> None:
+    """A second client (another session) is refused while the live one talks, and served
+    once the live one has been silent past the peer timeout."""
     bed = Testbed(lab, ipv6_overlay=False)
-    bed.start()
+    live = ["--keepalive", "0.2", "--peer-timeout", "2"]
+    bed.start(server_extra=live, client_extra=live)
     assert bed.server_proc and bed.client_proc
     stale = bed.client_proc
-    stale.proc.send_signal(signal.SIGSTOP)  # hangs without closing its connection
+    fresh_cmd = ["-i", "tun1", "--address", "10.200.0.3/24", "-c", bed.server_underlay]
+    bed.client_proc = None
+    # while the first client is live, a second one is turned away with one line
+    refused = bed.client.run([sys.executable, "-m", "simpletun", *fresh_cmd], timeout=30)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "simpletun: server 192.0.2.1:55555 is busy: the server serves another client "
+        "(192.0.2.2:"), refused.stderr
+    bed.server_proc.wait_for("refused client 192.0.2.2:")
+    _signal_tree(stale.proc.pid, signal.SIGSTOP)  # hangs without closing its connections
     try:
-        bed.client_proc = None
-        fresh = bed._start(bed.client, ["-i", "tun1", "--address", "10.200.0.3/24", "-c",
-                                        bed.server_underlay], "client2")
-        fresh.wait_for("connected to")
-        bed.server_proc.wait_for("disconnected: replaced by client 192.0.2.2:")
+        fresh = bed._start(bed.client, [*fresh_cmd, "--reconnect"], "client2")
+        fresh.wait_for("connected to", timeout=20)
+        bed.server_proc.wait_for("(dead-peer timeout)")
         link.wait_usable("tun1", netns=bed.client.name)
         assert bed.client.ping("10.200.0.1", count=2, interval=0.05, interface="tun1").ok
     finally:
-        stale.proc.send_signal(signal.SIGCONT)
+        _signal_tree(stale.proc.pid, signal.SIGCONT)
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    """``sig`` to ``pid`` and its children (a client's workers)."""
+    os.kill(pid, sig)
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        for child in f.read().split():
+            os.kill(int(child), sig)
 
 
 def test_once_exits_after_the_first_client_and_sigint_is_clean(lab: Lab) -> None:

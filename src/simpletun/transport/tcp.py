@@ -15,6 +15,7 @@ KEEPALIVE_IDLE = 10  # seconds of silence before probing
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 USER_TIMEOUT_MS = 30_000  # give up on unacknowledged data after this
+BACKLOG = 512  # connections the kernel queues before the server accepts them
 
 
 class TransportError(SimpletunError):
@@ -23,6 +24,10 @@ class TransportError(SimpletunError):
 
 class PeerGone(TransportError):
     """The connection ended (closed, reset, or timed out)."""
+
+
+class ServerBusy(TransportError):
+    """The server serves another live client and turned this one away: try again later."""
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -102,7 +107,7 @@ def listen(port: int, host: str | None = None,
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((addr, port))
             if kind == socket.SOCK_STREAM:
-                sock.listen(8)
+                sock.listen(BACKLOG)
             return sock
         except OSError as exc:
             sock.close()

@@ -27,20 +27,25 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..device.side import BATCH, DeviceSide, Log
 from ..device.tuntap import READ_SIZE, Device
 from ..errors import HandshakeFailed
 from ..transport import tcp
 from ..wire import classic, native
+from . import admission
 from .backoff import Backoff
 from .liveness import DEAD, KEEPALIVE, Liveness
+from .ratelimit import LimitedLog
 
 KEEPALIVE_INTERVAL = 10.0
 DEAD_PEER_TIMEOUT = 40.0
 RECV_SIZE = 256 * 1024
 HEAD_ROOM = native.HEADER_LEN  # the largest frame header
-HANDSHAKE_TIMEOUT = 1.0
+#: how long a client waits for the server's answer to its hello on a fresh connection
+#: before it takes the server for a classic one (which never answers)
+HANDSHAKE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,21 @@ class Ended:
     reason: str
     error: bool = False  # the peer misbehaved (as opposed to leaving)
     wake: socket.socket | None = None  # an extra socket that became readable
+    successor: admission.Ready | None = None  # a client that takes over
+
+
+class Sidecar(Protocol):
+    """What a caller's loop drives inside :meth:`Pump.run` (e.g. handshakes): file
+    descriptors to watch and a deadline (monotonic; inf: none). ``handle`` gets those
+    readable (or none, when the deadline passed) and may end the pump."""
+
+    @property
+    def fds(self) -> list[int]: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    def handle(self, readable: list[int], now: float) -> Ended | None: ...
 
 
 class Pump:
@@ -87,14 +107,19 @@ class Pump:
         self._vhs = [bytearray(10) for _ in range(BATCH)]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
+        #: when the peer of the current (or last) connection was last heard (monotonic)
+        self.heard = 0.0
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
-            extra: tuple[socket.socket, ...] = ()) -> Ended:
-        """Pump until the peer leaves, misbehaves, or one of ``extra`` is readable."""
+            extra: tuple[socket.socket, ...] = (), sidecar: Sidecar | None = None) -> Ended:
+        """Pump until the peer leaves, misbehaves, one of ``extra`` is readable, or
+        ``sidecar`` (what else the caller's loop drives meanwhile, e.g. handshakes) ends
+        it. :attr:`heard` is when the peer was last heard."""
         self.side.set_offloads(wire.vnet)
         sock.setblocking(False)
         self.dev.set_blocking(False)
+        self.heard = time.monotonic()
         deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
         if leftover:
             ended = deliver(leftover, peer)
@@ -106,13 +131,23 @@ class Pump:
         live = (Liveness(time.monotonic(), interval=self.keepalive, timeout=self.timeout)
                 if wire.keepalive else None)
         wait: float | None = None
+        side_fds: list[int] = []
         while True:
             # while the socket is backed up, leave packets in the device queue (backpressure)
-            rlist = [sock_fd, *extra_fds] if pending else [sock_fd, dev_fd, *extra_fds]
+            if sidecar is not None:
+                side_fds = sidecar.fds
+                if sidecar.deadline != _NEVER:
+                    side_wait = max(0.0, sidecar.deadline - time.monotonic())
+                    wait = side_wait if wait is None else min(wait, side_wait)
+            rlist = [sock_fd, *extra_fds, *side_fds] if pending else \
+                [sock_fd, dev_fd, *extra_fds, *side_fds]
             readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [],
                                                   wait)
-            if live is not None:  # one clock read per wake-up, not per packet
-                now = time.monotonic()
+            now = time.monotonic()  # one clock read per wake-up, not per packet
+            if sock_fd in readable:
+                self.heard = now
+            wait = None
+            if live is not None:
                 if sock_fd in readable:
                     live.received(now)
                 if dev_fd in readable or writable:
@@ -134,6 +169,7 @@ class Pump:
                 except OSError as exc:
                     return Ended(_reason(exc))
                 pending = pending[sent:]
+            woken: list[int] = []
             for fd in readable:
                 if fd == sock_fd:
                     try:
@@ -152,8 +188,14 @@ class Pump:
                     if left is None:
                         return Ended("connection lost while sending")
                     pending = left
-                else:
+                elif fd in extra_fds:
                     return Ended("another socket is ready", wake=extra_fds[fd])
+                else:
+                    woken.append(fd)
+            if sidecar is not None and (woken or now >= sidecar.deadline):
+                ended = sidecar.handle(woken, now)
+                if ended is not None:
+                    return ended
 
     # --- network -> device ------------------------------------------------------------
     def _classic_receiver(self) -> Callable[[bytes | memoryview, str], Ended | None]:
@@ -238,6 +280,7 @@ class Pump:
 
 
 _KEEPALIVE_FRAME = native.encode_frame(native.KEEPALIVE)
+_NEVER = float("inf")
 
 
 def _reason(exc: OSError) -> str:
@@ -249,9 +292,10 @@ def _reason(exc: OSError) -> str:
     }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
-def _handshake(sock: socket.socket, machine: native.ClientHandshake | native.ServerHandshake,
-               timeout: float) -> native.Outcome:
-    """Run a handshake state machine over ``sock`` until it decides or ``timeout``."""
+def _handshake(sock: socket.socket, machine: native.ClientHandshake,
+               timeout: float) -> native.Outcome | None:
+    """Run the client's handshake over ``sock`` until it decides; None after ``timeout``
+    seconds of waiting for the server's answer."""
     sock.setblocking(True)
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -266,7 +310,7 @@ def _handshake(sock: socket.socket, machine: native.ClientHandshake | native.Ser
         outcome = machine.feed(data)
         if outcome is not None:
             return outcome
-    return machine.timed_out()
+    return None
 
 
 @dataclass
@@ -294,89 +338,133 @@ def wire_of(outcome: native.Outcome) -> Wire:
                 keepalive=bool(features & native.FEATURE_KEEPALIVE))
 
 
-def accept_client(conn: socket.socket, peer: str, local: native.Hello | None,
-                  timeout: float, log: Log) -> native.Outcome | None:
-    """Tune a new connection and shake hands (``local`` None: classic only). The outcome, or
-    None when the client was refused or left (logged, connection closed)."""
-    tcp.tune(conn)
-    if local is None:
-        return native.Outcome("classic")
-    try:
-        outcome = _handshake(conn, native.ServerHandshake(local), timeout)
-        if outcome.reply:
-            conn.sendall(outcome.reply)
-    except (tcp.PeerGone, OSError) as exc:
-        log(f"client {peer} left during the handshake: {exc}")
-        conn.close()
-        return None
-    if outcome.wire == "refused":
-        log(f"refused client {peer}: {outcome.reason}")
-        conn.close()
-        return None
-    return outcome
+class Gate:
+    """The server's handshakes (:class:`admission.Handshakes`) and who may take over from
+    the live client (:func:`admission.decide`): the sidecar of the pump, and what the
+    server's loop watches while no client is live."""
+
+    def __init__(self, listener: socket.socket, local: native.Hello | None, pump: Pump,
+                 log: LimitedLog) -> None:
+        self.pump = pump
+        self.table = admission.Handshakes(listener, local, max_packet=pump.side.max_packet,
+                                          tap=pump.dev.tap, counters=pump.counters, log=log)
+        self.live: admission.Live | None = None
+        #: silence after which a live client may be replaced
+        self.timeout = pump.timeout or DEAD_PEER_TIMEOUT
+
+    @property
+    def fds(self) -> list[int]:
+        return self.table.fds
+
+    @property
+    def deadline(self) -> float:
+        return self.table.deadline
+
+    def next_client(self, readable: list[int], now: float) -> admission.Ready | None:
+        """Shake hands on; the connection that takes over, if any (the others refused)."""
+        winner: admission.Ready | None = None
+        for ready in self.table.handle(readable, now):
+            live = self.live
+            if live is not None:
+                live.heard = max(live.heard, self.pump.heard)
+            if admission.decide(live, ready.session, now, self.timeout) == "refuse":
+                assert live is not None
+                self.table.refuse(ready, live)
+                continue
+            if winner is not None:
+                winner.sock.close()
+            winner = ready
+            self.live = admission.Live(ready.session, ready.peer, now)
+        return winner
+
+    def handle(self, readable: list[int], now: float) -> Ended | None:
+        successor = self.next_client(readable, now)
+        if successor is None:
+            return None
+        return Ended(f"replaced by client {successor.peer}", successor=successor)
+
+
+def server_logs(log: Log) -> tuple[LimitedLog, Log]:
+    """The two logs of a server: network-caused lines rate-limited per kind, and client
+    sessions (connected/disconnected), limited more loosely."""
+    sessions = LimitedLog(log, burst=20, interval=10.0)
+    return LimitedLog(log), lambda line: sessions("session", line)
 
 
 def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = False,
           session: Session | None = None) -> None:
-    """Serve one client at a time forever (or, with ``once``, the first one only). A new
-    client replaces the current one: a client that reconnects wins over its stale self."""
+    """Serve one client at a time forever (or, with ``once``, the first one only). New
+    connections shake hands beside the live client's pump; one takes over only if it is
+    the live client's reconnect or the live client has gone silent (see admission)."""
     session = session or Session()
-    log, counters = pump.log, pump.counters
-    local = session.hello(pump.side) if session.negotiate else None
-    dev_fd, listen_fd = dev.fileno(), listener.fileno()
-    conn: socket.socket | None = None
-    addr: tuple[str, int] = ("", 0)
-    while True:
-        if conn is None:
-            readable, _, _ = select.select([listen_fd, dev_fd], [], [])
-            if dev_fd in readable:
-                pump.side.discard()
-            if listen_fd not in readable:
-                continue
-            conn, addr = listener.accept()
-        peer = tcp.show(addr)
-        outcome = accept_client(conn, peer, local, session.timeout, log)
-        if outcome is None:
-            conn = None
-            continue
-        wire = wire_of(outcome)
-        log(f"client {peer} connected ({wire.describe()})")
-        before = counters.snapshot()
-        ended = pump.run(conn, peer, wire, outcome.leftover, extra=(listener,))
-        if ended.wake is listener:
-            new, new_addr = listener.accept()
-            log(f"client {peer} disconnected: replaced by client {tcp.show(new_addr)} "
+    counters = pump.counters
+    limited, log = server_logs(pump.log)
+    gate = Gate(listener, session.hello(pump.side) if session.negotiate else None, pump,
+                limited)
+    dev_fd = dev.fileno()
+    ready: admission.Ready | None = None
+    try:
+        while True:
+            if ready is None:
+                gate.live = None
+                wait = gate.table.wait(time.monotonic())
+                readable, _, _ = select.select([dev_fd, *gate.fds], [], [], wait)
+                if dev_fd in readable:
+                    pump.side.discard()
+                ready = gate.next_client([fd for fd in readable if fd != dev_fd],
+                                         time.monotonic())
+                if ready is None:
+                    continue
+            conn = gate.table.admit(ready)
+            peer, outcome = ready.peer, ready.outcome
+            wire = wire_of(outcome)
+            log(f"client {peer} connected ({wire.describe()})")
+            before = counters.snapshot()
+            with conn:
+                ended = pump.run(conn, peer, wire, outcome.leftover, sidecar=gate)
+            log(f"client {peer} disconnected: {ended.reason} "
                 f"({counters.since(before).summary()})")
-            conn.close()
-            conn, addr = new, new_addr
-            continue
-        conn.close()
-        conn = None
-        log(f"client {peer} disconnected: {ended.reason} ({counters.since(before).summary()})")
-        if once:
-            return
+            ready = ended.successor
+            if ready is None and once:
+                return
+    finally:
+        gate.table.close()
 
 
 def connect(host: str, port: int, local: native.Hello | None, *, connect_timeout: float,
-            handshake_timeout: float) -> tuple[socket.socket, native.Outcome]:
-    """Connect and shake hands (``local`` None: classic only); TransportError on failure,
-    HandshakeFailed if the server refuses."""
+            handshake_timeout: float, fallback: bool = True,
+            ) -> tuple[socket.socket, native.Outcome]:
+    """Connect and shake hands (``local`` None: classic only); TransportError on failure
+    (ServerBusy when the server serves another client), HandshakeFailed if the server
+    refuses. The classic wire is taken only on classic frames from the server, or, with
+    ``fallback``, when it leaves the hello unanswered for ``handshake_timeout`` seconds
+    (without: a TransportError, to retry)."""
     sock = tcp.connect(host, port, timeout=connect_timeout)
-    outcome = native.Outcome("classic")
+    outcome: native.Outcome | None = native.Outcome("classic")
+    server = tcp.show((host, port))
     try:
         if local is not None:
             machine = native.ClientHandshake(local)
             sock.sendall(machine.start())
             outcome = _handshake(sock, machine, handshake_timeout)
+            if outcome is None and fallback:
+                outcome = machine.timed_out()
     except OSError as exc:
         sock.close()
         raise tcp.PeerGone(f"connection lost during the handshake: {_reason(exc)}") from None
     except BaseException:
         sock.close()
         raise
+    if outcome is None:
+        sock.close()
+        raise tcp.PeerGone(f"server {server} did not answer the hello within "
+                           f"{handshake_timeout:g} s")
+    if outcome.wire == "busy":
+        sock.close()
+        raise tcp.ServerBusy(f"server {server} is busy: {outcome.reason}")
     if outcome.wire == "refused":
         sock.close()
-        raise HandshakeFailed(f"server {tcp.show((host, port))} refused: {outcome.reason}")
+        raise HandshakeFailed(f"server {server} refused: {outcome.reason}")
     return sock, outcome
 
 
@@ -398,13 +486,17 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
     server = tcp.show((host, port))
     local = session.hello(pump.side) if session.negotiate else None
     where = f" on queue {session.queue}" if session.queues > 1 else ""
+    # a server that spoke the native wire once is never taken for a classic one when it
+    # is slow to answer later (a worker's queue past 0 exists only on the native wire)
+    native_seen = session.queue > 0
     while True:
         if first is not None:
             (sock, outcome), first = first, None
         else:
             try:
                 sock, outcome = connect(host, port, local, connect_timeout=connect_timeout,
-                                        handshake_timeout=session.timeout)
+                                        handshake_timeout=session.timeout,
+                                        fallback=not native_seen)
             except tcp.TransportError as exc:
                 if not reconnect:
                     raise
@@ -418,6 +510,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
             return
         backoff.reset()
         wire = wire_of(outcome)
+        native_seen = native_seen or wire.native
         log(f"connected to {server} ({wire.describe()}){where}")
         set_queue_attached(dev, True)
         with sock:

@@ -13,28 +13,36 @@ queue 0. A client with a new session id replaces the old one: every worker drops
 connection. A worker without a connection detaches its queue so that the kernel steers
 nothing to it, and attaches it again when a connection arrives.
 
-Each worker has its own counters and prints its own lines, prefixed with its queue.
+Each worker has its own counters and prints its own lines, prefixed with its queue. When
+it ends it writes its counters into a pipe the parent reads once every worker is gone; the
+parent then prints the summary: one line per worker and a total.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
+import math
 import os
 import select
 import signal
 import socket
 import struct
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..device.side import Counters
 from ..device.tuntap import Device
 from ..errors import SimpletunError
 from ..transport import tcp
-from . import stream
+from . import admission, stream
 from .backoff import Backoff
-from .stream import Ended, Log, Pump, Session, Wire, accept_client, wire_of
+from .ratelimit import Log
+from .stream import Ended, Pump, Session, Wire, wire_of
 
 MAX_WORKERS = 8
 _PR_SET_PDEATHSIG = 1
@@ -90,26 +98,72 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def _interrupt_once() -> None:
+    """In a worker: the first SIGINT or SIGTERM raises KeyboardInterrupt, later ones are
+    ignored (Ctrl-C reaches the worker, then the parent's SIGTERM follows: the second must
+    not cut the worker's report short)."""
+    def handler(_signo: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass
+class Report:
+    """What a worker tells the parent when it ends: its counters (set by the body)."""
+
+    counters: Counters | None = None
+
+
+def encode_report(index: int, counters: Counters) -> bytes:
+    """One line for the reports pipe (well below PIPE_BUF: lines never interleave)."""
+    body = {"to_net": counters.to_net, "to_dev": counters.to_dev,
+            "bytes_to_net": counters.bytes_to_net, "bytes_to_dev": counters.bytes_to_dev,
+            "drops": dict(counters.drops.most_common(40))}
+    return f"S {index} {json.dumps(body, separators=(',', ':'))}\n".encode()
+
+
+def decode_report(line: str) -> tuple[int, Counters] | None:
+    """A report line (``S index json``) as the worker's index and counters, else None."""
+    kind, _, rest = line.partition(" ")
+    index, _, body = rest.partition(" ")
+    if kind != "S" or not index.isdigit():
+        return None
+    try:
+        d = json.loads(body)
+        return int(index), Counters(int(d["to_net"]), int(d["to_dev"]),
+                                    int(d["bytes_to_net"]), int(d["bytes_to_dev"]),
+                                    Counter({str(k): int(v) for k, v in d["drops"].items()}))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass
 class Pool:
     pids: list[int]
-    errors: int  # read end of a pipe: each failing worker writes its one line here
+    reports: int  # read end of a pipe: each worker writes its counters and failure here
 
 
-def spawn(count: int, body: Callable[[int], None]) -> Pool:
-    """Fork ``count`` workers running ``body(index)``. A worker's SimpletunError becomes its
-    exit status and a line for the parent to print (once, however many workers fail);
-    Ctrl-C or SIGTERM ends it with status 0."""
+def spawn(count: int, body: Callable[[int, Report], None]) -> Pool:
+    """Fork ``count`` workers running ``body(index, report)``. When a worker ends it writes
+    its counters (``report``) for the parent's summary; its SimpletunError becomes its exit
+    status and a line for the parent to print (once, however many workers fail); Ctrl-C or
+    SIGTERM ends it with status 0."""
     read_fd, write_fd = os.pipe()
     pids = []
     for index in range(count):
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
+            _interrupt_once()
             status, line = 0, ""
+            report = Report()
             try:
                 _die_with_parent()
-                body(index)
+                body(index, report)
             except SimpletunError as exc:
                 status, line = exc.exit_code, str(exc)
             except KeyboardInterrupt:
@@ -117,8 +171,12 @@ def spawn(count: int, body: Callable[[int], None]) -> Pool:
             except BaseException as exc:  # still one line, never a traceback
                 status, line = 1, f"worker {index}: {type(exc).__name__}: {exc}"
             finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+                out = encode_report(index, report.counters) if report.counters else b""
                 if line:  # one write below PIPE_BUF: lines never interleave
-                    os.write(write_fd, (line.replace("\n", " ")[:500] + "\n").encode())
+                    out += ("E " + line.replace("\n", " ")[:500] + "\n").encode()
+                with contextlib.suppress(OSError):
+                    os.write(write_fd, out)
                 sys.stderr.flush()
                 os._exit(status)
         pids.append(pid)
@@ -126,10 +184,16 @@ def spawn(count: int, body: Callable[[int], None]) -> Pool:
     return Pool(pids, read_fd)
 
 
-def wait(pool: Pool) -> int:
-    """Wait for every worker. The first to fail ends the others at once and quietly, and its
-    line is printed; its status is returned. Ctrl-C or SIGTERM here is passed on to the
-    workers, which say what they moved."""
+STOP_GRACE = 5.0  # seconds stopped workers have to report before they are killed
+
+
+def wait(pool: Pool, log: Log, *, stopping: bool = False,
+         parent: Counters | None = None) -> int:
+    """Wait for every worker, then print the summary: each worker's line and a total (and
+    the first failure's line last). The first worker to fail ends the others (they still
+    report); Ctrl-C or SIGTERM here is passed on to the workers. ``stopping``: the workers
+    are being stopped (the lines say "shutting down"); ``parent``: the parent's own counts
+    (e.g. connections refused), added to the total. Returns the failure's status."""
     status = 0
     alive = set(pool.pids)
     try:
@@ -139,33 +203,65 @@ def wait(pool: Pool) -> int:
             code = os.waitstatus_to_exitcode(raw)
             if code != 0 and status == 0:
                 status = code if code > 0 else 1
-                stop(alive, signal.SIGKILL)
+                stop(alive)
     except KeyboardInterrupt:
-        stop(alive)
-        for pid in alive:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-    with os.fdopen(pool.errors, "rb") as errors:
-        lines = errors.read().decode(errors="replace").splitlines()
-    if lines:
-        print(f"simpletun: {lines[0]}", file=sys.stderr, flush=True)
+        stopping = True
+    # from here on nothing may cut the summary short: a second Ctrl-C is ignored
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _reap(alive)
+        with os.fdopen(pool.reports, "rb") as reports:
+            lines = reports.read().decode(errors="replace").splitlines()
+        _summary(len(pool.pids), lines, log, stopping=stopping, parent=parent)
+        failures = [x[2:] for x in lines if x.startswith("E ")]
+        if failures:
+            print(f"simpletun: {failures[0]}", file=sys.stderr, flush=True)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     return status
+
+
+def _reap(alive: set[int]) -> None:
+    """Stop the workers still running and wait for them (killing those that do not end
+    within STOP_GRACE)."""
+    stop(alive)
+    deadline = time.monotonic() + STOP_GRACE
+    while alive:
+        for pid in list(alive):
+            with contextlib.suppress(ChildProcessError):
+                done, _raw = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            alive.discard(pid)
+        if alive and time.monotonic() > deadline:
+            stop(alive, signal.SIGKILL)
+            deadline = float("inf")
+        if alive:
+            time.sleep(0.02)
+
+
+def _summary(count: int, lines: list[str], log: Log, *, stopping: bool,
+             parent: Counters | None) -> None:
+    word = "shutting down" if stopping else "done"
+    reports = dict(r for x in lines if (r := decode_report(x)) is not None)
+    total = Counters()
+    if parent is not None:
+        total.drops.update(parent.drops)
+    for index in range(count):
+        counters = reports.get(index)
+        if counters is None:
+            log(f"queue {index}: {word}: no report (the worker was killed)")
+            continue
+        total.add(counters)
+        log(f"queue {index}: {word}: {counters.summary()}")
+    log(f"{word}: total of {count} worker{'s' if count != 1 else ''}: {total.summary()}")
 
 
 def stop(pids: set[int] | list[int], sig: int = signal.SIGTERM) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-
-
-@contextlib.contextmanager
-def _summary_on_exit(pump: Pump) -> Iterator[None]:
-    """A worker stopped by Ctrl-C or SIGTERM says what it moved, as a lone tunnel does."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        pump.log(f"shutting down: {pump.counters.summary()}")
-        raise
 
 
 def only_queue(dev: Device, index: int) -> Device:
@@ -191,11 +287,11 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
           make_pump: Callable[[Device, str], Pump], session: Session, log: Log) -> int:
     """Accept clients and hand each connection to the worker of its queue (``pump``: the
     parent's, for the hello; ``make_pump`` makes each worker's); returns the exit status (a
-    worker failed) or raises KeyboardInterrupt."""
+    worker failed) or raises KeyboardInterrupt, after the summary in either case."""
     count = len(dev.queues)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
 
-    def worker(index: int) -> None:
+    def worker(index: int, report: Report) -> None:
         listener.close()
         for i, (mine, theirs) in enumerate(pairs):
             mine.close()
@@ -203,8 +299,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
                 theirs.close()
         queue_dev = only_queue(dev, index)
         pump = make_pump(queue_dev, f"queue {index}: ")
-        with _summary_on_exit(pump):
-            _serve_queue(queue_dev, pairs[index][1], pump)
+        report.counters = pump.counters
+        _serve_queue(queue_dev, pairs[index][1], pump)
 
     pool = spawn(count, worker)
     ctrls = [mine for mine, theirs in pairs]
@@ -212,54 +308,93 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
         theirs.close()
     try:
         return _dispatch(listener, ctrls, session, pump, log)
-    finally:  # signal first: each worker then says what it moved, before its ctrl closes
-        stop(pool.pids)
-        wait(pool)
-        for c in ctrls:
-            c.close()
+    finally:  # the workers report what they moved, the summary comes out whole
+        with _uninterrupted():
+            stop(pool.pids)
+            wait(pool, log, stopping=True, parent=pump.counters)
+            for c in ctrls:
+                c.close()
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored meanwhile (the summary is on its way)."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Session,
               pump: Pump, log: Log) -> int:
-    """The parent's loop: accept, shake hands, pass on. Returns 1 if a worker died."""
+    """The parent's loop: shake hands with new connections (all at once, see admission),
+    pass each proven one to its worker. A new session takes over only when no worker
+    serves the current one any more (each says when it dropped its connection; a silent
+    client is dropped by its worker's dead-peer timeout). Returns 1 if a worker died."""
     count = len(ctrls)
     local = session.hello(pump.side) if session.negotiate else None
-    current: bytes | None = None
-    watch = [listener, *ctrls]
-    while True:
-        readable, _, _ = select.select(watch, [], [])
-        if any(c in readable for c in ctrls):  # a worker's end closed: it died
-            log("a worker process ended unexpectedly: stopping")
-            return 1
-        conn, addr = listener.accept()
-        peer = tcp.show(addr)
-        outcome = accept_client(conn, peer, local, session.timeout, log)
-        if outcome is None:
-            continue
-        hello = outcome.hello
-        queue = hello.queue if hello is not None else 0
-        if queue >= count:  # the client learnt from our hello that this queue stays idle
-            conn.close()
-            continue
-        sid = hello.session if hello is not None else None
-        if sid is None or sid != current:  # a new client: every worker drops the old one
-            for c in ctrls:
-                c.send(encode_assignment(Assignment(reset=True, peer=peer)))
-            current = sid
-        wire = wire_of(outcome)
-        log(f"client {peer} connected ({wire.describe()}) on queue {queue} of {count}")
-        msg = encode_assignment(Assignment(reset=False, wire=wire, peer=peer,
-                                           leftover=outcome.leftover))
-        socket.send_fds(ctrls[queue], [msg], [conn.fileno()])
-        conn.close()
+    limited, session_log = stream.server_logs(log)
+    table = admission.Handshakes(listener, local, max_packet=pump.side.max_packet,
+                                 tap=pump.dev.tap, counters=pump.counters, log=limited)
+    queue_of = {c.fileno(): i for i, c in enumerate(ctrls)}
+    assigned = [0] * count  # connections handed to each worker
+    busy = [False] * count  # the worker holds the last connection it was handed
+    live: admission.Live | None = None
+    try:
+        while True:
+            readable, _, _ = select.select([*queue_of, *table.fds], [], [],
+                                           table.wait(time.monotonic()))
+            now = time.monotonic()
+            for fd in readable:
+                if fd not in queue_of:
+                    continue
+                i = queue_of[fd]
+                msg = ctrls[i].recv(64)
+                if not msg:  # a worker's end closed: it died
+                    log("a worker process ended unexpectedly: stopping")
+                    return 1
+                if msg == f"idle {assigned[i]}".encode():
+                    busy[i] = False
+            if not any(busy):
+                live = None
+            for ready in table.handle([fd for fd in readable if fd not in queue_of], now):
+                hello = ready.outcome.hello
+                queue = hello.queue if hello is not None else 0
+                if queue >= count:  # the client learnt from our hello that it stays idle
+                    ready.sock.close()
+                    continue
+                if admission.decide(live, ready.session, now, math.inf) == "refuse":
+                    assert live is not None
+                    table.refuse(ready, live)
+                    continue
+                if live is None or ready.session is None or ready.session != live.session:
+                    for c in ctrls:  # a new client: every worker drops the old one
+                        c.send(encode_assignment(Assignment(reset=True, peer=ready.peer)))
+                    live = admission.Live(ready.session, ready.peer, now)
+                conn = table.admit(ready)
+                wire = wire_of(ready.outcome)
+                session_log(f"client {ready.peer} connected ({wire.describe()}) on queue "
+                            f"{queue} of {count}")
+                msg = encode_assignment(Assignment(reset=False, wire=wire, peer=ready.peer,
+                                                   leftover=ready.outcome.leftover))
+                socket.send_fds(ctrls[queue], [msg], [conn.fileno()])
+                conn.close()
+                assigned[queue] += 1
+                busy[queue] = True
+    finally:
+        table.close()
 
 
 def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
     """A server worker: pump whatever connection the parent hands over, until the parent
-    goes away. The queue is detached while there is no connection."""
+    goes away, and tell the parent when the connection ends. The queue is detached while
+    there is no connection."""
     attached = True
     conn: socket.socket | None = None
     peer = ""
+    received = 0  # connections handed over so far
     before = pump.counters.snapshot()
 
     def drop(reason: str) -> None:
@@ -269,6 +404,8 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
             conn = None
             pump.log(f"client {peer} disconnected: {reason} "
                      f"({pump.counters.since(before).summary()})")
+            with contextlib.suppress(OSError):
+                ctrl.send(f"idle {received}".encode())
 
     while True:
         if conn is None and attached and dev.multi_queue:
@@ -286,6 +423,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
             drop(f"replaced by client {assignment.peer}")
             continue
         drop(f"replaced by {assignment.peer}, a new connection of the same client")
+        received += 1
         conn = socket.socket(fileno=fds[0])
         peer = assignment.peer
         if not attached:
@@ -323,18 +461,18 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")
         keep_queues(dev, count)
 
-    def worker(index: int) -> None:
+    def worker(index: int, report: Report) -> None:
         queue_dev = only_queue(dev, index)
         pump = make_pump(queue_dev, f"queue {index}: ")
+        report.counters = pump.counters
         mine = Session(negotiate=session.negotiate, features=session.features,
                        session_id=session.session_id, timeout=session.timeout,
                        queue=index, queues=count)
         if index != 0:
             sock.close()
-        with _summary_on_exit(pump):
-            stream.run_client(queue_dev, host, port, pump, reconnect=reconnect, session=mine,
-                              first=(sock, outcome) if index == 0 else None)
+        stream.run_client(queue_dev, host, port, pump, reconnect=reconnect, session=mine,
+                          first=(sock, outcome) if index == 0 else None)
 
     pool = spawn(count, worker)
     sock.close()
-    return wait(pool)
+    return wait(pool, log)

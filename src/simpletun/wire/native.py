@@ -16,7 +16,8 @@ features (u32), session id (8 bytes), queue (u16), queues (u16). With ``--worker
 client opens one connection per queue of its multi-queue device, all with one session id;
 ``queue`` says which this connection is and ``queues`` how many the sender runs (the
 session uses as many as the smaller side has). REFUSE payload: magic, version, 0xFF,
-then a UTF-8 reason.
+then a UTF-8 reason. A reason that starts with :data:`BUSY` says the server is serving
+another live client: try again later (an older client shows it as an ordinary refusal).
 
 **Frames.** 4-byte header: type (1 byte), length (3 bytes, big-endian), then the payload.
 DATA carries one packet; DATA_VNET carries a 10-byte virtio_net_hdr and a packet (a TCP/UDP
@@ -35,6 +36,8 @@ MAGIC = b"simpletun"
 VERSION = 1
 KIND_TUN, KIND_TAP = 1, 2
 REFUSE = 0xFF
+#: how a refusal that is worth retrying begins: the server serves another live client
+BUSY = "busy: "
 
 FEATURE_VNET = 0x01  # DATA_VNET frames: vnet_hdr + (super-)packet, offloads on both devices
 FEATURE_KEEPALIVE = 0x02
@@ -86,6 +89,11 @@ def _unwrap(packet: bytes) -> bytes | None:
         return None
     payload = packet[40:]
     return payload if payload.startswith(MAGIC) else None
+
+
+def is_handshake(packet: bytes | memoryview) -> bool:
+    """Is ``packet`` (a classic frame's content) a handshake envelope?"""
+    return _unwrap(bytes(packet[:40 + len(MAGIC)])) is not None
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -226,8 +234,9 @@ class Decoder:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a connection proceeds: ``native`` with the agreed ``hello``, ``classic``, or
-    ``refused`` with ``reason``. ``leftover`` are stream bytes that belong to the session
+    """How a connection proceeds: ``native`` with the agreed ``hello``, ``classic``,
+    ``refused`` with ``reason``, or ``busy`` (the server serves another client: retry).
+    ``leftover`` are stream bytes that belong to the session
     (for classic: everything received, the first frame included); ``reply`` is what the
     server must send before anything else."""
 
@@ -287,6 +296,8 @@ class ClientHandshake(_Handshake):
         if msg is None:  # a classic server sent a packet first
             return Outcome("classic", leftover=bytes(self._buf))
         if isinstance(msg, str):
+            if msg.startswith(BUSY):
+                return Outcome("busy", reason=msg[len(BUSY):])
             return Outcome("refused", reason=msg)
         try:  # the server answers a mismatch with its own hello: say why from this side
             agreed = agree(self.hello, msg)

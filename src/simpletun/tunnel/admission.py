@@ -1,0 +1,296 @@
+"""Who may become the TCP server's client.
+
+New connections shake hands in a small table (:class:`Handshakes`) that the server's own
+select loop drives next to the live client's pump, so a slow or silent connection never
+holds anything up: at most :data:`MAX_PENDING` at once (the oldest is closed to make room)
+and each for at most :data:`PENDING_DEADLINE` seconds.
+
+A connection is *proven* when it sent a valid hello (native wire) or a whole classic frame
+holding a plausible packet (:func:`plausible`: one that :func:`packets.check.check` passes,
+or the hello envelope a native client sends a classic server). Anything else in its first
+bytes (a length of 0 or more than the device carries, a frame that is no packet) is junk:
+it is dropped and counted, never promoted. A connection that sends nothing proves nothing
+and is closed at its deadline. Nothing an unproven connection sends reaches the device.
+
+A proven connection takes over only if nobody is live, or it carries the live client's
+session id (its reconnect), or the live client has been silent past the peer timeout
+(:func:`decide`, pure). Otherwise it is refused (a native client hears a :data:`native.BUSY`
+refusal and retries later) with one rate-limited line.
+
+What this can and cannot prove: neither wire is authenticated (encryption comes later). A
+native session id is 8 random bytes that only the client and the server see, so an
+attacker off the path cannot take a live native session over. The classic wire has no
+session at all: a ``--classic`` server cannot tell the real client's reconnect from anybody
+else's connection. Its protection is only that a live client is never displaced: a new
+classic connection is refused while the live one talks, and is accepted when it has left
+or been silent past the peer timeout. Anyone who can reach the port can still become the
+client while none is live, and write any packet that passes the checks into the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass
+
+from ..device.side import Counters
+from ..packets.check import check, check_ip
+from ..transport import tcp
+from ..wire import native
+from .ratelimit import LimitedLog
+
+MAX_PENDING = 64  # connections shaking hands at once; the oldest goes to make room
+PENDING_DEADLINE = 10.0  # seconds a connection has to prove itself
+ACCEPTS_PER_WAKE = 64
+_ETH_IPV4, _ETH_IPV6, _ETH_ARP, _ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8100
+
+
+def plausible(packet: bytes | memoryview, tap: bool) -> bool:
+    """Could ``packet`` (one classic frame's content) come from a real peer's device? An IP
+    packet that :func:`check` passes, on tap an Ethernet frame of IP (checked the same way),
+    ARP or VLAN; or a native hello envelope."""
+    if native.is_handshake(packet):
+        return True
+    if check(packet, tap) is not None:
+        return False
+    if not tap:
+        return True
+    ethertype = (packet[12] << 8) | packet[13]
+    if ethertype in (_ETH_IPV4, _ETH_IPV6):
+        return check_ip(packet[14:]) is None
+    return ethertype in (_ETH_ARP, _ETH_VLAN) and len(packet) >= 42
+
+
+class ClassicProbe:
+    """Sans-IO: the first bytes of a connection to a ``--classic`` server, until its first
+    classic frame is whole. ``feed`` returns an Outcome (``classic``, everything received
+    as leftover), ``junk`` (not a frame of a plausible packet), or None: not yet."""
+
+    def __init__(self, max_packet: int, tap: bool) -> None:
+        self.max_packet, self.tap = max_packet, tap
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> native.Outcome | None:
+        self._buf += data
+        return first_frame_verdict(self._buf, self.max_packet, self.tap)
+
+
+def first_frame_verdict(buf: bytes | bytearray, max_packet: int,
+                        tap: bool) -> native.Outcome | None:
+    """``classic`` once the first frame in ``buf`` is whole and plausible, ``junk`` as soon
+    as it cannot be, None while it may still be."""
+    if len(buf) < 2:
+        return None
+    length = (buf[0] << 8) | buf[1]
+    if not 0 < length <= max(max_packet, 200):  # 200: a hello over a small MTU
+        return native.Outcome("junk", reason=f"a first frame of {length} bytes")
+    if len(buf) < 2 + length:
+        return None
+    if not plausible(memoryview(buf)[2:2 + length], tap):
+        return native.Outcome("junk", reason="a first frame that is no packet")
+    return native.Outcome("classic", leftover=bytes(buf))
+
+
+class NativeProbe:
+    """Sans-IO: :class:`native.ServerHandshake`, with a first frame that is no hello held to
+    the same proof as on a classic server."""
+
+    def __init__(self, local: native.Hello, max_packet: int, tap: bool) -> None:
+        self.machine = native.ServerHandshake(local)
+        self.max_packet, self.tap = max_packet, tap
+        self._head = bytearray()
+
+    def feed(self, data: bytes) -> native.Outcome | None:
+        if len(self._head) < 2:
+            self._head += data[:2 - len(self._head)]
+            early = first_frame_verdict(self._head, self.max_packet, self.tap)
+            if early is not None and early.wire == "junk":
+                return early
+        outcome = self.machine.feed(data)
+        if outcome is not None and outcome.wire == "classic":
+            return first_frame_verdict(outcome.leftover, self.max_packet, self.tap)
+        return outcome
+
+
+# --- the policy (pure) -----------------------------------------------------------------
+
+@dataclass
+class Live:
+    """The client being served: its session id (None on the classic wire), its address,
+    and when it was last heard."""
+
+    session: bytes | None
+    peer: str
+    heard: float
+
+
+def decide(live: Live | None, session: bytes | None, now: float, timeout: float) -> str:
+    """``take`` (nobody is live), ``replace`` (the live client's own reconnect, or the live
+    client silent for ``timeout`` seconds), or ``refuse``."""
+    if live is None:
+        return "take"
+    if session is not None and session == live.session:
+        return "replace"
+    if now - live.heard >= timeout:
+        return "replace"
+    return "refuse"
+
+
+# --- the table ---------------------------------------------------------------------------
+
+@dataclass
+class Ready:
+    """A proven connection, waiting for the policy's word."""
+
+    sock: socket.socket
+    peer: str
+    outcome: native.Outcome
+
+    @property
+    def session(self) -> bytes | None:
+        return self.outcome.hello.session if self.outcome.hello is not None else None
+
+
+@dataclass
+class _Pending:
+    sock: socket.socket
+    peer: str
+    deadline: float
+    probe: NativeProbe | ClassicProbe
+
+
+class Handshakes:
+    """The connections shaking hands, driven by the caller's select loop: watch
+    :attr:`fds` (the listener's and the pending connections') and call :meth:`handle` with
+    those readable, or once :attr:`deadline` (monotonic) has passed."""
+
+    def __init__(self, listener: socket.socket, local: native.Hello | None, *,
+                 max_packet: int, tap: bool, counters: Counters, log: LimitedLog,
+                 limit: int = MAX_PENDING, deadline: float = PENDING_DEADLINE) -> None:
+        self.listener = listener
+        listener.setblocking(False)
+        self.local, self.max_packet, self.tap = local, max_packet, tap
+        self.counters, self.log = counters, log
+        self.limit, self.seconds = limit, deadline
+        self._pending: dict[int, _Pending] = {}  # in arrival order
+        self.fds: list[int] = [listener.fileno()]
+        self.deadline = float("inf")
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _changed(self) -> None:
+        self.fds = [self.listener.fileno(), *self._pending]
+        self.deadline = min((p.deadline for p in self._pending.values()),
+                            default=float("inf"))
+
+    def wait(self, now: float) -> float | None:
+        return None if self.deadline == float("inf") else max(0.0, self.deadline - now)
+
+    def handle(self, readable: list[int], now: float) -> list[Ready]:
+        ready: list[Ready] = []
+        for fd in readable:
+            if fd == self.listener.fileno():
+                self._accept(now)
+            elif (pending := self._pending.get(fd)) is not None:
+                got = self._read(pending)
+                if got is not None:
+                    ready.append(got)
+        for fd, p in list(self._pending.items()):
+            if p.deadline <= now:
+                self._drop(fd, "handshake-timeout", "timeout",
+                           f"closed connection {p.peer}: it proved nothing within "
+                           f"{self.seconds:g} s (no hello, no packet)")
+        self._changed()
+        return ready
+
+    def _accept(self, now: float) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                conn, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: leave it in the backlog for now
+                self.log("accept", f"cannot accept a connection: {exc.strerror or exc}")
+                return
+            try:
+                tcp.tune(conn)
+                conn.setblocking(False)
+            except OSError:
+                conn.close()
+                continue
+            if len(self._pending) >= self.limit:
+                oldest = next(iter(self._pending))
+                self._drop(oldest, "handshake-evicted", "evicted",
+                           f"closed connection {self._pending[oldest].peer}: "
+                           f"{self.limit} connections were shaking hands, it was the oldest")
+            probe: NativeProbe | ClassicProbe = (
+                ClassicProbe(self.max_packet, self.tap) if self.local is None
+                else NativeProbe(self.local, self.max_packet, self.tap))
+            self._pending[conn.fileno()] = _Pending(conn, tcp.show(addr),
+                                                    now + self.seconds, probe)
+
+    def _read(self, p: _Pending) -> Ready | None:
+        fd = p.sock.fileno()
+        try:
+            data = p.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(fd, "handshake-left", "left",
+                       f"connection {p.peer} left during the handshake")
+            return None
+        outcome = p.probe.feed(data)
+        if outcome is None:
+            return None
+        if outcome.wire == "junk":
+            self._drop(fd, "junk-connection", "junk",
+                       f"dropped connection {p.peer}: its first bytes are neither a hello "
+                       f"nor a packet ({outcome.reason})")
+            return None
+        if outcome.wire == "refused":
+            _send_quietly(p.sock, outcome.reply)
+            self._drop(fd, "refused-connection", "refused",
+                       f"refused client {p.peer}: {outcome.reason}")
+            return None
+        del self._pending[fd]
+        return Ready(p.sock, p.peer, outcome)
+
+    def _drop(self, fd: int, counter: str, key: str, line: str) -> None:
+        p = self._pending.pop(fd)
+        p.sock.close()
+        self.counters.drops[counter] += 1
+        self.log(key, line)
+
+    def refuse(self, ready: Ready, live: Live) -> None:
+        """Turn a proven connection away: a live client holds the tunnel."""
+        what = "classic client" if live.session is None else "client"
+        reason = (f"{native.BUSY}the server serves another {what} ({live.peer}) that is "
+                  "live; it takes a new one when that one leaves or falls silent")
+        if ready.outcome.wire == "native":
+            _send_quietly(ready.sock, native.encode_refuse(reason))
+        ready.sock.close()
+        self.counters.drops["refused-connection"] += 1
+        self.log("busy", f"refused client {ready.peer}: {live.peer} is the live client and "
+                         "this is not its session")
+
+    def admit(self, ready: Ready) -> socket.socket:
+        """The connection of a client the policy took, with the server's answer sent."""
+        _send_quietly(ready.sock, ready.outcome.reply)
+        return ready.sock
+
+    def close(self) -> None:
+        for p in self._pending.values():
+            p.sock.close()
+        self._pending.clear()
+        self._changed()
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """A short answer on a fresh connection (its send buffer is empty): it fits at once, or
+    the peer has gone and the pump will notice."""
+    if data:
+        with contextlib.suppress(OSError):
+            sock.send(data)
