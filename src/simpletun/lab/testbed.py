@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import SimpletunError
+from ..transport.tcp import DEFAULT_PORT
 from .netns import Lab, Namespace, veth
 
 UNDERLAY = ("192.0.2.1/24", "192.0.2.2/24")
@@ -113,7 +114,9 @@ class Testbed:
         self.client_proc: Watched | None = None
 
     def _args(self, index: int) -> list[str]:
-        args = ["-i", self.iface, "-p", str(self.port), "--address", OVERLAY[index]]
+        args = ["-i", self.iface, "--address", OVERLAY[index]]
+        if self.port != DEFAULT_PORT:  # (-t icmp has no port and refuses -p)
+            args += ["-p", str(self.port)]
         if self.ipv6_overlay:
             args += ["--address", OVERLAY6[index]]
         if self.tap:
