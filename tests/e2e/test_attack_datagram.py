@@ -148,7 +148,7 @@ while time.monotonic() < deadline:
         unknown += 1
     elif len(gram) > sent[sid]:
         too_long += 1
-    busy += gram[0] == datagram.BUSY
+    busy += gram[0] == 8  # BUSY
 print(json.dumps({"sent": len(sent), "replies": replies, "too_long": too_long,
                   "busy": busy, "unknown": unknown}))
 """
