@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 
 import pytest
 
@@ -60,3 +63,45 @@ def test_workers_need_the_native_wire(lab: Lab) -> None:
     assert proc.proc.wait(20) == 2
     proc.stop()
     assert "--workers needs the native wire: drop --classic" in proc.text
+
+
+def _interrupt(pid: int, *, group: bool) -> None:
+    """Ctrl-C: SIGINT to the tunnel and, as a terminal does, with ``group`` to its workers
+    at the same moment."""
+    children: list[str] = []
+    if group:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    os.kill(pid, signal.SIGINT)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):  # e.g. a short-lived helper
+            os.kill(int(child), signal.SIGINT)
+
+
+def _summary_of(lines: list[str]) -> tuple[dict[int, int], list[str]]:
+    """The final summary: each worker's line (queue -> packets) and the total lines."""
+    queues = {int(m[1]): int(m[2]) for x in lines
+              if (m := re.search(r"queue (\d+): shutting down: (\d+) packets? sent", x))}
+    totals = [x for x in lines if "shutting down: total of 2 workers: " in x]
+    return queues, totals
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["parent", "group"])
+def test_ctrl_c_prints_every_workers_summary_and_a_total(lab: Lab, group: bool) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    for _run in range(3):
+        bed.start(server_extra=["--workers", "2"], client_extra=["--workers", "2"])
+        assert bed.server_proc and bed.client_proc
+        bed.server_proc.wait_for("on queue 1 of 2")
+        for i in range(4):  # flows over both queues
+            bed.transfer(256 * 1024, port=5002 + i)
+        for proc in (bed.client_proc, bed.server_proc):
+            _interrupt(proc.proc.pid, group=group)
+            assert proc.proc.wait(15) == 0
+            proc.stop()
+            queues, totals = _summary_of(proc.lines)
+            assert set(queues) == {0, 1} and len(totals) == 1, proc.text
+            assert proc.lines[-1] == totals[0], proc.text  # the total comes last
+            moved = sum(queues.values())
+            assert f"total of 2 workers: {moved} packet" in totals[0], proc.text
+            assert "Traceback" not in proc.text

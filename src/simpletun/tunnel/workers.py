@@ -103,12 +103,26 @@ def _interrupt_once() -> None:
     ignored (Ctrl-C reaches the worker, then the parent's SIGTERM follows: the second must
     not cut the worker's report short)."""
     def handler(_signo: int, _frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_signals()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _nothing(_signo: int, _frame: object) -> None:
+    """A handler that ignores the signal. (SIG_IGN set while a signal is pending makes
+    Python raise OSError "ignored due to race condition"; this never raises.)"""
+
+
+def _ignore_signals() -> dict[int, object]:
+    """Ctrl-C and SIGTERM ignored from now on; returns the handlers they had."""
+    return {sig: signal.signal(sig, _nothing) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(old: dict[int, object]) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -171,7 +185,12 @@ def spawn(count: int, body: Callable[[int, Report], None]) -> Pool:
             except BaseException as exc:  # still one line, never a traceback
                 status, line = 1, f"worker {index}: {type(exc).__name__}: {exc}"
             finally:
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+                while True:  # a signal may land here too: then ignore them again
+                    try:
+                        _ignore_signals()
+                        break
+                    except KeyboardInterrupt:
+                        continue
                 out = encode_report(index, report.counters) if report.counters else b""
                 if line:  # one write below PIPE_BUF: lines never interleave
                     out += ("E " + line.replace("\n", " ")[:500] + "\n").encode()
@@ -207,7 +226,7 @@ def wait(pool: Pool, log: Log, *, stopping: bool = False,
     except KeyboardInterrupt:
         stopping = True
     # from here on nothing may cut the summary short: a second Ctrl-C is ignored
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = _ignore_signals()
     try:
         _reap(alive)
         with os.fdopen(pool.reports, "rb") as reports:
@@ -217,8 +236,7 @@ def wait(pool: Pool, log: Log, *, stopping: bool = False,
         if failures:
             print(f"simpletun: {failures[0]}", file=sys.stderr, flush=True)
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        _restore_signals(old)
     return status
 
 
@@ -319,12 +337,11 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
     """Ctrl-C and SIGTERM ignored meanwhile (the summary is on its way)."""
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = _ignore_signals()
     try:
         yield
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        _restore_signals(old)
 
 
 def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Session,

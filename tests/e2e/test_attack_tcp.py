@@ -1,0 +1,134 @@
+"""Attacks on the TCP server from a third namespace (issue 12, item 2): idle connections,
+random bytes, forged classic clients and slowloris must never displace the live client,
+reach the server's device, flood its log, or push a real client onto the classic wire."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from simpletun.device import link
+from simpletun.lab.netns import Lab, Namespace, veth
+from simpletun.lab.testbed import Testbed
+
+from ..packets import ping4
+
+TARGET = "198.51.100.1"  # the server's address on the attacker's link
+
+ATTACK = r"""
+import os, socket, struct, sys, time
+mode, count, seconds, target = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+forged = bytes.fromhex(sys.argv[5])
+held = []
+start = time.monotonic()
+for i in range(count):
+    try:
+        s = socket.create_connection((target, 55555), timeout=2)
+        if mode == "random":
+            s.sendall(os.urandom(64 + i % 1500))
+        elif mode == "forged":  # a classic frame of a valid packet: looks like a client
+            s.sendall(struct.pack("!H", len(forged)) + forged)
+        elif mode == "slowloris":
+            s.sendall(b"\0")
+        held.append(s)
+    except OSError:
+        pass
+    if len(held) > 400:
+        held.pop(0).close()
+    time.sleep(max(0.0, start + seconds * (i + 1) / count - time.monotonic()))
+print("ready", flush=True)
+time.sleep(float(sys.argv[6]))
+"""
+
+
+def _attacker(lab: Lab, bed: Testbed) -> Namespace:
+    third = lab.host("attacker")
+    veth(bed.server, "veth1", third, "veth0", a_addrs=[f"{TARGET}/24"],
+         b_addrs=["198.51.100.2/24"])
+    return third
+
+
+def _attack(ns: Namespace, mode: str, count: int, seconds: float,
+            hold: float = 0.0) -> subprocess.Popen[str]:
+    forged = ping4("10.200.0.66", "10.200.0.1")
+    return ns.popen([sys.executable, "-c", ATTACK, mode, str(count), str(seconds), TARGET,
+                     forged.hex(), str(hold)], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+
+
+def _rx(bed: Testbed) -> int:
+    return link.state(bed.iface, netns=bed.server.name).counters["rx_packets"]
+
+
+SERVERS = {
+    "classic": (["--classic"], ["--classic"]),
+    "native-1-worker": (["--workers", "1"], ["--workers", "1"]),
+    "native-2-workers": (["--workers", "2"], ["--workers", "2"]),
+}
+
+
+@pytest.mark.parametrize("mode", ["idle", "random", "forged"])
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_attacker_never_displaces_the_live_client(lab: Lab, server: str, mode: str) -> None:
+    server_extra, client_extra = SERVERS[server]
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start(server_extra=server_extra, client_extra=client_extra)
+    assert bed.server_proc and bed.client_proc
+    assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
+    third = _attacker(lab, bed)
+    lines_before = len(bed.server_proc.lines)
+    rx_before = _rx(bed)
+    attack = _attack(third, mode, 600, 3.0)  # 200 connections a second for 3 s
+    try:
+        ping = bed.client.ping(bed.server_overlay, count=60, interval=0.05, deadline=8)
+        out, err = attack.communicate(timeout=30)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+    assert out.strip() == "ready", err
+    time.sleep(0.3)
+    assert ping.received >= 0.95 * ping.sent, ping.output
+    # the real client was never replaced nor dropped
+    assert bed.server_proc.count("replaced by") == 0, bed.server_proc.text
+    assert bed.client_proc.count("disconnected") == 0, bed.client_proc.text
+    assert bed.server_proc.count("connected (") == bed.client_proc.count("connected to")
+    # only the client's pings reached the device: nothing from the attacker
+    assert _rx(bed) - rx_before <= ping.sent, (_rx(bed) - rx_before, ping.sent)
+    # 600 connections, a handful of lines
+    new_lines = bed.server_proc.lines[lines_before:]
+    assert len(new_lines) <= 25, "\n".join(new_lines)
+    assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
+    bed.server_proc.stop()
+    assert "Traceback" not in bed.server_proc.text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_slowloris_never_pushes_a_client_onto_the_classic_wire(lab: Lab, workers: str) -> None:
+    bed = Testbed(lab, ipv6_overlay=False)
+    server = bed.start_server("--workers", workers)
+    third = _attacker(lab, bed)
+    attack = _attack(third, "slowloris", 200, 0.5, hold=30)
+    try:
+        assert attack.stdout is not None
+        assert attack.stdout.readline().strip() == "ready"
+        client = bed.start_client("--workers", workers, "--reconnect")
+        bed.wait_ready()
+        client.wait_for("connected to", occurrences=int(workers))
+        assert bed.client.ping(bed.server_overlay, count=5, interval=0.05).ok
+        # and again: the client comes back (a new session) while the attack goes on
+        client.stop()
+        server.wait_for("disconnected", occurrences=int(workers))
+        client = bed.start_client("--workers", workers, "--reconnect")
+        client.wait_for("connected to", occurrences=int(workers))
+        bed.wait_ready()
+        assert bed.client.ping(bed.server_overlay, count=5, interval=0.05).ok
+    finally:
+        attack.kill()
+        attack.wait()
+    assert client.count("(native wire") == int(workers), client.text
+    assert "classic wire" not in client.text and "stays idle" not in client.text, client.text
+    assert len(server.lines) <= 40, server.text
