@@ -63,6 +63,10 @@ def _rx(bed: Testbed) -> int:
     return link.state(bed.iface, netns=bed.server.name).counters["rx_packets"]
 
 
+def _client_tx(bed: Testbed) -> int:
+    return link.state(bed.iface, netns=bed.client.name).counters["tx_packets"]
+
+
 SERVERS = {
     "classic": (["--classic"], ["--classic"]),
     "native-1-worker": (["--workers", "1"], ["--workers", "1"]),
@@ -80,7 +84,7 @@ def test_attacker_never_displaces_the_live_client(lab: Lab, server: str, mode: s
     assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
     third = _attacker(lab, bed)
     lines_before = len(bed.server_proc.lines)
-    rx_before = _rx(bed)
+    rx_before, tx_before = _rx(bed), _client_tx(bed)
     attack = _attack(third, mode, 600, 3.0)  # 200 connections a second for 3 s
     try:
         ping = bed.client.ping(bed.server_overlay, count=60, interval=0.05, deadline=8)
@@ -96,8 +100,11 @@ def test_attacker_never_displaces_the_live_client(lab: Lab, server: str, mode: s
     assert bed.server_proc.count("replaced by") == 0, bed.server_proc.text
     assert bed.client_proc.count("disconnected") == 0, bed.client_proc.text
     assert bed.server_proc.count("connected (") == bed.client_proc.count("connected to")
-    # only the client's pings reached the device: nothing from the attacker
-    assert _rx(bed) - rx_before <= ping.sent, (_rx(bed) - rx_before, ping.sent)
+    # only what the client's device sent (its pings, and whatever else its host sent)
+    # reached the server's device: nothing from the attacker
+    received, sent = _rx(bed) - rx_before, _client_tx(bed) - tx_before
+    assert received <= sent, (received, sent)
+    assert sent <= ping.sent + 5, (sent, ping.sent)
     # 600 connections, a handful of lines
     new_lines = bed.server_proc.lines[lines_before:]
     assert len(new_lines) <= 25, "\n".join(new_lines)
@@ -132,3 +139,37 @@ def test_slowloris_never_pushes_a_client_onto_the_classic_wire(lab: Lab, workers
     assert client.count("(native wire") == int(workers), client.text
     assert "classic wire" not in client.text and "stays idle" not in client.text, client.text
     assert len(server.lines) <= 40, server.text
+
+
+SILENT_CLASSIC = r"""
+import socket, struct, sys
+# like the classic C client: connect, send nothing until the device has a packet
+s = socket.create_connection((sys.argv[1], 55555), timeout=10)
+print("connected", flush=True)
+head = s.recv(2, socket.MSG_WAITALL)
+(length,) = struct.unpack("!H", head)
+packet = s.recv(length, socket.MSG_WAITALL)
+print(f"frame {length} proto {packet[9]} dst {socket.inet_ntoa(packet[16:20])}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("server_extra", [[], ["--classic"]], ids=["native", "classic"])
+def test_a_silent_classic_client_is_seated_when_nobody_is_live(
+        lab: Lab, server_extra: list[str]) -> None:
+    """The C client sends nothing until its device has a packet; where nobody is live it
+    must still become the client, so that the server side can reach it first."""
+    bed = Testbed(lab, ipv6_overlay=False)
+    server = bed.start_server("--workers", "1", *server_extra)
+    client = bed.client.popen([sys.executable, "-c", SILENT_CLASSIC, bed.server_underlay],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "connected"
+        server.wait_for("connected (classic wire)", timeout=5)
+        bed.server.ping(bed.client_overlay, count=1, deadline=2)  # goes to the client
+        out, err = client.communicate(timeout=10)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert out.strip() == f"frame 84 proto 1 dst {bed.client_overlay}", err

@@ -4,20 +4,28 @@ reports."""
 from __future__ import annotations
 
 import os
+import select
+import socket
 import struct
+import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from simpletun.device.side import Counters
 from simpletun.tunnel.admission import (
+    PENDING_DEADLINE,
+    QUIET,
     ClassicProbe,
+    Handshakes,
     Live,
     NativeProbe,
     decide,
     first_frame_verdict,
     plausible,
 )
+from simpletun.tunnel.ratelimit import LimitedLog
 from simpletun.tunnel.workers import decode_report, encode_report
 from simpletun.wire import native
 
@@ -106,3 +114,41 @@ def test_reports_round_trip() -> None:
     assert decode_report("E worker 0: broke") is None
     assert decode_report("S x {}") is None
     assert decode_report("S 1 {bad json") is None
+
+
+def _table(local: native.Hello | None) -> tuple[Handshakes, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    table = Handshakes(listener, local, max_packet=1500, tap=False, counters=Counters(),
+                       log=LimitedLog(lambda _line: None))
+    return table, listener
+
+
+@pytest.mark.parametrize("local", [None, HELLO], ids=["classic-server", "native-server"])
+def test_a_silent_connection_is_offered_as_a_classic_client(local: native.Hello | None) -> None:
+    """The classic C client sends nothing until its device has a packet: after QUIET seconds
+    of silence it is offered to the policy (which seats it only where nobody is live)."""
+    table, listener = _table(local)
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        start = time.monotonic()
+        assert table.handle([listener.fileno()], start) == []  # accepted, pending
+        assert table.deadline == pytest.approx(start + QUIET)
+        ready = table.handle([], start + QUIET + 0.01)
+        assert len(ready) == 1 and ready[0].silent and ready[0].outcome.wire == "classic"
+        assert ready[0].outcome.leftover == b"" and len(table) == 0
+        ready[0].sock.close()
+        client.close()
+
+
+def test_a_connection_that_spoke_is_not_silent_and_closes_at_its_deadline() -> None:
+    table, listener = _table(None)
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        start = time.monotonic()
+        table.handle([listener.fileno()], start)
+        client.sendall(b"\x00")  # half a length: neither silent nor proven
+        fd = table.fds[1]
+        select.select([fd], [], [], 2)
+        assert table.handle([fd], start + 0.1) == []
+        assert table.handle([], start + QUIET + 0.1) == []  # not offered: it spoke
+        assert len(table) == 1
+        assert table.handle([], start + PENDING_DEADLINE + 0.1) == [] and len(table) == 0
+        assert table.counters.drops["handshake-timeout"] == 1

@@ -9,8 +9,12 @@ A connection is *proven* when it sent a valid hello (native wire) or a whole cla
 holding a plausible packet (:func:`plausible`: one that :func:`packets.check.check` passes,
 or the hello envelope a native client sends a classic server). Anything else in its first
 bytes (a length of 0 or more than the device carries, a frame that is no packet) is junk:
-it is dropped and counted, never promoted. A connection that sends nothing proves nothing
-and is closed at its deadline. Nothing an unproven connection sends reaches the device.
+it is dropped and counted, never promoted. A connection that stays silent for
+:data:`QUIET` seconds is what the classic C client looks like until its device has a packet
+to send: it is offered to the policy as a classic client (it can take an empty seat, never
+a live client's; see :func:`decide`). Nothing an unproven connection sends reaches the
+device: a connection that sent some bytes but neither a hello nor a whole frame is closed
+at its deadline.
 
 A proven connection takes over only if nobody is live, or it carries the live client's
 session id (its reconnect), or the live client has been silent past the peer timeout
@@ -41,6 +45,7 @@ from .ratelimit import LimitedLog
 
 MAX_PENDING = 64  # connections shaking hands at once; the oldest goes to make room
 PENDING_DEADLINE = 10.0  # seconds a connection has to prove itself
+QUIET = 1.0  # seconds of silence after which a connection counts as a classic client
 ACCEPTS_PER_WAKE = 64
 _ETH_IPV4, _ETH_IPV6, _ETH_ARP, _ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8100
 
@@ -145,6 +150,7 @@ class Ready:
     sock: socket.socket
     peer: str
     outcome: native.Outcome
+    silent: bool = False  # it sent nothing at all (a classic client with nothing to send)
 
     @property
     def session(self) -> bytes | None:
@@ -157,6 +163,11 @@ class _Pending:
     peer: str
     deadline: float
     probe: NativeProbe | ClassicProbe
+    quiet_until: float | None  # None once it has sent something
+
+    @property
+    def due(self) -> float:
+        return self.deadline if self.quiet_until is None else self.quiet_until
 
 
 class Handshakes:
@@ -166,12 +177,13 @@ class Handshakes:
 
     def __init__(self, listener: socket.socket, local: native.Hello | None, *,
                  max_packet: int, tap: bool, counters: Counters, log: LimitedLog,
-                 limit: int = MAX_PENDING, deadline: float = PENDING_DEADLINE) -> None:
+                 limit: int = MAX_PENDING, deadline: float = PENDING_DEADLINE,
+                 quiet: float = QUIET) -> None:
         self.listener = listener
         listener.setblocking(False)
         self.local, self.max_packet, self.tap = local, max_packet, tap
         self.counters, self.log = counters, log
-        self.limit, self.seconds = limit, deadline
+        self.limit, self.seconds, self.quiet = limit, deadline, quiet
         self._pending: dict[int, _Pending] = {}  # in arrival order
         self.fds: list[int] = [listener.fileno()]
         self.deadline = float("inf")
@@ -181,8 +193,7 @@ class Handshakes:
 
     def _changed(self) -> None:
         self.fds = [self.listener.fileno(), *self._pending]
-        self.deadline = min((p.deadline for p in self._pending.values()),
-                            default=float("inf"))
+        self.deadline = min((p.due for p in self._pending.values()), default=float("inf"))
 
     def wait(self, now: float) -> float | None:
         return None if self.deadline == float("inf") else max(0.0, self.deadline - now)
@@ -197,10 +208,13 @@ class Handshakes:
                 if got is not None:
                     ready.append(got)
         for fd, p in list(self._pending.items()):
-            if p.deadline <= now:
+            if p.quiet_until is not None and p.quiet_until <= now:
+                del self._pending[fd]
+                ready.append(Ready(p.sock, p.peer, native.Outcome("classic"), silent=True))
+            elif p.deadline <= now:
                 self._drop(fd, "handshake-timeout", "timeout",
-                           f"closed connection {p.peer}: it proved nothing within "
-                           f"{self.seconds:g} s (no hello, no packet)")
+                           f"closed connection {p.peer}: it sent neither a hello nor a "
+                           f"whole packet within {self.seconds:g} s")
         self._changed()
         return ready
 
@@ -227,8 +241,8 @@ class Handshakes:
             probe: NativeProbe | ClassicProbe = (
                 ClassicProbe(self.max_packet, self.tap) if self.local is None
                 else NativeProbe(self.local, self.max_packet, self.tap))
-            self._pending[conn.fileno()] = _Pending(conn, tcp.show(addr),
-                                                    now + self.seconds, probe)
+            self._pending[conn.fileno()] = _Pending(conn, tcp.show(addr), now + self.seconds,
+                                                    probe, now + self.quiet)
 
     def _read(self, p: _Pending) -> Ready | None:
         fd = p.sock.fileno()
@@ -242,6 +256,7 @@ class Handshakes:
             self._drop(fd, "handshake-left", "left",
                        f"connection {p.peer} left during the handshake")
             return None
+        p.quiet_until = None
         outcome = p.probe.feed(data)
         if outcome is None:
             return None
