@@ -109,13 +109,13 @@ def test_tun_tap_mismatch(inside: Namespace) -> None:
     try:
         with pytest.raises(DeviceMismatch) as exc:
             tuntap.open_tun("sttap")
-        assert str(exc.value) == ("sttap is a tap device but was opened as tun: open it with "
-                                  "tap=True, or delete it and create it again")
+        assert str(exc.value) == ("sttap is a tap device but was opened as tun: open it as "
+                                  "a tap device, or delete it and create it again")
         with pytest.raises(DeviceMismatch, match="sttun is a tun device but was opened as tap: "
-                                                 "open it with tap=False"):
+                                                 "open it as a tun device"):
             tuntap.open_tap("sttun")
-        with pytest.raises(DeviceMismatch, match="single-queue tun device: open it with "
-                                                 "multi_queue=False"):
+        with pytest.raises(DeviceMismatch, match="single-queue tun device: open it as "
+                                                 "single-queue"):
             tuntap.open_tun("sttun", multi_queue=True)
     finally:
         tuntap.delete("sttap")

@@ -212,12 +212,12 @@ def _mismatch(name: str, tap: bool, multi_queue: bool, netns: str | None) -> Dev
     if info.tap != tap:
         return DeviceMismatch(
             f"{name} is a {_mode(info.tap)} device but was opened as {_mode(tap)}: open it "
-            f"with tap={info.tap}, or delete it and create it again"
+            f"as a {_mode(info.tap)} device, or delete it and create it again"
         )
     if info.multi_queue != multi_queue:
         have = "multi-queue" if info.multi_queue else "single-queue"
-        return DeviceMismatch(f"{name} is a {have} {_mode(info.tap)} device: open it with "
-                              f"multi_queue={info.multi_queue}")
+        return DeviceMismatch(f"{name} is a {have} {_mode(info.tap)} device: open it as "
+                              f"{have}")
     return DeviceMismatch(f"{name} refused the flags asked for ({wanted}): open it as it was "
                           "created")
 
