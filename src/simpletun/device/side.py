@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import DeviceError, PacketRejected
+from ..errors import DeviceDown, DeviceError, PacketRejected
 from ..packets.check import check
 from ..wire import segment
 from . import vnet
@@ -229,11 +229,15 @@ class DeviceSide:
 
     def _write(self, packets: int, size: int, *parts: bytes | bytearray | memoryview) -> bool:
         """Write ``parts`` to the device as one packet (or super-packet) and count it as
-        ``packets`` packets of ``size`` bytes in all; a refused one is counted as dropped."""
+        ``packets`` packets of ``size`` bytes in all; a refused one (or one the device, taken
+        down meanwhile, cannot take) is counted as dropped."""
         try:
             self.dev.write_parts(*parts)
         except PacketRejected:
             self.counters.drops["rejected"] += packets
+            return False
+        except DeviceDown:  # someone took the device down: the tunnel carries on
+            self.counters.drops["device-down"] += packets
             return False
         self.counters.to_dev += packets
         self.counters.bytes_to_dev += size
