@@ -213,3 +213,64 @@ def test_the_tunnel_process_keeps_pyroute2_out() -> None:
             "print('pyroute2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_full_tunnel_on_a_persistent_device_cleans_up_and_starts_again(lab: Lab) -> None:
+    """On a device made with mktun the routes outlive the process: the tunnel removes the
+    ones it added (the halves and the host route) on exit, or all IPv4 would go into a dead
+    device, and the next run would fail ("that route exists already")."""
+    client, server = _full_tunnel_hosts(lab, 4)
+    _c, _rc, _rs, s_addr, far, (c_overlay, s_overlay) = FULL[4]
+    target = s_addr.split("/")[0]
+    assert simpletun("mktun", "tun0", ns=client).returncode == 0
+    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", s_overlay,
+                                             "--workers", "1"),
+                               stderr=subprocess.PIPE, text=True), "server")
+    srv.wait_for("listening on")
+    args = simpletun_cmd("-i", "tun0", "-c", target, "--address", c_overlay, "--workers", "1",
+                         "--route", "default")
+    for run in (1, 2):
+        cli = Watched(client.popen(args, stderr=subprocess.PIPE, text=True), f"client {run}")
+        cli.wait_for("connected to", timeout=15)
+        assert _host_routes(client) == [f"{target}/32"]
+        assert {"0.0.0.0/1", "128.0.0.0/1"} <= {str(n) for n in
+                                                link.routes("tun0", netns=client.name)}
+        ping = client.ping(far, count=2, interval=0.1)
+        assert ping.ok, ping.output + cli.text + srv.text
+        assert cli.stop() == 0, cli.text
+        assert _host_routes(client) == [], cli.text
+        assert not {"0.0.0.0/1", "128.0.0.0/1"} & {str(n) for n in
+                                                   link.routes("tun0", netns=client.name)}
+        ping = client.ping(target, count=1)  # through the underlay's default route again
+        assert ping.ok, ping.output
+    srv.stop()
+
+
+def test_full_tunnel_takes_routes_a_killed_run_left_as_given(lab: Lab) -> None:
+    """A run killed with SIGKILL cannot clean up: its routes stay on the persistent device.
+    The next run takes those that leave through its device as given (no "that route exists
+    already"), and leaves them as it found them."""
+    client, server = _full_tunnel_hosts(lab, 4)
+    _c, _rc, _rs, s_addr, far, (c_overlay, s_overlay) = FULL[4]
+    target = s_addr.split("/")[0]
+    assert simpletun("mktun", "tun0", ns=client).returncode == 0
+    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", s_overlay,
+                                             "--workers", "1"),
+                               stderr=subprocess.PIPE, text=True), "server")
+    srv.wait_for("listening on")
+    args = simpletun_cmd("-i", "tun0", "-c", target, "--address", c_overlay, "--workers", "1",
+                         "--route", "default")
+    killed = Watched(client.popen(args, stderr=subprocess.PIPE, text=True), "killed client")
+    killed.wait_for("connected to", timeout=15)
+    killed.proc.kill()
+    killed.proc.wait()
+    left = {str(n) for n in link.routes("tun0", netns=client.name)}
+    assert {"0.0.0.0/1", "128.0.0.0/1"} <= left
+    cli = Watched(client.popen(args, stderr=subprocess.PIPE, text=True), "client")
+    cli.wait_for("connected to", timeout=15)
+    ping = client.ping(far, count=2, interval=0.1)
+    assert ping.ok, ping.output + cli.text + srv.text
+    assert cli.stop() == 0, cli.text
+    assert {str(n) for n in link.routes("tun0", netns=client.name)} == left
+    assert _host_routes(client) == [f"{target}/32"]  # the killed run's, left as found
+    srv.stop()

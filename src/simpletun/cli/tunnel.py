@@ -4,9 +4,11 @@ plus long forms and what the classic lacks (--address, --mtu, --route, --once,
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import click
@@ -45,6 +47,9 @@ class Configured:
     addressed: bool
     #: host routes to the server added through the underlay (removed on exit)
     kept: list[routing.HostRoute] = field(default_factory=list)
+    #: the --route networks added through the device (removed on exit; not those that
+    #: were there already)
+    routed: list[link.IPNetwork] = field(default_factory=list)
 
 
 def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
@@ -57,31 +62,63 @@ def _configure(name: str, addresses: list[link.IPInterface], mtu: int | None,
         link.set_mac(name, mac)
     configure(name, addresses, mtu=mtu, up=bool(routes))
     kept: list[routing.HostRoute] = []
+    routed: list[link.IPNetwork] = []
     try:
         for server in servers:
             if routing.covering(routes, server):
                 route = routing.keep_reachable(server)
                 if route is not None:
                     kept.append(route)
-        for net in routes:
-            link.add_route(net, name)
+        routed = routing.add_routes(routes, name)
     except BaseException:
-        for route in kept:
-            routing.forget(route)
+        _unroute(name, Configured(0, False, False, kept, routed))
         raise
     st = link.state(name)
-    return Configured(st.mtu, st.up, bool(link.addresses(name)), kept)
+    return Configured(st.mtu, st.up, bool(link.addresses(name)), kept, routed)
 
 
-def _forget_all(kept: list[routing.HostRoute]) -> None:
-    for route in kept:
-        routing.forget(route)
+def _unroute(name: str, done: Configured) -> None:
+    """Remove what :func:`_configure` routed: the tunnel's routes first, then the host
+    routes that kept the server reachable past them."""
+    try:
+        routing.remove_routes(done.routed, name)
+    finally:
+        for route in done.kept:
+            routing.forget(route)
 
 
-def _forget(kept: list[routing.HostRoute]) -> None:
-    """Remove the host routes :func:`_configure` added (in a forked child)."""
-    if kept:
-        isolate.in_child(lambda: _forget_all(kept))
+#: what stops the tunnel (each a KeyboardInterrupt, see sigterm_as_interrupt)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """Hold the stop signals (here and in a child forked meanwhile) while routes are added
+    or removed: a stop that comes meanwhile is delivered after, once what was added is
+    recorded, so that the ``finally`` removes it, and a removal is never cut short."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _set_up(name: str, addresses: list[link.IPInterface], mtu: int | None,
+            routes: list[link.IPNetwork], servers: tuple[str, ...],
+            mac: str | None, done: list[Configured]) -> Configured:
+    """:func:`_configure` in a forked child, with the stop signals held; what it did is
+    appended to ``done`` before a stop can be delivered."""
+    with _stops_held():
+        done.append(isolate.in_child(lambda: _configure(name, addresses, mtu, routes,
+                                                        servers=servers, mac=mac)))
+    return done[-1]
+
+
+def _tear_down(name: str, done: list[Configured]) -> None:
+    """Remove the routes :func:`_set_up` added (in a forked child, stop signals held)."""
+    if done and (done[0].routed or done[0].kept):
+        with _stops_held():
+            isolate.in_child(lambda: _unroute(name, done[0]))
 
 
 def _refuse_busy(iface: str) -> None:
@@ -247,14 +284,16 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     servers = tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port))) if client \
         else ()
     listener = tcp.listen(port) if server else None  # fail early on a busy port
-    kept: list[routing.HostRoute] = []
+    configured: list[Configured] = []
+    name = iface
+    # from here every stop signal is a KeyboardInterrupt: the finally removes the routes
+    sigterm_as_interrupt()
     try:
         with _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
                    auto=worker_count is None) as dev:
-            count = len(dev.queues)
-            done = isolate.in_child(lambda: _configure(dev.name, wanted, mtu, nets,
-                                                       servers=servers, mac=mac))
-            kept, dev_mtu = done.kept, done.mtu
+            count, name = len(dev.queues), dev.name
+            done = _set_up(dev.name, wanted, mtu, nets, servers, mac, configured)
+            dev_mtu = done.mtu
             _report(dev.name, done, wanted, nets, servers)
             make_pump = _pump_factory(mtu=dev_mtu, debug=debug,
                                       offloads=probe_offloads(dev),
@@ -266,7 +305,6 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
             # without vnet_hdr on the device side.offloads is 0, and the hello leaves
             # FEATURE_VNET out by itself
             session = stream.Session(negotiate=not classic_wire, queues=count)
-            sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             how = f", {count} workers" if count > 1 else ""
             try:
@@ -291,7 +329,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     finally:
         if listener is not None:
             listener.close()
-        _forget(kept)
+        _tear_down(name, configured)
     return 0
 
 
@@ -340,21 +378,23 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
             endpoint.close()
             raise
     overlay_mtu = mtu if mtu is not None else default_mtu
-    kept: list[routing.HostRoute] = []
+    configured: list[Configured] = []
+    name = iface
     listening = ("listening on ICMP echo requests (the kernel's own echo replies are off "
                  "until exit)" if transport == "icmp" else f"listening on UDP port {port}")
+    # from here every stop signal is a KeyboardInterrupt: the finally puts back what changed
+    sigterm_as_interrupt()
     try:
         # offloads (tun only): TCP super-packets in, cut into segments for the datagrams
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
-            done = isolate.in_child(lambda: _configure(dev.name, addresses, overlay_mtu,
-                                                       routes, servers=servers, mac=mac))
-            kept, dev_mtu = done.kept, done.mtu
+            name = dev.name
+            done = _set_up(dev.name, addresses, overlay_mtu, routes, servers, mac, configured)
+            dev_mtu = done.mtu
             _report(dev.name, done, addresses, routes, servers)
             side = DeviceSide(dev, mtu=dev_mtu, debug=debug_line if debug else None,
                               offloads=probe_offloads(dev) & OFFLOADS)
             timing = {"keepalive": keepalive or None, "timeout": peer_timeout or None}
             session = stream.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
-            sigterm_as_interrupt()
             kind = "tap" if dev.tap else "tun"
             try:
                 if where is None:
@@ -372,5 +412,5 @@ def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, 
         endpoint.close()
         if restore is not None:
             restore()
-        _forget(kept)
+        _tear_down(name, configured)
     return 0

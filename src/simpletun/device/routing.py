@@ -7,6 +7,11 @@ server's own address, the packets that carry the tunnel would go into the tunnel
 host route to the server is added through the underlay's current route to it (the gateway
 and device ``ip route get SERVER`` names), and removed when the tunnel ends.
 
+The tunnel's own routes are removed when it ends too (:func:`add_routes` says which it
+added): on a persistent device they would outlive the process, and with the host route gone
+all traffic would go into a device nobody reads. A route that already leaves through the
+device (left by a run that was killed) is taken as given: neither an error nor removed.
+
 :func:`split_default` and :func:`covering` are pure; the rest is netlink (pyroute2), with
 ``netns=`` as in :mod:`simpletun.device.link`.
 """
@@ -143,3 +148,43 @@ def forget(route: HostRoute, *, netns: str | None = None) -> None:
         except NetlinkError as exc:
             if exc.code not in (errno.ESRCH, errno.ENODEV, errno.ENOENT):
                 raise link._fail(exc, f"removing the host route {route}") from None
+
+
+def add_routes(nets: Iterable[IPNetwork], name: str, *,
+               netns: str | None = None) -> list[IPNetwork]:
+    """Route each of ``nets`` out of device ``name``; returns those added (to
+    :func:`remove_routes` later). One that already leaves through ``name`` is taken as given
+    and left out; one through another device is an error (:func:`link.add_route`'s), and
+    then none stays added."""
+    present = set(link.routes(name, netns=netns))
+    added: list[IPNetwork] = []
+    try:
+        for net in nets:
+            if net not in present:
+                link.add_route(net, name, netns=netns)
+                added.append(net)
+                present.add(net)
+    except BaseException:
+        remove_routes(added, name, netns=netns)  # all or nothing
+        raise
+    return added
+
+
+def remove_routes(nets: Iterable[IPNetwork], name: str, *, netns: str | None = None) -> None:
+    """Remove routes :func:`add_routes` added through ``name``, those still there (a device
+    that is gone took its routes with it)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    nets = list(nets)
+    if not nets:
+        return
+    with link._ipr(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return
+        for net in nets:
+            try:
+                ipr.route("del", dst=str(net), oif=int(found[0]), family=AF[net.version])
+            except NetlinkError as exc:
+                if exc.code not in (errno.ESRCH, errno.ENODEV, errno.ENOENT):
+                    raise link._fail(exc, f"removing the route {net} via {name}") from None
