@@ -325,10 +325,11 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
 
     The settings found are kept in ``state_dir`` (one file per network namespace) until they
     are put back, so a server that was killed before it could restore them, and then
-    started again, still knows them (and answers pings as the host did). Each setting is
-    noted before it is changed, and the restore is also registered to run at interpreter
-    exit, so that an interruption at any point (even before the caller holds the restore
-    function) puts back what was changed."""
+    started again, still knows them (and answers pings as the host did). The settings are
+    noted there before the first is changed (a SIGKILL at any point cannot lose them), and
+    the restore is also registered to run at interpreter exit, so that an interruption at
+    any point (even before the caller holds the restore function) puts back what was
+    changed."""
     state = os.path.join(state_dir, f"icmp-echo-{os.stat('/proc/self/ns/net').st_ino}.json")
     try:
         with open(state) as f:
@@ -338,27 +339,37 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
     old: dict[str, str] = {}
     restore = _Restore(old, state)
     atexit.register(restore)
+
+    def refused(path: str, exc: OSError) -> TransportError:
+        reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) \
+            else (exc.strerror or str(exc))
+        return TransportError(f"cannot turn the kernel's echo replies off ({path}: "
+                              f"{reason}): the ICMP server needs root")
+
     try:
+        now: dict[str, str] = {}
         for family in families:
             path = ECHO_SYSCTL[family]
             try:
                 with open(path) as f:
-                    value = f.read().strip()
-                old[path] = found.get(path, value)  # noted before it is changed
-                if value != "1":
-                    with open(path, "w") as f:
-                        f.write("1")
+                    now[path] = f.read().strip()
             except FileNotFoundError:
                 continue  # no IPv6, or a kernel without the IPv6 switch
             except OSError as exc:
-                reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) \
-                    else (exc.strerror or str(exc))
-                raise TransportError(f"cannot turn the kernel's echo replies off ({path}: "
-                                     f"{reason}): the ICMP server needs root") from None
-        with contextlib.suppress(OSError):
+                raise refused(path, exc) from None
+            old[path] = found.get(path, now[path])
+        with contextlib.suppress(OSError):  # noted before anything is changed, whole
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            with open(state, "w") as f:
+            with open(state + ".new", "w") as f:
                 json.dump(old, f)
+            os.replace(state + ".new", state)
+        for path, value in now.items():
+            if value != "1":
+                try:
+                    with open(path, "w") as f:
+                        f.write("1")
+                except OSError as exc:
+                    raise refused(path, exc) from None
     except BaseException:
         restore()
         raise
