@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from simpletun.device import link
 from simpletun.lab.netns import Lab
 from simpletun.lab.testbed import Testbed, Watched, simpletun_cmd
 from simpletun.tools import pcap
@@ -122,3 +123,19 @@ def test_dump_watches_a_busy_tap_device_as_ethernet(lab: Lab, tmp_path: Path) ->
     captured = pcap.read(str(cap_file))
     assert captured.linktype == pcap.LINKTYPE_ETHERNET
     assert [describe(r.data, tap=True) for r in captured.records] == [line[4:] for line in lines]
+
+
+def test_dump_with_address_on_a_busy_device_is_refused(lab: Lab) -> None:
+    """--address would change the running tunnel's device under it."""
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start()
+    assert bed.server_proc is not None
+    pid = bed.server_proc.proc.pid
+    before = link.addresses(bed.iface, netns=bed.server.name)
+    done = simpletun("dump", bed.iface, "--address", "10.201.0.1/24", ns=bed.server, timeout=20)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"{bed.iface} is held by pid {pid} (" in done.stderr
+    assert done.stderr.rstrip().endswith("drop --address"), done.stderr
+    assert link.addresses(bed.iface, netns=bed.server.name) == before
+    assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok

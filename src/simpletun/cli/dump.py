@@ -11,19 +11,17 @@ import click
 
 from ..device import link, tuntap
 from ..device.holders import held_by
-from ..errors import DeviceMismatch, SimpletunError
+from ..errors import DeviceBusy, DeviceMismatch, SimpletunError
 from ..tools import capture
 from ..tools.pcap import PcapWriter
 from ..tools.responder import Responder
 from ..tools.sniff import Sniffer
 from ._common import (
     address_option,
-    configure,
     follow_addresses,
     hold,
     mode_option,
     note,
-    parse_addresses,
     sigterm_as_interrupt,
 )
 
@@ -47,14 +45,16 @@ def open_pcap(path: str) -> BinaryIO:
 def watch(iface: str, tap: bool | None, addresses: tuple[str, ...],
           busy: str) -> Sniffer:
     """``iface`` is held by another program (``busy`` names it): capture it with a packet
-    socket, as tcpdump does, instead of attaching a queue that would take its packets."""
-    wanted = parse_addresses(addresses)
+    socket, as tcpdump does, instead of attaching a queue that would take its packets.
+    Its device is that program's: ``addresses`` (--address) are refused, not added."""
+    if addresses:
+        raise DeviceBusy(f"{iface} is held by {busy}: dump only watches it and leaves its "
+                         "addresses to that program; drop --address")
     sniffer = Sniffer(iface)
     try:
         if tap is not None and tap != sniffer.tap:
             have, other = ("tap", "tun") if sniffer.tap else ("tun", "tap")
             raise DeviceMismatch(f"{iface} is a {have} device, not {other}: drop --{other}")
-        configure(iface, wanted)
     except BaseException:
         sniffer.close()
         raise
