@@ -148,8 +148,10 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
             end = json.loads(done.stdout)["end"]["sum_received"]
             nbytes = int(end["bytes"])
             return (end["bits_per_second"] / 1e6 if nbytes else None), nbytes
-        finally:
-            srv.wait(10)
+        finally:  # kill and reap: a server still waiting must not turn an error into a
+            if srv.poll() is None:  # traceback (TimeoutExpired), nor hold the port
+                srv.kill()
+            srv.wait()
     sink = server.popen([sys.executable, "-m", "simpletun.lab.flow", "sink", address, str(PORT),
                          str(streams)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                         text=True)
