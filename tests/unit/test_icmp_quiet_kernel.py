@@ -39,7 +39,7 @@ def _killed_after_first_change(state_dir: Path, paths: dict[int, Path]) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return f
 
-        icmp.open = dying_open  # type: ignore[attr-defined]
+        icmp.open = dying_open
         try:
             icmp.quiet_kernel(state_dir=str(state_dir))
         finally:
