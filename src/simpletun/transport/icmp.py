@@ -28,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from ..signals import STOP_SIGNALS
 from ..wire import icmp
 from ..wire.icmp import Credits, Poller
 from . import tcp
@@ -375,9 +376,6 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
         raise
     was_on = frozenset(f for f in families if old.get(ECHO_SYSCTL[f], "1") != "1")
     return was_on, restore
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class _Restore:
