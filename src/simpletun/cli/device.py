@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..device import link, tuntap
-from ..device.holders import holders
+from ..device.holders import held_by, holders, leading
 from ..errors import DeviceBusy, NotTap, NotTunTap, SimpletunError
 from ._common import configure, parse_addresses
 
@@ -115,9 +115,10 @@ def deltun(name: str) -> None:
 
 
 def _holders(name: str) -> tuple[str, bool]:
-    """Who holds ``name`` ("pid 12 (simpletun)"), and whether they are several."""
-    found = holders(name)
-    return ", ".join(str(h) for h in found) or "another process", len(found) > 1
+    """Who holds ``name`` ("pid 12 (simpletun)"), and whether they are several (a
+    tunnel's workers are named through the process that started them)."""
+    found = leading(holders(name))
+    return held_by(name, found=found) or "another process", len(found) > 1
 
 
 commands = (mktun, deltun)

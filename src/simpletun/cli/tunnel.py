@@ -124,21 +124,10 @@ def _tear_down(name: str, done: list[Configured]) -> None:
 def _refuse_busy(iface: str) -> None:
     """Attaching to a device another tunnel serves would add queues that take half its
     flows (or, over UDP/ICMP, fail with a misleading message): refuse, naming the holder."""
-    found = holders.holders(iface)
-    pids = {h.pid for h in found}
-    # a tunnel's workers hold queues too: name the process that started them
-    busy = ", ".join(str(h) for h in found if _parent(h.pid) not in pids)
-    if found:
-        raise DeviceBusy(f"{iface} is already served by {busy or found[0]}; stop it first or "
-                         "use another device")
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    busy = holders.held_by(iface)
+    if busy:
+        raise DeviceBusy(f"{iface} is already served by {busy}; stop it first or use another "
+                         "device")
 
 
 def _check_mtu(mtu: int | None, transport: str, *, tap: bool, family: int | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TUN_PATH = "/dev/net/tun"
@@ -69,6 +70,25 @@ def holders(name: str, *, include_self: bool = False) -> list[Holder]:
     return found
 
 
-def held_by(name: str) -> str:
-    """``name``'s holders for a message ("pid 12 (simpletun), pid 40 (python3)"), or ""."""
-    return ", ".join(str(h) for h in holders(name))
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (from /proc/PID/stat), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # the command in parentheses may hold spaces and ')': split after the last ')'
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def leading(found: Sequence[Holder]) -> list[Holder]:
+    """Those of ``found`` that another of them did not start: a tunnel's worker processes
+    hold queues too, and are named through the process that started them."""
+    pids = {h.pid for h in found}
+    return [h for h in found if parent_pid(h.pid) not in pids] or list(found[:1])
+
+
+def held_by(name: str, *, found: Sequence[Holder] | None = None) -> str:
+    """Who holds ``name`` (``found``: its holders, if already looked up), for a message:
+    "pid 12 (simpletun), pid 40 (python3)", a tunnel's workers left out (see
+    :func:`leading`); "" for nobody."""
+    return ", ".join(str(h) for h in leading(holders(name) if found is None else found))

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..device.holders import parent_pid
 from ..errors import SimpletunError
 from .netns import Lab, Namespace
 from .testbed import Testbed, Watched
@@ -90,12 +91,9 @@ def _tree(roots: Sequence[int]) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+            ppid = parent_pid(int(entry))
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(entry))
     found, todo = [], list(roots)
     while todo:
         pid = todo.pop()

@@ -10,6 +10,7 @@ can hold.
 
 from __future__ import annotations
 
+from ..device.side import ETH_OVERHEAD
 from ..packets.ethernet import ETH_HLEN
 from ..wire import datagram, native
 from ..wire import icmp as icmp_wire
@@ -17,8 +18,6 @@ from ..wire import icmp as icmp_wire
 #: the most an IP packet can carry behind its own header, per family
 IP_PAYLOAD_MAX = {4: 65535 - 20, 6: 65535}
 UDP_HEADER = 8
-#: what a tap frame adds to the MTU: the Ethernet header and one VLAN tag
-TAP_OVERHEAD = ETH_HLEN + 4
 #: the kernel's own maximum per device kind (a tap frame's Ethernet header counts)
 DEVICE_MAX = {False: 65535, True: 65535 - ETH_HLEN}
 MIN_MTU = 68
@@ -28,7 +27,7 @@ TRANSPORTS = ("tcp", "udp", "icmp")
 def max_mtu(transport: str, *, tap: bool, family: int = 4) -> int:
     """The largest MTU that ``transport`` carries over an IPv4 (``family=4``) or IPv6
     underlay for a tun (or ``tap``) device."""
-    extra = TAP_OVERHEAD if tap else 0
+    extra = ETH_OVERHEAD if tap else 0  # a tap frame's Ethernet header and one VLAN tag
     if transport == "tcp":
         carried = native.MAX_PAYLOAD - native.VNET_HDR_LEN - extra
     elif transport == "udp":
