@@ -14,6 +14,7 @@ import pytest
 from simpletun.cli import tunnel
 from simpletun.cli._common import sigterm_as_interrupt
 from simpletun.device import routing
+from simpletun.signals import STOP_SIGNALS
 
 HOST = routing.HostRoute("203.0.113.1", "198.51.100.1", "eth0", 2)
 HALVES = list(routing.HALVES[4])
@@ -22,7 +23,7 @@ HALVES = list(routing.HALVES[4])
 @pytest.fixture
 def stops_interrupt() -> Iterator[None]:
     """The tunnel's stop handlers, for this test only."""
-    saved = {s: signal.getsignal(s) for s in tunnel.STOP_SIGNALS}
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     sigterm_as_interrupt()
     try:
         yield

@@ -16,6 +16,7 @@ import click
 from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import OFFLOADS, DeviceSide, probe_offloads
 from ..errors import DeviceBusy, DeviceMismatch, SimpletunError
+from ..signals import STOP_SIGNALS
 from ..transport import icmp, tcp, udp
 from ..tunnel import datagram as datagram_loop
 from ..tunnel import mtu as mtu_limits
@@ -85,10 +86,6 @@ def _unroute(name: str, done: Configured) -> None:
     finally:
         for route in done.kept:
             routing.forget(route)
-
-
-#: what stops the tunnel (each a KeyboardInterrupt, see sigterm_as_interrupt)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 @contextlib.contextmanager
