@@ -173,3 +173,121 @@ def test_a_silent_classic_client_is_seated_when_nobody_is_live(
             client.kill()
             client.wait()
     assert out.strip() == f"frame 84 proto 1 dst {bed.client_overlay}", err
+
+
+HOLDER = r"""
+import socket, struct, sys, time
+mode, target, forged, seconds = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), float(sys.argv[4])
+s = socket.create_connection((target, 55555), timeout=5)
+if mode == "forged":  # one plausible packet: seated as a classic client that spoke
+    s.sendall(struct.pack("!H", len(forged)) + forged)
+print("connected", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    if mode == "forged":
+        s.sendall(b"\0\0")  # an empty frame: no packet, so nobody is heard
+    time.sleep(0.5)
+"""
+
+#: short timings: the real client's idle session must not time out meanwhile
+LIVELY = ["--peer-timeout", "3", "--keepalive", "0.5"]
+
+
+@pytest.mark.parametrize("mode", ["idle", "empty-frames"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_idle_connection_never_holds_the_seat_against_the_real_client(
+        lab: Lab, workers: str, mode: str) -> None:
+    """An attacker takes the empty seat and then sends nothing (or only empty classic
+    frames): the real client with --reconnect gets in, on the single-process server and on
+    the multi-worker one (issue 12 review). Idle, the attacker proved nothing: it holds the
+    seat a moment only, well within the default peer timeout of 40 s. With one forged packet
+    and then empty frames it is a classic client that fell silent: it holds the seat for
+    the peer timeout (3 s here), however many empty frames it sends."""
+    timing = LIVELY if mode == "empty-frames" else []
+    bed = Testbed(lab, ipv6_overlay=False)
+    server = bed.start_server("--workers", workers, *timing)
+    forged = ping4("10.200.0.66", "10.200.0.1")
+    holder = bed.client.popen([sys.executable, "-c", HOLDER,
+                               "idle" if mode == "idle" else "forged", bed.server_underlay,
+                               forged.hex(), "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "connected"
+        server.wait_for("connected (classic wire)", timeout=5)  # the attacker is seated
+        client = bed.start_client("--workers", workers, "--reconnect", *timing, wait=False)
+        client.wait_for("connected to", occurrences=int(workers), timeout=12)
+        bed.wait_ready()
+        assert bed.client.ping(bed.server_overlay, count=3, interval=0.05).ok
+        assert holder.poll() is None  # the attacker was still there, trying
+    finally:
+        holder.kill()
+        holder.wait()
+    assert server.count("replaced by") >= 1, server.text
+    assert client.count("(native wire") == int(workers), client.text
+    server.stop()
+    assert "Traceback" not in server.text
+
+
+LATE_HELLO = r"""
+import socket, sys, time
+from simpletun.wire import native
+target, delay, mtu, ping = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4])
+s = socket.create_connection((target, 55555), timeout=10)
+time.sleep(delay)  # a lost segment on a long path: the hello comes late
+machine = native.ClientHandshake(native.Hello(tap=False, mtu=mtu, features=0, session=b"late-one"))
+s.sendall(machine.start())
+out = None
+while out is None:
+    data = s.recv(65536)
+    if not data:
+        print("closed", flush=True)
+        sys.exit(1)
+    out = machine.feed(data)
+print(out.wire, out.reason, flush=True)
+sys.stdin.readline()  # the test looked at the server's device
+s.sendall(native.encode_frame(native.DATA, ping))
+decoder = native.Decoder()
+while True:
+    frames = [p for kind, p in decoder.feed(s.recv(65536)) if kind == native.DATA]
+    if frames:
+        print(f"data icmp type {frames[0][20]}", flush=True)
+        break
+"""
+
+
+@pytest.mark.parametrize("delay", [1.5, 2.5])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_late_hello_gets_a_native_answer_and_never_reaches_the_device(
+        lab: Lab, workers: str, delay: float) -> None:
+    """A native client whose hello leaves late (past QUIET_NATIVE with 2.5 s: it was seated
+    as a silent classic client meanwhile) is answered on the native wire; the hello is no
+    packet for the server's device (issue 12 review)."""
+    bed = Testbed(lab, ipv6_overlay=False, mtu=1400)
+    server = bed.start_server("--workers", workers)
+    # nothing may go to the silent connection before its hello: no IPv6 chatter
+    bed.server.sysctl(f"net.ipv6.conf.{bed.iface}.disable_ipv6", "1")
+    rx = _rx(bed)
+    ping = ping4(bed.client_overlay, bed.server_overlay)
+    proc = bed.client.popen([sys.executable, "-c", LATE_HELLO, bed.server_underlay, str(delay),
+                             "1400", ping.hex()], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        answer = proc.stdout.readline().strip()
+        assert answer == "native", (answer, server.text, proc.stderr and proc.stderr.read())
+        time.sleep(0.2)
+        assert _rx(bed) == rx, server.text  # the hello was not written into the device
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out.strip() == "data icmp type 0", err  # an echo reply, on the native wire
+    assert _rx(bed) == rx + 1
+    if delay > 2:
+        server.wait_for("sent its hello late: now on the native wire")
+    server.stop()
+    assert "Traceback" not in server.text

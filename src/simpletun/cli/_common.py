@@ -11,6 +11,7 @@ import click
 from ..device import link, tuntap
 from ..device.holders import held_by
 from ..errors import DeviceBusy
+from ..signals import STOP_SIGNALS
 from ..tools import capture
 from ..tools.responder import Responder
 
@@ -76,7 +77,7 @@ def sigterm_as_interrupt() -> None:
     def handler(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    for signo in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    for signo in STOP_SIGNALS:  # SIGINT already does this, unless it is ignored
         if signal.getsignal(signo) != signal.SIG_IGN:
             signal.signal(signo, handler)
 

@@ -10,16 +10,22 @@ holding a plausible packet (:func:`plausible`: one that :func:`packets.check.che
 or the hello envelope a native client sends a classic server). Anything else in its first
 bytes (a length of 0 or more than the device carries, a frame that is no packet) is junk:
 it is dropped and counted, never promoted. A connection that stays silent for
-:data:`QUIET` seconds is what the classic C client looks like until its device has a packet
-to send: it is offered to the policy as a classic client (it can take an empty seat, never
-a live client's; see :func:`decide`). Nothing an unproven connection sends reaches the
-device: a connection that sent some bytes but neither a hello nor a whole frame is closed
-at its deadline.
+:data:`QUIET` seconds (:data:`QUIET_NATIVE` on a native server, where a real client's hello
+leaves right after the connect) is what the classic C client looks like until its device
+has a packet to send: it is offered to the policy as a classic client (it can take an
+empty seat, never a live client's; see :func:`decide`). Its first frame is still watched
+(:meth:`stream.Pump.run`): a late native hello is answered (or the connection closed), never
+written into the device. Nothing an unproven connection sends reaches the device: a
+connection that sent some bytes but neither a hello nor a whole frame is closed at its
+deadline.
 
 A proven connection takes over only if nobody is live, or it carries the live client's
-session id (its reconnect), or the live client has been silent past the peer timeout
-(:func:`decide`, pure). Otherwise it is refused (a native client hears a :data:`native.BUSY`
-refusal and retries later) with one rate-limited line.
+session id (its reconnect), or the live client has been silent past the peer timeout, or
+the live client was seated silently and has not delivered a single packet in
+:data:`UNPROVEN_HOLD` seconds (:func:`decide`, pure). *Heard* means a packet delivered to
+the device or a keepalive, never an empty frame or junk. Otherwise it is refused (a native
+client hears a :data:`native.BUSY` refusal and retries later) with one rate-limited line;
+the live client's address goes to the server's log only.
 
 What this can and cannot prove: neither wire is authenticated (encryption comes later). A
 native session id is 8 random bytes that only the client and the server see, so an
@@ -28,17 +34,20 @@ session at all: a ``--classic`` server cannot tell the real client's reconnect f
 else's connection. Its protection is only that a live client is never displaced: a new
 classic connection is refused while the live one talks, and is accepted when it has left
 or been silent past the peer timeout. Anyone who can reach the port can still become the
-client while none is live, and write any packet that passes the checks into the device.
+client while none is live, and write any packet that passes the checks into the device;
+an idle connection holds an empty seat only until a proven client comes (for
+:data:`UNPROVEN_HOLD` seconds at least), and a classic one that delivers a packet now and
+then holds it like a real client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..device.side import Counters
-from ..packets.check import check, check_ip
+from ..packets.check import check
 from ..transport import tcp
 from ..wire import native
 from .ratelimit import LimitedLog
@@ -46,24 +55,21 @@ from .ratelimit import LimitedLog
 MAX_PENDING = 64  # connections shaking hands at once; the oldest goes to make room
 PENDING_DEADLINE = 10.0  # seconds a connection has to prove itself
 QUIET = 1.0  # seconds of silence after which a connection counts as a classic client
+#: the same on a native server: a native client's hello leaves right after the connect,
+#: so a slow path (a lost segment) must not make it look like a silent classic client
+QUIET_NATIVE = 2.0
+#: seconds a silently seated connection that delivered nothing holds the seat against a
+#: proven newcomer
+UNPROVEN_HOLD = 2.0
 ACCEPTS_PER_WAKE = 64
-_ETH_IPV4, _ETH_IPV6, _ETH_ARP, _ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8100
 
 
 def plausible(packet: bytes | memoryview, tap: bool) -> bool:
-    """Could ``packet`` (one classic frame's content) come from a real peer's device? An IP
-    packet that :func:`check` passes, on tap an Ethernet frame of IP (checked the same way),
-    ARP or VLAN; or a native hello envelope."""
-    if native.is_handshake(packet):
-        return True
-    if check(packet, tap) is not None:
-        return False
-    if not tap:
-        return True
-    ethertype = (packet[12] << 8) | packet[13]
-    if ethertype in (_ETH_IPV4, _ETH_IPV6):
-        return check_ip(packet[14:]) is None
-    return ethertype in (_ETH_ARP, _ETH_VLAN) and len(packet) >= 42
+    """Could ``packet`` (one classic frame's content) come from a real peer's device? What
+    the device side would deliver (:func:`check`: an IP packet on tun; on tap any Ethernet
+    frame, since a real tap client sends padded frames, STP, LLDP and more), or a native
+    hello envelope."""
+    return native.is_handshake(packet) or check(packet, tap) is None
 
 
 class ClassicProbe:
@@ -77,7 +83,14 @@ class ClassicProbe:
 
     def feed(self, data: bytes) -> native.Outcome | None:
         self._buf += data
-        return first_frame_verdict(self._buf, self.max_packet, self.tap)
+        verdict = first_frame_verdict(self._buf, self.max_packet, self.tap)
+        if verdict is not None and verdict.wire == "classic":
+            # a native client's hello: no packet for the device (a classic server never
+            # answers it; the client falls back to the classic wire)
+            length = (self._buf[0] << 8) | self._buf[1]
+            if native.is_handshake(memoryview(self._buf)[2:2 + length]):
+                return native.Outcome("classic", leftover=bytes(self._buf[2 + length:]))
+        return verdict
 
 
 def first_frame_verdict(buf: bytes | bytearray, max_packet: int,
@@ -122,21 +135,41 @@ class NativeProbe:
 @dataclass
 class Live:
     """The client being served: its session id (None on the classic wire), its address,
-    and when it was last heard."""
+    when it was last heard (a packet delivered or a keepalive; at first, when it was
+    seated), and whether it was seated silently (it proved nothing)."""
 
     session: bytes | None
     peer: str
     heard: float
+    silent: bool = False
+    since: float = field(init=False)  # when it was seated
+
+    def __post_init__(self) -> None:
+        self.since = self.heard
+
+    def hear(self, when: float) -> None:
+        """The live client was heard at ``when`` (earlier times change nothing)."""
+        if when > self.heard:
+            self.heard = when
+
+    def prove(self, session: bytes | None) -> None:
+        """A silently seated client spoke: it is a client like any other now."""
+        self.session, self.silent = session, False
 
 
-def decide(live: Live | None, session: bytes | None, now: float, timeout: float) -> str:
-    """``take`` (nobody is live), ``replace`` (the live client's own reconnect, or the live
-    client silent for ``timeout`` seconds), or ``refuse``."""
+def decide(live: Live | None, session: bytes | None, now: float, timeout: float, *,
+           silent: bool = False, hold: float = UNPROVEN_HOLD) -> str:
+    """``take`` (nobody is live), ``replace`` (the live client's own reconnect, the live
+    client silent for ``timeout`` seconds, or, for a proven newcomer (not ``silent``), a
+    live client seated silently that has delivered nothing for ``hold`` seconds), or
+    ``refuse``."""
     if live is None:
         return "take"
     if session is not None and session == live.session:
         return "replace"
     if now - live.heard >= timeout:
+        return "replace"
+    if not silent and live.silent and live.heard <= live.since and now - live.since >= hold:
         return "replace"
     return "refuse"
 
@@ -178,12 +211,13 @@ class Handshakes:
     def __init__(self, listener: socket.socket, local: native.Hello | None, *,
                  max_packet: int, tap: bool, counters: Counters, log: LimitedLog,
                  limit: int = MAX_PENDING, deadline: float = PENDING_DEADLINE,
-                 quiet: float = QUIET) -> None:
+                 quiet: float | None = None) -> None:
         self.listener = listener
         listener.setblocking(False)
         self.local, self.max_packet, self.tap = local, max_packet, tap
         self.counters, self.log = counters, log
-        self.limit, self.seconds, self.quiet = limit, deadline, quiet
+        self.limit, self.seconds = limit, deadline
+        self.quiet = quiet if quiet is not None else QUIET if local is None else QUIET_NATIVE
         self._pending: dict[int, _Pending] = {}  # in arrival order
         self.fds: list[int] = [listener.fileno()]
         self.deadline = float("inf")
@@ -266,7 +300,7 @@ class Handshakes:
                        f"nor a packet ({outcome.reason})")
             return None
         if outcome.wire == "refused":
-            _send_quietly(p.sock, outcome.reply)
+            send_quietly(p.sock, outcome.reply)
             self._drop(fd, "refused-connection", "refused",
                        f"refused client {p.peer}: {outcome.reason}")
             return None
@@ -281,11 +315,8 @@ class Handshakes:
 
     def refuse(self, ready: Ready, live: Live) -> None:
         """Turn a proven connection away: a live client holds the tunnel."""
-        what = "classic client" if live.session is None else "client"
-        reason = (f"{native.BUSY}the server serves another {what} ({live.peer}) that is "
-                  "live; it takes a new one when that one leaves or falls silent")
-        if ready.outcome.wire == "native":
-            _send_quietly(ready.sock, native.encode_refuse(reason))
+        if ready.outcome.wire == "native":  # who the live client is stays in our log
+            send_quietly(ready.sock, native.encode_refuse(_BUSY_REASON))
         ready.sock.close()
         self.counters.drops["refused-connection"] += 1
         self.log("busy", f"refused client {ready.peer}: {live.peer} is the live client and "
@@ -293,7 +324,7 @@ class Handshakes:
 
     def admit(self, ready: Ready) -> socket.socket:
         """The connection of a client the policy took, with the server's answer sent."""
-        _send_quietly(ready.sock, ready.outcome.reply)
+        send_quietly(ready.sock, ready.outcome.reply)
         return ready.sock
 
     def close(self) -> None:
@@ -303,7 +334,11 @@ class Handshakes:
         self._changed()
 
 
-def _send_quietly(sock: socket.socket, data: bytes) -> None:
+_BUSY_REASON = (f"{native.BUSY}the server serves another client that is live; it takes a "
+                "new one when that one leaves or falls silent")
+
+
+def send_quietly(sock: socket.socket, data: bytes) -> None:
     """A short answer on a fresh connection (its send buffer is empty): it fits at once, or
     the peer has gone and the pump will notice."""
     if data:

@@ -71,6 +71,10 @@ class Ended:
     error: bool = False  # the peer misbehaved (as opposed to leaving)
     wake: socket.socket | None = None  # an extra socket that became readable
     successor: admission.Ready | None = None  # a client that takes over
+    #: a silently seated client sent its hello late: the native session to go on with on
+    #: the same connection, once the caller has sent ``switch.reply`` (nothing was sent to
+    #: it yet)
+    switch: native.Outcome | None = None
 
 
 class Sidecar(Protocol):
@@ -107,20 +111,39 @@ class Pump:
         self._vhs = [bytearray(10) for _ in range(BATCH)]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
-        #: when the peer of the current (or last) connection was last heard (monotonic)
+        #: when the peer of the current (or last) connection was last heard (monotonic; 0:
+        #: not yet): a packet delivered to the device or a keepalive, never an empty frame,
+        #: junk or any readable byte
         self.heard = 0.0
+        #: keepalive frames received (with ``counters.to_dev``: what counts as heard)
+        self.keepalives = 0
+        #: called with :attr:`heard` when it changes, at most every :attr:`publish_every`
+        #: seconds (a worker tells its parent this way)
+        self.publish: Callable[[float], None] | None = None
+        self.publish_every = min(1.0, (timeout or DEAD_PEER_TIMEOUT) / 4)
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
-            extra: tuple[socket.socket, ...] = (), sidecar: Sidecar | None = None) -> Ended:
+            extra: tuple[socket.socket, ...] = (), sidecar: Sidecar | None = None, *,
+            silent: bool = False, local: native.Hello | None = None) -> Ended:
         """Pump until the peer leaves, misbehaves, one of ``extra`` is readable, or
         ``sidecar`` (what else the caller's loop drives meanwhile, e.g. handshakes) ends
-        it. :attr:`heard` is when the peer was last heard."""
+        it. :attr:`heard` is when the peer was last heard. ``silent``: the connection was
+        seated before it said a word, so its first frame may still be a native hello: it
+        never reaches the device; with ``local`` (a native server's hello) it ends the run
+        with :attr:`Ended.switch` if nothing was sent to the peer yet, else the connection
+        is closed so that the client connects again."""
         self.side.set_offloads(wire.vnet)
         sock.setblocking(False)
         self.dev.set_blocking(False)
-        self.heard = time.monotonic()
+        counters = self.counters
         deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
+        if silent and not wire.native:
+            deliver = self._first_frame_watch(deliver, sock, local)
+        self.heard = 0.0
+        publish, every = self.publish, self.publish_every
+        published = -every
+        heard_mark = counters.to_dev + self.keepalives  # changes when the peer is heard
         if leftover:
             ended = deliver(leftover, peer)
             if ended is not None:
@@ -132,35 +155,40 @@ class Pump:
                 if wire.keepalive else None)
         wait: float | None = None
         side_fds: list[int] = []
+        now = time.monotonic()
         while True:
-            # while the socket is backed up, leave packets in the device queue (backpressure)
+            # the peer was heard (one comparison per wake-up, no clock read per packet)
+            if counters.to_dev + self.keepalives != heard_mark:
+                heard_mark = counters.to_dev + self.keepalives
+                self.heard = now
+                if live is not None:
+                    live.received(now)
+                if publish is not None and now - published >= every:
+                    published = now
+                    publish(now)
+            if live is not None:
+                due = live.due(now)
+                if due == DEAD:
+                    return Ended(f"nothing heard from the peer for {live.silence(now):.0f} s "
+                                 "(dead-peer timeout)")
+                if due == KEEPALIVE:  # sent as soon as the socket takes it
+                    pending += _KEEPALIVE_FRAME
+                    live.sent(now)
+                wait = live.wait(now)
             if sidecar is not None:
                 side_fds = sidecar.fds
                 if sidecar.deadline != _NEVER:
-                    side_wait = max(0.0, sidecar.deadline - time.monotonic())
+                    side_wait = max(0.0, sidecar.deadline - now)
                     wait = side_wait if wait is None else min(wait, side_wait)
+            # while the socket is backed up, leave packets in the device queue (backpressure)
             rlist = [sock_fd, *extra_fds, *side_fds] if pending else \
                 [sock_fd, dev_fd, *extra_fds, *side_fds]
             readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [],
                                                   wait)
             now = time.monotonic()  # one clock read per wake-up, not per packet
-            if sock_fd in readable:
-                self.heard = now
             wait = None
-            if live is not None:
-                if sock_fd in readable:
-                    live.received(now)
-                if dev_fd in readable or writable:
-                    live.sent(now)
-                due = live.due(now)
-                if due == DEAD:
-                    return Ended(f"nothing heard from the peer for {live.silence(now):.0f} s "
-                                 "(dead-peer timeout)")
-                if due == KEEPALIVE:
-                    pending += _KEEPALIVE_FRAME
-                    writable = [sock_fd]
-                    live.sent(now)
-                wait = live.wait(now)
+            if live is not None and (dev_fd in readable or writable):
+                live.sent(now)
             if writable:
                 try:
                     sent = sock.send(pending)
@@ -193,9 +221,55 @@ class Pump:
                 else:
                     woken.append(fd)
             if sidecar is not None and (woken or now >= sidecar.deadline):
+                if counters.to_dev + self.keepalives != heard_mark:
+                    self.heard = now  # what the sidecar's policy reads
                 ended = sidecar.handle(woken, now)
                 if ended is not None:
                     return ended
+
+    def _first_frame_watch(self, deliver: Callable[[bytes | memoryview, str], Ended | None],
+                           sock: socket.socket, local: native.Hello | None,
+                           ) -> Callable[[bytes | memoryview, str], Ended | None]:
+        """``deliver`` (classic), except for the first frame: a native hello there (sent
+        late by a native client seated as a silent classic one) is no packet for the
+        device."""
+        buf = bytearray()
+        watching = True
+        limit = max(self.side.max_packet, 200)  # 200: a hello over a small MTU
+        sent_before = self.counters.to_net
+
+        def watch(data: bytes | memoryview, peer: str) -> Ended | None:
+            nonlocal watching
+            if not watching:
+                return deliver(data, peer)
+            buf.extend(data)
+            if len(buf) < 2:
+                return None
+            length = (buf[0] << 8) | buf[1]
+            whole = 0 < length <= limit
+            if whole and len(buf) < 2 + length:
+                return None  # the first frame is not whole yet
+            watching = False
+            if not (whole and native.is_handshake(memoryview(buf)[2:2 + length])):
+                return deliver(bytes(buf), peer)
+            if local is None:  # a classic server: it never answers hellos
+                self.counters.drops["handshake"] += 1
+                rest = bytes(buf[2 + length:])
+                return deliver(rest, peer) if rest else None
+            outcome = native.ServerHandshake(local).feed(bytes(buf))
+            if outcome is not None and outcome.wire == "native":
+                if self.counters.to_net != sent_before:
+                    return Ended(f"{peer} sent its hello late, after packets went to it on "
+                                 "the classic wire: closing, so that it connects again",
+                                 error=True)
+                return Ended(f"{peer} sent its hello late", switch=outcome)
+            if outcome is not None:
+                admission.send_quietly(sock, outcome.reply)  # a mismatch: it says why
+            return Ended(f"refused client {peer}: "
+                         f"{outcome.reason if outcome is not None else 'a bad hello'}",
+                         error=True)
+
+        return watch
 
     # --- network -> device ------------------------------------------------------------
     def _classic_receiver(self) -> Callable[[bytes | memoryview, str], Ended | None]:
@@ -231,9 +305,11 @@ class Pump:
                         side.deliver(payload, False)
                 elif kind == native.DATA_VNET and wire.vnet:
                     side.deliver(payload, True)
+                elif kind == native.KEEPALIVE:
+                    self.keepalives += 1
                 elif kind == native.CLOSE:
                     return Ended(f"the peer closed: {bytes(payload).decode(errors='replace')}")
-                elif kind != native.KEEPALIVE:
+                else:
                     counters.drops["unexpected-frame"] += 1
             if decoder.error is not None:
                 counters.drops["bad-frame"] += 1
@@ -366,15 +442,16 @@ class Gate:
         for ready in self.table.handle(readable, now):
             live = self.live
             if live is not None:
-                live.heard = max(live.heard, self.pump.heard)
-            if admission.decide(live, ready.session, now, self.timeout) == "refuse":
+                live.hear(self.pump.heard)
+            if admission.decide(live, ready.session, now, self.timeout,
+                                silent=ready.silent) == "refuse":
                 assert live is not None
                 self.table.refuse(ready, live)
                 continue
             if winner is not None:
                 winner.sock.close()
             winner = ready
-            self.live = admission.Live(ready.session, ready.peer, now)
+            self.live = admission.Live(ready.session, ready.peer, now, silent=ready.silent)
         return winner
 
     def handle(self, readable: list[int], now: float) -> Ended | None:
@@ -399,8 +476,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
     session = session or Session()
     counters = pump.counters
     limited, log = server_logs(pump.log)
-    gate = Gate(listener, session.hello(pump.side) if session.negotiate else None, pump,
-                limited)
+    local = session.hello(pump.side) if session.negotiate else None
+    gate = Gate(listener, local, pump, limited)
     dev_fd = dev.fileno()
     ready: admission.Ready | None = None
     try:
@@ -421,7 +498,16 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
             log(f"client {peer} connected ({wire.describe()})")
             before = counters.snapshot()
             with conn:
-                ended = pump.run(conn, peer, wire, outcome.leftover, sidecar=gate)
+                ended = pump.run(conn, peer, wire, outcome.leftover, sidecar=gate,
+                                 silent=ready.silent, local=local)
+                if ended.switch is not None and gate.live is not None:
+                    late = ended.switch
+                    assert late.hello is not None
+                    gate.live.prove(late.hello.session)
+                    admission.send_quietly(conn, late.reply)
+                    wire = wire_of(late)
+                    log(f"client {peer} sent its hello late: now on the {wire.describe()}")
+                    ended = pump.run(conn, peer, wire, late.leftover, sidecar=gate)
             log(f"client {peer} disconnected: {ended.reason} "
                 f"({counters.since(before).summary()})")
             ready = ended.successor

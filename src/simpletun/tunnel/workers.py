@@ -9,9 +9,12 @@ queue number, and each then runs :func:`stream.run_client` on its own.
 
 Server: the parent accepts and shakes hands, then passes the connection (SCM_RIGHTS over a
 socketpair) to the worker that owns the queue the hello names; a classic client goes to
-queue 0. A client with a new session id replaces the old one: every worker drops its
-connection. A worker without a connection detaches its queue so that the kernel steers
-nothing to it, and attaches it again when a connection arrives.
+queue 0. A client with a new session id replaces the old one (under the rules of
+:func:`admission.decide`): every worker drops its connection. Each worker publishes when
+its client was last heard into a shared page (one float per queue, written at most about
+once a second), so that the parent can tell a live client from a silent one. A worker
+without a connection detaches its queue so that the kernel steers nothing to it, and
+attaches it again when a connection arrives.
 
 Each worker has its own counters and prints its own lines, prefixed with its queue. When
 it ends it writes its counters into a pipe the parent reads once every worker is gone; the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import math
+import mmap
 import os
 import select
 import signal
@@ -38,7 +41,9 @@ from dataclasses import dataclass
 from ..device.side import Counters
 from ..device.tuntap import Device
 from ..errors import SimpletunError
+from ..signals import STOP_SIGNALS
 from ..transport import tcp
+from ..wire import native
 from . import admission, stream
 from .backoff import Backoff
 from .ratelimit import Log
@@ -57,18 +62,20 @@ def default_workers() -> int:
 
 _ASSIGN, _RESET = 1, 2
 _HEAD = struct.Struct("!BBH")  # message kind, wire flags, length of the peer's name
-_NATIVE, _VNET, _KEEPALIVE = 1, 2, 4
+_NATIVE, _VNET, _KEEPALIVE, _SILENT = 1, 2, 4, 8
 
 
 @dataclass(frozen=True)
 class Assignment:
     """A connection for a worker (the descriptor travels beside it), or a reset: a new
-    client (``peer``) replaces the current one."""
+    client (``peer``) replaces the current one. ``silent``: it was seated before it said a
+    word (its first frame may still be a late native hello)."""
 
     reset: bool
     wire: Wire = stream.CLASSIC
     peer: str = ""
     leftover: bytes = b""
+    silent: bool = False
 
 
 def encode_assignment(a: Assignment) -> bytes:
@@ -76,7 +83,7 @@ def encode_assignment(a: Assignment) -> bytes:
     if a.reset:
         return _HEAD.pack(_RESET, 0, len(peer)) + peer
     flags = ((_NATIVE if a.wire.native else 0) | (_VNET if a.wire.vnet else 0)
-             | (_KEEPALIVE if a.wire.keepalive else 0))
+             | (_KEEPALIVE if a.wire.keepalive else 0) | (_SILENT if a.silent else 0))
     return _HEAD.pack(_ASSIGN, flags, len(peer)) + peer + a.leftover
 
 
@@ -87,7 +94,57 @@ def decode_assignment(data: bytes) -> Assignment:
         return Assignment(reset=True, peer=peer)
     wire = Wire(native=bool(flags & _NATIVE), vnet=bool(flags & _VNET),
                 keepalive=bool(flags & _KEEPALIVE))
-    return Assignment(reset=False, wire=wire, peer=peer, leftover=data[_HEAD.size + plen:])
+    return Assignment(reset=False, wire=wire, peer=peer, leftover=data[_HEAD.size + plen:],
+                      silent=bool(flags & _SILENT))
+
+
+# --- what a worker tells the parent (sans-IO) ---------------------------------------------
+
+def encode_idle(received: int) -> bytes:
+    """The worker dropped the ``received``-th connection it was handed."""
+    return f"idle {received}".encode()
+
+
+def encode_proven(received: int, session: bytes) -> bytes:
+    """The ``received``-th connection, seated silently, sent a late hello of ``session``."""
+    return f"hello {received} {session.hex()}".encode()
+
+
+def decode_worker_message(msg: bytes) -> tuple[str, int, bytes | None] | None:
+    """``(kind, received, session)`` of a worker's message (kind ``idle`` or ``hello``),
+    None if it is neither."""
+    parts = msg.decode(errors="replace").split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    if parts[0] == "idle" and len(parts) == 2:
+        return "idle", int(parts[1]), None
+    if parts[0] == "hello" and len(parts) == 3:
+        try:
+            return "hello", int(parts[1]), bytes.fromhex(parts[2])
+        except ValueError:
+            return None
+    return None
+
+
+class HeardBoard:
+    """When each worker's client was last heard (monotonic seconds): one float per queue in
+    an anonymous shared page made before the fork. A worker writes its own slot (an
+    aligned 8-byte store: never torn), the parent reads them all."""
+
+    def __init__(self, count: int) -> None:
+        self._map = mmap.mmap(-1, max(8 * count, mmap.PAGESIZE))
+        self._slots = (ctypes.c_double * count).from_buffer(self._map)
+
+    def writer(self, index: int) -> Callable[[float], None]:
+        slots = self._slots
+
+        def write(when: float) -> None:
+            slots[index] = when
+
+        return write
+
+    def latest(self) -> float:
+        return max(self._slots, default=0.0)
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -99,15 +156,17 @@ def _die_with_parent() -> None:
 
 
 def _interrupt_once() -> None:
-    """In a worker: the first SIGINT or SIGTERM raises KeyboardInterrupt, later ones are
-    ignored (Ctrl-C reaches the worker, then the parent's SIGTERM follows: the second must
-    not cut the worker's report short)."""
+    """In a worker: the first stop signal (:data:`STOP_SIGNALS`: Ctrl-C, SIGTERM, SIGHUP,
+    SIGQUIT) raises KeyboardInterrupt, later ones are ignored (Ctrl-C reaches the worker,
+    then the parent's SIGTERM follows: the second must not cut the worker's report short).
+    A signal the process ignores (SIGHUP under nohup) stays ignored."""
     def handler(_signo: int, _frame: object) -> None:
         _ignore_signals()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 def _nothing(_signo: int, _frame: object) -> None:
@@ -116,8 +175,9 @@ def _nothing(_signo: int, _frame: object) -> None:
 
 
 def _ignore_signals() -> dict[int, object]:
-    """Ctrl-C and SIGTERM ignored from now on; returns the handlers they had."""
-    return {sig: signal.signal(sig, _nothing) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """The stop signals (:data:`STOP_SIGNALS`) ignored from now on; returns the handlers
+    they had."""
+    return {sig: signal.signal(sig, _nothing) for sig in STOP_SIGNALS}
 
 
 def _restore_signals(old: dict[int, object]) -> None:
@@ -308,6 +368,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
     worker failed) or raises KeyboardInterrupt, after the summary in either case."""
     count = len(dev.queues)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
+    board = HeardBoard(count)
+    local = session.hello(pump.side) if session.negotiate else None
 
     def worker(index: int, report: Report) -> None:
         listener.close()
@@ -317,15 +379,16 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
                 theirs.close()
         queue_dev = only_queue(dev, index)
         pump = make_pump(queue_dev, f"queue {index}: ")
+        pump.publish = board.writer(index)
         report.counters = pump.counters
-        _serve_queue(queue_dev, pairs[index][1], pump)
+        _serve_queue(queue_dev, pairs[index][1], pump, index=index, local=local)
 
     pool = spawn(count, worker)
     ctrls = [mine for mine, theirs in pairs]
     for _mine, theirs in pairs:
         theirs.close()
     try:
-        return _dispatch(listener, ctrls, session, pump, log)
+        return _dispatch(listener, ctrls, session, pump, log, board)
     finally:  # the workers report what they moved, the summary comes out whole
         with _uninterrupted():
             stop(pool.pids)
@@ -345,16 +408,18 @@ def _uninterrupted() -> Iterator[None]:
 
 
 def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Session,
-              pump: Pump, log: Log) -> int:
+              pump: Pump, log: Log, board: HeardBoard) -> int:
     """The parent's loop: shake hands with new connections (all at once, see admission),
-    pass each proven one to its worker. A new session takes over only when no worker
-    serves the current one any more (each says when it dropped its connection; a silent
-    client is dropped by its worker's dead-peer timeout). Returns 1 if a worker died."""
+    pass each proven one to its worker. A new session takes over when no worker serves the
+    current one any more (each says when it dropped its connection), or as
+    :func:`admission.decide` allows (the live client silent past the peer timeout, by the
+    workers' ``board``): then every worker drops the old one. Returns 1 if a worker died."""
     count = len(ctrls)
     local = session.hello(pump.side) if session.negotiate else None
     limited, session_log = stream.server_logs(log)
     table = admission.Handshakes(listener, local, max_packet=pump.side.max_packet,
                                  tap=pump.dev.tap, counters=pump.counters, log=limited)
+    timeout = pump.timeout or stream.DEAD_PEER_TIMEOUT
     queue_of = {c.fileno(): i for i, c in enumerate(ctrls)}
     assigned = [0] * count  # connections handed to each worker
     busy = [False] * count  # the worker holds the last connection it was handed
@@ -368,12 +433,20 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                 if fd not in queue_of:
                     continue
                 i = queue_of[fd]
-                msg = ctrls[i].recv(64)
+                try:
+                    msg = ctrls[i].recv(64)
+                except OSError:
+                    msg = b""
                 if not msg:  # a worker's end closed: it died
                     log("a worker process ended unexpectedly: stopping")
                     return 1
-                if msg == f"idle {assigned[i]}".encode():
+                said = decode_worker_message(msg)
+                if said is None or said[1] != assigned[i]:
+                    continue  # about a connection it no longer holds
+                if said[0] == "idle":
                     busy[i] = False
+                elif live is not None:  # a silently seated client's late hello
+                    live.prove(said[2])
             if not any(busy):
                 live = None
             for ready in table.handle([fd for fd in readable if fd not in queue_of], now):
@@ -382,21 +455,33 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                 if queue >= count:  # the client learnt from our hello that it stays idle
                     ready.sock.close()
                     continue
-                if admission.decide(live, ready.session, now, math.inf) == "refuse":
+                if live is not None:
+                    live.hear(board.latest())
+                verdict = admission.decide(live, ready.session, now, timeout,
+                                           silent=ready.silent)
+                if verdict == "refuse":
                     assert live is not None
                     table.refuse(ready, live)
                     continue
-                if live is None or ready.session is None or ready.session != live.session:
-                    for c in ctrls:  # a new client: every worker drops the old one
-                        c.send(encode_assignment(Assignment(reset=True, peer=ready.peer)))
-                    live = admission.Live(ready.session, ready.peer, now)
-                conn = table.admit(ready)
-                wire = wire_of(ready.outcome)
-                session_log(f"client {ready.peer} connected ({wire.describe()}) on queue "
-                            f"{queue} of {count}")
-                msg = encode_assignment(Assignment(reset=False, wire=wire, peer=ready.peer,
-                                                   leftover=ready.outcome.leftover))
-                socket.send_fds(ctrls[queue], [msg], [conn.fileno()])
+                try:
+                    if live is None or ready.session is None or ready.session != live.session:
+                        for c in ctrls:  # a new client: every worker drops the old one
+                            c.send(encode_assignment(Assignment(reset=True, peer=ready.peer)))
+                        busy = [False] * count
+                        live = admission.Live(ready.session, ready.peer, now,
+                                              silent=ready.silent)
+                    conn = table.admit(ready)
+                    wire = wire_of(ready.outcome)
+                    session_log(f"client {ready.peer} connected ({wire.describe()}) on queue "
+                                f"{queue} of {count}")
+                    msg = encode_assignment(Assignment(
+                        reset=False, wire=wire, peer=ready.peer,
+                        leftover=ready.outcome.leftover, silent=ready.silent))
+                    socket.send_fds(ctrls[queue], [msg], [conn.fileno()])
+                except OSError:  # a worker's end closed as the client came
+                    ready.sock.close()
+                    log("a worker process ended unexpectedly: stopping")
+                    return 1
                 conn.close()
                 assigned[queue] += 1
                 busy[queue] = True
@@ -404,10 +489,13 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
         table.close()
 
 
-def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
-    """A server worker: pump whatever connection the parent hands over, until the parent
-    goes away, and tell the parent when the connection ends. The queue is detached while
-    there is no connection."""
+def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump, *, index: int = 0,
+                 local: native.Hello | None = None) -> None:
+    """A server worker (of queue ``index``): pump whatever connection the parent hands
+    over, until the parent goes away, and tell the parent when the connection ends, or
+    when a silently seated client's late hello (answered with ``local``, the server's
+    hello) makes it a native session. The queue is detached while there is no
+    connection."""
     attached = True
     conn: socket.socket | None = None
     peer = ""
@@ -422,7 +510,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
             pump.log(f"client {peer} disconnected: {reason} "
                      f"({pump.counters.since(before).summary()})")
             with contextlib.suppress(OSError):
-                ctrl.send(f"idle {received}".encode())
+                ctrl.send(encode_idle(received))
 
     while True:
         if conn is None and attached and dev.multi_queue:
@@ -448,7 +536,20 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump) -> None:
             attached = True
         before = pump.counters.snapshot()
         ended: Ended = pump.run(conn, peer, assignment.wire, assignment.leftover,
-                                extra=(ctrl,))
+                                extra=(ctrl,), silent=assignment.silent, local=local)
+        late = ended.switch
+        if late is not None and late.hello is not None:
+            if late.hello.queue != index:
+                drop(f"its late hello is for queue {late.hello.queue}")
+                continue
+            # the parent first (it must know the session before the client's other
+            # connections can come), then the answer
+            with contextlib.suppress(OSError):
+                ctrl.send(encode_proven(received, late.hello.session))
+            admission.send_quietly(conn, late.reply)
+            wire = wire_of(late)
+            pump.log(f"client {peer} sent its hello late: now on the {wire.describe()}")
+            ended = pump.run(conn, peer, wire, late.leftover, extra=(ctrl,))
         if ended.wake is None:
             drop(ended.reason)
 
