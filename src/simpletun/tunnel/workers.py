@@ -419,7 +419,8 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
     limited, session_log = stream.server_logs(log)
     table = admission.Handshakes(listener, local, max_packet=pump.side.max_packet,
                                  tap=pump.dev.tap, counters=pump.counters, log=limited)
-    timeout = pump.timeout or stream.DEAD_PEER_TIMEOUT
+    # the board lags by up to publish_every: never take a live client for silent early
+    timeout = (pump.timeout or stream.DEAD_PEER_TIMEOUT) + pump.publish_every
     queue_of = {c.fileno(): i for i, c in enumerate(ctrls)}
     assigned = [0] * count  # connections handed to each worker
     busy = [False] * count  # the worker holds the last connection it was handed
