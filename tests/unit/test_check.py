@@ -1,6 +1,6 @@
 """What the tunnel lets through to the device."""
 
-import os
+import random
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,8 +33,10 @@ def test_reasons() -> None:
 
 
 def test_random_bytes_almost_never_pass() -> None:
-    rng = os.urandom
-    passed = sum(check_ip(rng(64)) is None for _ in range(20000))
+    # seeded: an IPv6 header passes when its version nibble and payload length happen to
+    # fit (about 1 in 10^6 per try), so fresh random bytes made this fail 1 run in 50
+    rng = random.Random(12)
+    passed = sum(check_ip(rng.randbytes(64)) is None for _ in range(20000))
     assert passed == 0
 
 
