@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from . import errors
 from .device import link, tuntap
 from .device.tuntap import Device, Queue, attach, delete, open_device, open_tap, open_tun
@@ -34,15 +32,19 @@ from .errors import (
 )
 
 
-def _version() -> str:
-    """The installed distribution's version; "0+unknown" when running from a bare tree."""
+def __getattr__(name: str) -> str:
+    """``__version__``, looked up when first asked for: importlib.metadata costs the
+    long-running tunnel process about 3 MB of peak RSS."""
+    if name != "__version__":
+        raise AttributeError(f"module 'simpletun' has no attribute {name!r}")
+    from importlib import metadata
+
     try:
-        return _metadata.version("simpletun")
-    except _metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-__version__ = _version()
+        version = metadata.version("simpletun")
+    except metadata.PackageNotFoundError:  # running from a bare tree
+        version = "0+unknown"
+    globals()["__version__"] = version
+    return version
 
 __all__ = [
     "BadAddress",
