@@ -215,10 +215,9 @@ def test_the_tunnel_process_keeps_pyroute2_out() -> None:
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_full_tunnel_on_a_persistent_device_cleans_up_and_starts_again(lab: Lab) -> None:
-    """On a device made with mktun the routes outlive the process: the tunnel removes the
-    ones it added (the halves and the host route) on exit, or all IPv4 would go into a dead
-    device, and the next run would fail ("that route exists already")."""
+def _persistent_full_tunnel(lab: Lab) -> tuple[Namespace, Watched, list[str], str, str]:
+    """A full-tunnel set-up on a device made with mktun: the client host, the running
+    server, the client's command, the server's underlay address and a far address."""
     client, server = _full_tunnel_hosts(lab, 4)
     _c, _rc, _rs, s_addr, far, (c_overlay, s_overlay) = FULL[4]
     target = s_addr.split("/")[0]
@@ -229,6 +228,14 @@ def test_full_tunnel_on_a_persistent_device_cleans_up_and_starts_again(lab: Lab)
     srv.wait_for("listening on")
     args = simpletun_cmd("-i", "tun0", "-c", target, "--address", c_overlay, "--workers", "1",
                          "--route", "default")
+    return client, srv, args, target, far
+
+
+def test_full_tunnel_on_a_persistent_device_cleans_up_and_starts_again(lab: Lab) -> None:
+    """On a device made with mktun the routes outlive the process: the tunnel removes the
+    ones it added (the halves and the host route) on exit, or all IPv4 would go into a dead
+    device, and the next run would fail ("that route exists already")."""
+    client, srv, args, target, far = _persistent_full_tunnel(lab)
     for run in (1, 2):
         cli = Watched(client.popen(args, stderr=subprocess.PIPE, text=True), f"client {run}")
         cli.wait_for("connected to", timeout=15)
@@ -250,16 +257,7 @@ def test_full_tunnel_takes_routes_a_killed_run_left_as_given(lab: Lab) -> None:
     """A run killed with SIGKILL cannot clean up: its routes stay on the persistent device.
     The next run takes those that leave through its device as given (no "that route exists
     already"), and leaves them as it found them."""
-    client, server = _full_tunnel_hosts(lab, 4)
-    _c, _rc, _rs, s_addr, far, (c_overlay, s_overlay) = FULL[4]
-    target = s_addr.split("/")[0]
-    assert simpletun("mktun", "tun0", ns=client).returncode == 0
-    srv = Watched(server.popen(simpletun_cmd("-i", "tun0", "-s", "--address", s_overlay,
-                                             "--workers", "1"),
-                               stderr=subprocess.PIPE, text=True), "server")
-    srv.wait_for("listening on")
-    args = simpletun_cmd("-i", "tun0", "-c", target, "--address", c_overlay, "--workers", "1",
-                         "--route", "default")
+    client, srv, args, target, far = _persistent_full_tunnel(lab)
     killed = Watched(client.popen(args, stderr=subprocess.PIPE, text=True), "killed client")
     killed.wait_for("connected to", timeout=15)
     killed.proc.kill()
