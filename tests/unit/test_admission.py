@@ -3,6 +3,7 @@ reports."""
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -20,6 +21,7 @@ from simpletun.device.side import Counters
 from simpletun.signals import STOP_SIGNALS
 from simpletun.tunnel import workers
 from simpletun.tunnel.admission import (
+    ACCEPT_PAUSE,
     PENDING_DEADLINE,
     QUIET,
     QUIET_NATIVE,
@@ -298,3 +300,36 @@ def test_a_worker_gone_as_a_client_arrives_is_one_line_and_status_1() -> None:
                                    lines.append, HeardBoard(1))
     assert status == 1
     assert lines[-1] == "a worker process ended unexpectedly: stopping"
+
+
+class _Exhausted:
+    """A listener whose accept fails as it does when the process is out of descriptors."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.accepts = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setblocking(self, _flag: bool) -> None:
+        pass
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_a_failing_accept_rests_the_listener_instead_of_spinning() -> None:
+    lines: list[str] = []
+    listener = _Exhausted()
+    table = Handshakes(listener, None, max_packet=1500, tap=False,  # type: ignore[arg-type]
+                       counters=Counters(), log=LimitedLog(lines.append))
+    with listener.sock:
+        assert table.handle([listener.fileno()], 100.0) == []
+        assert listener.accepts == 1
+        assert listener.fileno() not in table.fds  # not watched: it would stay readable
+        assert table.deadline == pytest.approx(100.0 + ACCEPT_PAUSE)
+        assert len(lines) == 1 and "Too many open files" in lines[0]
+        table.handle([], 100.0 + ACCEPT_PAUSE)
+        assert listener.fileno() in table.fds  # watched again

@@ -62,6 +62,7 @@ QUIET_NATIVE = 2.0
 #: proven newcomer
 UNPROVEN_HOLD = 2.0
 ACCEPTS_PER_WAKE = 64
+ACCEPT_PAUSE = 1.0  # seconds the listener rests after accept failed (EMFILE, ENOBUFS)
 
 
 def plausible(packet: bytes | memoryview, tap: bool) -> bool:
@@ -219,6 +220,7 @@ class Handshakes:
         self.limit, self.seconds = limit, deadline
         self.quiet = quiet if quiet is not None else QUIET if local is None else QUIET_NATIVE
         self._pending: dict[int, _Pending] = {}  # in arrival order
+        self._paused_until: float | None = None  # the listener rests (accept failed)
         self.fds: list[int] = [listener.fileno()]
         self.deadline = float("inf")
 
@@ -226,14 +228,20 @@ class Handshakes:
         return len(self._pending)
 
     def _changed(self) -> None:
-        self.fds = [self.listener.fileno(), *self._pending]
-        self.deadline = min((p.due for p in self._pending.values()), default=float("inf"))
+        paused = self._paused_until is not None
+        self.fds = [*self._pending] if paused else [self.listener.fileno(), *self._pending]
+        self.deadline = min((p.due for p in self._pending.values()),
+                            default=float("inf"))
+        if self._paused_until is not None:
+            self.deadline = min(self.deadline, self._paused_until)
 
     def wait(self, now: float) -> float | None:
         return None if self.deadline == float("inf") else max(0.0, self.deadline - now)
 
     def handle(self, readable: list[int], now: float) -> list[Ready]:
         ready: list[Ready] = []
+        if self._paused_until is not None and self._paused_until <= now:
+            self._paused_until = None  # the listener is watched again (see _accept)
         for fd in readable:
             if fd == self.listener.fileno():
                 self._accept(now)
@@ -259,7 +267,11 @@ class Handshakes:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: leave it in the backlog for now
-                self.log("accept", f"cannot accept a connection: {exc.strerror or exc}")
+                # the listener stays readable: stop watching it for a while, or the loop
+                # would spin on it at full CPU until a descriptor frees
+                self._paused_until = now + ACCEPT_PAUSE
+                self.log("accept", f"cannot accept a connection: {exc.strerror or exc}; "
+                                   f"trying again in {ACCEPT_PAUSE:g} s")
                 return
             try:
                 tcp.tune(conn)
