@@ -6,6 +6,8 @@ flood the log."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import time
 
@@ -183,3 +185,45 @@ def test_an_attacker_cannot_take_over_flood_the_log_or_get_more_back(
     bed.server_proc.stop()
     summary = bed.server_proc.lines[-1]
     assert "shutting down" in summary and "refused-busy" in summary, summary
+
+
+FLOOD = r"""
+import os, socket, sys, time
+# datagrams of unknown sessions, about 5,000 a second: each would earn a REJECT
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.monotonic() + float(sys.argv[3])
+junk = bytes([1]) + os.urandom(48)
+print("ready", flush=True)
+while time.monotonic() < end:
+    for _ in range(10):
+        s.sendto(junk, (sys.argv[1], int(sys.argv[2])))
+    time.sleep(0.002)
+"""
+
+
+def test_a_junk_flood_does_not_starve_the_real_clients_reject(lab: Lab) -> None:
+    """After a server restart the client learns from a REJECT that its session is unknown
+    and shakes hands at once. Answers to strangers are limited per address, so a flood of
+    unknown-session datagrams from elsewhere does not use up the client's answer (with one
+    budget for everyone, the client waited for its dead-peer timeout)."""
+    bed = Testbed(lab, ipv6_overlay=False)
+    bed.start(server_extra=["-t", "udp"],
+              client_extra=["-t", "udp", "--reconnect", "--keepalive", "0.3"])
+    assert bed.server_proc and bed.client_proc
+    flooder, target = _third(lab, bed, "flood")
+    flood = flooder.popen([sys.executable, "-c", FLOOD, target, str(bed.port), "30"],
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+        bed.server_proc.proc.send_signal(signal.SIGKILL)
+        bed.server_proc.stop()
+        bed.start_server("-t", "udp")
+        # the client's next keepalive earns a REJECT: well within its 40 s dead-peer timeout
+        bed.client_proc.wait_for("does not know this session", timeout=8)
+        bed.server_proc.wait_for(" connected (", timeout=5)
+        deadline = time.monotonic() + 5
+        while not bed.client.ping(bed.server_overlay, count=1, deadline=1).ok:
+            assert time.monotonic() < deadline, bed.client_proc.text
+    finally:
+        flood.kill()
+        flood.wait()

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simpletun.tunnel.ratelimit import LimitedLog, LineLimiter
+from simpletun.tunnel.ratelimit import AnswerLimiter, LimitedLog, LineLimiter
 
 
 def test_burst_then_held_back_then_counted() -> None:
@@ -30,3 +30,26 @@ def test_never_more_than_the_rate_allows(times: list[float]) -> None:
     passed = [t for t in sorted(times) if lim.allow("k", t) is not None]
     span = (max(times) - min(times)) if times else 0.0
     assert len(passed) <= 4 + span * 4 / 8.0 + 1e-9
+
+
+def test_answers_per_address() -> None:
+    lim = AnswerLimiter(interval=0.1, per_second=1000)
+    assert lim.allow(("a", 1), 10.0)
+    assert not lim.allow(("a", 1), 10.05)  # the same address, too soon
+    assert lim.allow(("b", 1), 10.05)  # a flood from a does not starve b
+    assert lim.allow(("a", 1), 10.2)
+
+
+def test_answers_in_all_are_capped() -> None:
+    lim = AnswerLimiter(interval=0.1, per_second=100)
+    allowed = sum(lim.allow(("spoofed", i), 50.0) for i in range(1000))
+    assert allowed == 100  # the bucket, then nothing until it refills
+    assert lim.allow(("next", 0), 50.02)  # two more tokens after 20 ms
+
+
+def test_answer_memory_is_bounded() -> None:
+    lim = AnswerLimiter(interval=1.0, per_second=1e9, size=8)
+    for i in range(100):
+        assert lim.allow(i, 1.0)
+    assert len(lim._last) == 8
+    assert not lim.allow(99, 1.5) and lim.allow(0, 1.5)  # 0 was forgotten

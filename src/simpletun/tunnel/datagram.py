@@ -16,8 +16,8 @@ REJECT, upon which a client (say, after a server restart) shakes hands again at 
 While a session is live, the hello of another is refused with BUSY (until the live one has
 been silent for the peer timeout); the refused client says so in one line and asks again
 later, or gives up without ``--reconnect``. No answer is longer than what it answers, answers
-to strangers leave at most every REJECT_INTERVAL, and every log line the network can cause
-goes through a :class:`LimitedLog`.
+to strangers leave at most every REJECT_INTERVAL to one address (AnswerLimiter), and every
+log line the network can cause goes through a :class:`LimitedLog`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..transport import tcp
 from ..wire import datagram, native, segment
 from .backoff import Backoff
 from .liveness import DEAD, KEEPALIVE, Liveness
-from .ratelimit import LimitedLog
+from .ratelimit import AnswerLimiter, LimitedLog
 from .stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL, Session
 
 HELLO_WAIT = 5.0  # a client without --reconnect gives up after this long without an answer
@@ -212,10 +212,10 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
     peer: datagram.Peer[Address] = datagram.Peer()
     path = _Path(side, endpoint, bytes(8), keepalive=keepalive, timeout=timeout)
     live: Liveness | None = None  # None: no session
-    hellos = _Hellos(endpoint, local, peer, LimitedLog(log), counters,
+    answers = AnswerLimiter(interval=REJECT_INTERVAL)  # to strangers: REJECT, refusals
+    hellos = _Hellos(endpoint, local, peer, LimitedLog(log), counters, answers,
                      takeover=timeout if timeout is not None else DEAD_PEER_TIMEOUT)
     limited = hellos.log
-    last_reject = 0.0
     dev.set_blocking(False)
     ep_fd, dev_fd = endpoint.fileno(), dev.fileno()
     while True:
@@ -245,9 +245,8 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
                     counters.drops[verdict.why or "unknown-session"] += 1
                     # a REJECT (9 bytes) is never longer than what it answers (a header)
                     if kind not in (datagram.REJECT, datagram.BUSY) and \
-                            now - last_reject >= REJECT_INTERVAL:
+                            answers.allow(address, now):
                         endpoint.send(datagram.encode(datagram.REJECT, sid), address)
-                        last_reject = now
                     continue
                 if verdict.roamed_from is not None:
                     limited("roamed", f"client roamed from {endpoint.show(verdict.roamed_from)} "
@@ -282,18 +281,18 @@ def serve(endpoint: Endpoint, side: DeviceSide, session: Session, *, log: Log,
 
 class _Hellos:
     """The server's answers to hellos. None is longer than the hello it answers, and those
-    to hellos that start no session (refusals, BUSY) leave at most every REJECT_INTERVAL."""
+    to hellos that start no session (refusals, BUSY) leave at most every REJECT_INTERVAL
+    to one address (and at most AnswerLimiter.per_second in all)."""
 
     def __init__(self, endpoint: Endpoint, local: native.Hello, peer: datagram.Peer[Address],
-                 log: LimitedLog, counters: Counters, *, takeover: float) -> None:
+                 log: LimitedLog, counters: Counters, answers: AnswerLimiter, *,
+                 takeover: float) -> None:
         self.ep, self.local, self.peer, self.log = endpoint, local, peer, log
-        self.counters, self.takeover = counters, takeover
-        self._last_refusal = -REJECT_INTERVAL
+        self.counters, self.takeover, self.answers = counters, takeover, answers
 
     def _refuse(self, answer: bytes | None, address: Address, now: float) -> None:
-        if answer is not None and now - self._last_refusal >= REJECT_INTERVAL:
+        if answer is not None and self.answers.allow(address, now):
             self.ep.send(answer, address)
-            self._last_refusal = now
 
     def answer(self, sid: bytes, payload: bytes | memoryview, address: Address, size: int,
                silence: float, now: float) -> native.Hello | None:

@@ -63,3 +63,37 @@ class LimitedLog:
         if held:
             message += f" ({held} similar line{'s' if held != 1 else ''} held back)"
         self.log(message)
+
+
+class AnswerLimiter:
+    """How often a server answers strangers (REJECT, BUSY, refusals): at most once per
+    ``interval`` to each address, and at most ``per_second`` in all (against floods from
+    many, possibly spoofed, sources). Per address, so that a flood from one source does not
+    starve the answer a real client needs (a REJECT after a server restart). Pure: the time
+    is passed in; at most ``size`` addresses are remembered (least recently answered go)."""
+
+    __slots__ = ("_last", "_tokens", "_updated", "interval", "per_second", "size")
+
+    def __init__(self, *, interval: float = 0.1, per_second: float = 1000.0,
+                 size: int = 4096) -> None:
+        self.interval, self.per_second, self.size = interval, per_second, size
+        self._last: dict[object, float] = {}  # insertion order: least recently answered first
+        self._tokens = per_second
+        self._updated = 0.0
+
+    def allow(self, address: object, now: float) -> bool:
+        last = self._last.get(address)
+        if last is not None and now - last < self.interval:
+            return False
+        self._tokens = min(self.per_second,
+                           self._tokens + (now - self._updated) * self.per_second)
+        self._updated = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        if last is not None:
+            del self._last[address]  # to the back: most recently answered
+        elif len(self._last) >= self.size:
+            del self._last[next(iter(self._last))]
+        self._last[address] = now
+        return True
