@@ -13,13 +13,14 @@ from simpletun.lab.testbed import Testbed
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_device_taken_down_and_up_again(lab: Lab, transport: str) -> None:
     bed = Testbed(lab, ipv6_overlay=False)
-    bed.start(server_extra=["-t", transport, "--workers", "1"] if transport == "tcp"
-              else ["-t", transport],
-              client_extra=["-t", transport, "--workers", "1"] if transport == "tcp"
-              else ["-t", transport])
+    # a short dead-peer timeout: a peer whose packets the device cannot take is still
+    # alive (what it sends counts, not what the device took)
+    common = ["-t", transport, "--peer-timeout", "2", "--keepalive", "0.5"]
+    workers = ["--workers", "1"] if transport == "tcp" else []
+    bed.start(server_extra=[*common, *workers], client_extra=[*common, *workers])
     assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
     link.set_down(bed.iface, netns=bed.server.name)
-    assert not bed.client.ping(bed.server_overlay, count=3, interval=0.05, deadline=1).ok
+    assert not bed.client.ping(bed.server_overlay, count=30, interval=0.1, deadline=3.5).ok
     link.set_up(bed.iface, netns=bed.server.name)
     link.wait_usable(bed.iface, netns=bed.server.name)
     assert bed.client.ping(bed.server_overlay, count=3, interval=0.05, deadline=5).ok
@@ -28,3 +29,4 @@ def test_device_taken_down_and_up_again(lab: Lab, transport: str) -> None:
     bed.server_proc.stop()
     assert "Traceback" not in bed.server_proc.text
     assert "device-down" in bed.server_proc.text, bed.server_proc.text
+    assert "dead-peer" not in bed.server_proc.text, bed.server_proc.text

@@ -46,6 +46,11 @@ HEAD_ROOM = native.HEADER_LEN  # the largest frame header
 #: how long a client waits for the server's answer to its hello on a fresh connection
 #: before it takes the server for a classic one (which never answers)
 HANDSHAKE_TIMEOUT = 5.0
+#: how long a native server sends nothing to a silently seated connection before its first
+#: frame: past a late native client's own hello deadline (HANDSHAKE_TIMEOUT from its
+#: connect, which was admission.QUIET_NATIVE before the seat), so that a classic frame can
+#: never make it conclude that the server is classic
+SILENT_HOLD = HANDSHAKE_TIMEOUT - admission.QUIET_NATIVE + 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Pump:
         #: not yet): a packet delivered to the device or a keepalive, never an empty frame,
         #: junk or any readable byte
         self.heard = 0.0
+        self._first_frame_seen = True  # see _first_frame_watch
         #: keepalive frames received (with ``counters.to_dev``: what counts as heard)
         self.keepalives = 0
         #: called with :attr:`heard` when it changes, at most every :attr:`publish_every`
@@ -138,8 +144,11 @@ class Pump:
         self.dev.set_blocking(False)
         counters = self.counters
         deliver = self._native_receiver(wire) if wire.native else self._classic_receiver()
+        hold_until = 0.0
         if silent and not wire.native:
             deliver = self._first_frame_watch(deliver, sock, local)
+            if local is not None:
+                hold_until = time.monotonic() + SILENT_HOLD
         self.heard = 0.0
         publish, every = self.publish, self.publish_every
         published = -every
@@ -161,8 +170,6 @@ class Pump:
             if counters.to_dev + self.keepalives != heard_mark:
                 heard_mark = counters.to_dev + self.keepalives
                 self.heard = now
-                if live is not None:
-                    live.received(now)
                 if publish is not None and now - published >= every:
                     published = now
                     publish(now)
@@ -180,15 +187,24 @@ class Pump:
                 if sidecar.deadline != _NEVER:
                     side_wait = max(0.0, sidecar.deadline - now)
                     wait = side_wait if wait is None else min(wait, side_wait)
-            # while the socket is backed up, leave packets in the device queue (backpressure)
-            rlist = [sock_fd, *extra_fds, *side_fds] if pending else \
+            if hold_until:  # a silent seat on a native server: nothing to it yet
+                if now < hold_until and not self._first_frame_seen:
+                    wait = hold_until - now if wait is None else min(wait, hold_until - now)
+                else:
+                    hold_until = 0.0
+            # while the socket is backed up (or the seat is held), leave packets in the
+            # device queue (backpressure)
+            rlist = [sock_fd, *extra_fds, *side_fds] if pending or hold_until else \
                 [sock_fd, dev_fd, *extra_fds, *side_fds]
             readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [],
                                                   wait)
             now = time.monotonic()  # one clock read per wake-up, not per packet
             wait = None
-            if live is not None and (dev_fd in readable or writable):
-                live.sent(now)
+            if live is not None:
+                if sock_fd in readable:  # any bytes: the peer is alive (whether or not
+                    live.received(now)   # the device took what it sent)
+                if dev_fd in readable or writable:
+                    live.sent(now)
             if writable:
                 try:
                     sent = sock.send(pending)
@@ -235,6 +251,7 @@ class Pump:
         device."""
         buf = bytearray()
         watching = True
+        self._first_frame_seen = False
         limit = max(self.side.max_packet, 200)  # 200: a hello over a small MTU
         sent_before = self.counters.to_net
 
@@ -250,6 +267,7 @@ class Pump:
             if whole and len(buf) < 2 + length:
                 return None  # the first frame is not whole yet
             watching = False
+            self._first_frame_seen = True
             if not (whole and native.is_handshake(memoryview(buf)[2:2 + length])):
                 return deliver(bytes(buf), peer)
             if local is None:  # a classic server: it never answers hellos
