@@ -256,13 +256,23 @@ def test_worker_messages_round_trip() -> None:
 
 def test_heard_board_is_shared_with_a_forked_worker() -> None:
     board = HeardBoard(2)
-    assert board.latest() == 0.0
+    assert board.latest([True, True]) == 0.0
     pid = os.fork()
     if pid == 0:
         board.writer(1)(1234.5)
         os._exit(0)
     os.waitpid(pid, 0)
-    assert board.latest() == 1234.5
+    assert board.latest([True, True]) == 1234.5
+
+
+def test_heard_board_speaks_only_of_the_live_clients_workers() -> None:
+    """A worker still holding the old client (it has not read the reset yet) must not
+    make a newly seated client look heard (issue 12 review)."""
+    board = HeardBoard(2)
+    board.writer(0)(50.0)  # the old client's worker
+    assert board.latest([False, True]) == 0.0
+    board.clear()  # a new client: every slot starts again
+    assert board.latest([True, True]) == 0.0
 
 
 def test_workers_treat_every_stop_signal_alike() -> None:

@@ -143,8 +143,14 @@ class HeardBoard:
 
         return write
 
-    def latest(self) -> float:
-        return max(self._slots, default=0.0)
+    def latest(self, among: list[bool]) -> float:
+        """The latest time any worker ``among`` says (those serving the live client)."""
+        return max((t for t, on in zip(self._slots, among, strict=True) if on), default=0.0)
+
+    def clear(self) -> None:
+        """A new client: what the workers heard of the old one says nothing of it."""
+        for i in range(len(self._slots)):
+            self._slots[i] = 0.0
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -425,6 +431,9 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
     assigned = [0] * count  # connections handed to each worker
     busy = [False] * count  # the worker holds the last connection it was handed
     live: admission.Live | None = None
+    #: the (queue, connection number) a silently seated live client was handed as: only
+    #: that connection's late hello proves it (not a stale one from an earlier seat)
+    silent_seat: tuple[int, int] | None = None
     try:
         while True:
             readable, _, _ = select.select([*queue_of, *table.fds], [], [],
@@ -446,8 +455,9 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                     continue  # about a connection it no longer holds
                 if said[0] == "idle":
                     busy[i] = False
-                elif live is not None:  # a silently seated client's late hello
-                    live.prove(said[2])
+                elif live is not None and busy[i] and silent_seat == (i, said[1]):
+                    live.prove(said[2])  # the silently seated client's late hello
+                    silent_seat = None
             if not any(busy):
                 live = None
             for ready in table.handle([fd for fd in readable if fd not in queue_of], now):
@@ -457,7 +467,7 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                     ready.sock.close()
                     continue
                 if live is not None:
-                    live.hear(board.latest())
+                    live.hear(board.latest(busy))
                 verdict = admission.decide(live, ready.session, now, timeout,
                                            silent=ready.silent)
                 if verdict == "refuse":
@@ -469,8 +479,10 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                         for c in ctrls:  # a new client: every worker drops the old one
                             c.send(encode_assignment(Assignment(reset=True, peer=ready.peer)))
                         busy = [False] * count
+                        board.clear()
                         live = admission.Live(ready.session, ready.peer, now,
                                               silent=ready.silent)
+                        silent_seat = (queue, assigned[queue] + 1) if ready.silent else None
                     conn = table.admit(ready)
                     wire = wire_of(ready.outcome)
                     session_log(f"client {ready.peer} connected ({wire.describe()}) on queue "
