@@ -94,6 +94,12 @@ class ClassicProbe:
         return verdict
 
 
+def first_frame_limit(max_packet: int) -> int:
+    """The longest first classic frame worth waiting for: a packet the device carries, or a
+    native hello (up to 200 bytes) even over a small MTU."""
+    return max(max_packet, 200)
+
+
 def first_frame_verdict(buf: bytes | bytearray, max_packet: int,
                         tap: bool) -> native.Outcome | None:
     """``classic`` once the first frame in ``buf`` is whole and plausible, ``junk`` as soon
@@ -101,7 +107,7 @@ def first_frame_verdict(buf: bytes | bytearray, max_packet: int,
     if len(buf) < 2:
         return None
     length = (buf[0] << 8) | buf[1]
-    if not 0 < length <= max(max_packet, 200):  # 200: a hello over a small MTU
+    if not 0 < length <= first_frame_limit(max_packet):
         return native.Outcome("junk", reason=f"a first frame of {length} bytes")
     if len(buf) < 2 + length:
         return None

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from ..device.side import BATCH, DeviceSide, Log
 from ..device.tuntap import READ_SIZE, Device
+from ..device.vnet import VNET_HDR_LEN
 from ..errors import HandshakeFailed
 from ..transport import tcp
 from ..wire import classic, native
@@ -113,7 +114,7 @@ class Pump:
         self._slots = [bytearray(HEAD_ROOM + READ_SIZE) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
         # where the vnet_hdr goes when it does not travel along (offloads off)
-        self._vhs = [bytearray(10) for _ in range(BATCH)]
+        self._vhs = [bytearray(VNET_HDR_LEN) for _ in range(BATCH)]
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
         #: when the peer of the current (or last) connection was last heard (monotonic; 0:
@@ -252,7 +253,7 @@ class Pump:
         buf = bytearray()
         watching = True
         self._first_frame_seen = False
-        limit = max(self.side.max_packet, 200)  # 200: a hello over a small MTU
+        limit = admission.first_frame_limit(self.side.max_packet)
         sent_before = self.counters.to_net
 
         def watch(data: bytes | memoryview, peer: str) -> Ended | None:
