@@ -78,3 +78,7 @@ class PacketRejected(SimpletunError):
 
 class HandshakeFailed(SimpletunError):
     """The two simpletun peers cannot work together (tun vs tap, MTU, version)."""
+
+
+class BadKey(SimpletunError):
+    """A WireGuard key that is not 32 bytes in the expected text form (base64 or hex)."""
