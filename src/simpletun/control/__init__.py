@@ -1,0 +1,1 @@
+"""Control of a running WireGuard device: the userspace API (UAPI) that `wg` speaks."""
