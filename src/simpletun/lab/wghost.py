@@ -476,6 +476,7 @@ class WgPair:
     right: WgHost
     family: int
     overlay_base: tuple[str, ...] = OVERLAY  # left's overlay addresses; host N gets the N-th
+    endpoints: Endpoints = "both"  # who was told where its peer is (the other must wait)
     extra: list[WgHost] = field(default_factory=list)
 
     @property
@@ -558,7 +559,8 @@ def pair(lab: Lab, left_impl: str = "wireguard-go", right_impl: str = "wireguard
     switch = Switch(lab)
     left = switch.join("left")
     right = switch.join("right")
-    p = WgPair(lab, switch, left, right, family, overlay_base=tuple(overlay))
+    p = WgPair(lab, switch, left, right, family, overlay_base=tuple(overlay),
+               endpoints=endpoints)
     try:
         _give_wg(left, left_impl, tuple(_nth(c, 1) for c in overlay), mtu)
         _give_wg(right, right_impl, tuple(_nth(c, 2) for c in overlay), mtu)
@@ -680,8 +682,10 @@ class Capture:
         fd, self.path = tempfile.mkstemp(prefix="wgcap-", suffix=".pcap")
         os.close(fd)
         self.records: list[pcap.Record] = []
-        self._proc = ns.popen([exe, "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", self.path,
-                               *filter.split()],
+        # --immediate-mode: each packet reaches the file at once (not a block a second
+        # later, lost if the capture ends first); -Z root: write the file as root
+        self._proc = ns.popen([exe, "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root",
+                               "-w", self.path, *filter.split()],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self._proc.stderr is not None
         said: list[str] = []
