@@ -170,3 +170,34 @@ def test_parse_dump() -> None:
         dump.peer("nobody")
     with pytest.raises(ValueError):
         wghost.parse_dump("garbage\n")
+
+
+def test_a_preshared_key_and_a_third_peer_on_the_switch(lab: Lab) -> None:
+    psk = wghost.genpsk()
+    with wg_pair(lab, GO, GO, preshared_key=psk, endpoints="right") as p:
+        assert_ping_both_ways(p, (6,))
+        assert peer_of(p.left, p.right).preshared_key == psk
+        # a hub: a third peer joins the right through the same switch
+        third = p.add_host("third", impl=GO)
+        assert third.overlay4 == "10.77.0.3" and third.iface.listen_port == 51823
+        p.connect(p.right, third, endpoint=False)
+        p.connect(third, p.right)
+        assert_ping(third, p.right, 4)
+        assert_ping(p.right, third, 6)
+        assert peer_of(p.right, third).endpoint == third.endpoint(4)
+        assert len(p.right.iface.show_dump().peers) == 2
+
+
+def test_setconf(lab: Lab) -> None:
+    host = lab.host("solo")
+    with wghost.WgInterface(host, GO) as iface:
+        peer = wghost.pubkey(wghost.genkey())
+        iface.setconf(f"[Interface]\nPrivateKey = {iface.private_key}\nListenPort = 51999\n\n"
+                      f"[Peer]\nPublicKey = {peer}\nAllowedIPs = 10.9.0.0/16, fd09::/64\n"
+                      "Endpoint = 192.0.2.77:51820\nPersistentKeepalive = 25\n")
+        dump = iface.show_dump()
+        assert dump.interface.listen_port == 51999
+        assert dump.peers == (wghost.DumpPeer(peer, None, "192.0.2.77:51820",
+                                              ("10.9.0.0/16", "fd09::/64"), 0, 0, 0, 25),)
+    assert not os.path.exists(wghost.socket_path(iface.name))
+    assert not iface.running

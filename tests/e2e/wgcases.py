@@ -20,7 +20,7 @@ from typing import Any
 
 from simpletun.lab import wghost
 from simpletun.lab.netns import Lab
-from simpletun.lab.wghost import Dump, DumpPeer, WgHost, WgPair
+from simpletun.lab.wghost import DumpPeer, WgHost, WgPair
 
 IMPLS = wghost.IMPLEMENTATIONS
 MB = wghost.MB
@@ -122,6 +122,3 @@ def assert_nothing_left(lab_prefix: str, names: Sequence[str]) -> None:
     procs = {name: pids for name in names if (pids := processes_with(name))}
     assert not procs, f"implementations still running: {procs}"
 
-
-def dumps(p: WgPair) -> tuple[Dump, Dump]:
-    return p.dumps()

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -744,12 +744,3 @@ def our_sockets() -> list[str]:
         return []
     return sorted(n for n in names if n.startswith(prefix) and n.endswith(".sock"))
 
-
-@contextlib.contextmanager
-def interfaces(*ifaces: WgInterface) -> Iterator[tuple[WgInterface, ...]]:
-    """Stop every interface given on the way out, whatever happened."""
-    try:
-        yield ifaces
-    finally:
-        for i in ifaces:
-            i.stop()
