@@ -214,18 +214,34 @@ class DeviceSide:
             if end - start == 1:
                 self.deliver_partial(packets[start])
                 continue
-            run = packets[start:end]
-            why = check(run[0], False)
-            if why is not None:
-                self.counters.drops[why] += len(run)
+            self._merged(packets[start:end])
+
+    def deliver_segments(self, packets: list[memoryview]) -> None:
+        """Whole IP packets (checksums complete, e.g. decrypted from WireGuard messages), in
+        arrival order: TCP segments that make a super-packet again go to the device as one
+        (the kernel re-sums it), the rest one by one through :meth:`deliver`."""
+        if not self.vnet or self.dev.tap or len(packets) == 1:
+            for p in packets:
+                self.deliver(p, False)
+            return
+        for start, end in segment.runs(packets):
+            if end - start == 1:
+                self.deliver(packets[start], False)
                 continue
-            m = segment.merge(run)
-            gso = vnet.GSO_TCPV4 if m.v4 else vnet.GSO_TCPV6
-            if m.headers[m.l4 + 13] & segment.CWR:
-                gso |= vnet.GSO_ECN
-            vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, m.hlen, m.mss, m.l4, 16))
-            self._write(len(run), sum(len(p) for p in run), vh, m.headers,
-                        *(p[m.hlen:] for p in run))
+            self._merged(packets[start:end])
+
+    def _merged(self, run: list[memoryview]) -> None:
+        why = check(run[0], False)
+        if why is not None:
+            self.counters.drops[why] += len(run)
+            return
+        m = segment.merge(run)
+        gso = vnet.GSO_TCPV4 if m.v4 else vnet.GSO_TCPV6
+        if m.headers[m.l4 + 13] & segment.CWR:
+            gso |= vnet.GSO_ECN
+        vh = vnet.pack(vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, m.hlen, m.mss, m.l4, 16))
+        self._write(len(run), sum(len(p) for p in run), vh, m.headers,
+                    *(p[m.hlen:] for p in run))
 
     def _write(self, packets: int, size: int, *parts: bytes | bytearray | memoryview) -> bool:
         """Write ``parts`` to the device as one packet (or super-packet) and count it as

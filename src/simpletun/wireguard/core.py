@@ -1,0 +1,496 @@
+"""The WireGuard device as a sans-IO state machine: our identity, the peers, the index
+table, cookies and load, cryptokey routing, and every timer. Bytes and the time go in;
+packets for the device, messages for the network (:attr:`WireGuard.outbox`) and drop
+counts (:attr:`WireGuard.drops`) come out. No sockets, no fds: :mod:`.engine` does the I/O.
+
+The data path is two calls the engine makes per packet, both into its own buffers:
+:meth:`WireGuard.open` (a datagram in, the checked inner packet decrypted into a buffer)
+and :meth:`WireGuard.seal` (a packet read from the device, sealed in place behind room
+left for the transport header). Everything else (handshakes, cookies, keepalives, timers)
+is rare and may allocate."""
+
+from __future__ import annotations
+
+import heapq
+import random
+import secrets
+import struct
+from collections import Counter
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+
+from ..tunnel.ratelimit import AnswerLimiter
+from . import crypto, messages, noise, timers
+from .allowedips import AllowedIPs, Network
+from .cookie import Checker
+from .keypair import REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, Keypair
+from .messages import COOKIE_REPLY, INITIATION, TRANSPORT, TRANSPORT_HEADER
+from .peer import Address, Peer
+from .replay import REJECT_AFTER_MESSAGES
+
+HANDSHAKE_RATE = 1 / 50  # at most 50 initiations per second consumed from one peer
+LOAD_WINDOW = 1.0  # handshake messages are counted per this window...
+LOAD_THRESHOLD = 256  # ...and more than this many in one puts us under load for a window
+#: keep-key-fresh on receive: the initiator re-keys when its session is this old
+REKEY_ON_RECEIVE = REJECT_AFTER_TIME - timers.KEEPALIVE_TIMEOUT - timers.REKEY_TIMEOUT
+
+_ZEROS = bytes(16)
+_NONCE_PAD = b"\0\0\0\0"
+_U16 = struct.Struct("!H")
+
+
+class WireGuard:
+    """One WireGuard interface. ``wall_offset`` turns the caller's clock into UNIX time
+    (for initiation timestamps and handshake times shown to users); ``random`` gives the
+    timers' jitter (seeded in tests)."""
+
+    def __init__(self, *, mtu: int = 1420, wall_offset: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        self.mtu = mtu
+        self.wall_offset = wall_offset
+        self.random = rng or random.Random()
+        self.local: noise.Local | None = None
+        self.checker: Checker | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed: AllowedIPs[Peer] = AllowedIPs()
+        #: local index -> the keypair, or the peer whose handshake holds it
+        self.indices: dict[int, Keypair | Peer] = {}
+        self.outbox: list[tuple[bytes | bytearray, Address]] = []
+        self.drops: Counter[str] = Counter()
+        self.cookies_sent = 0
+        self.load_threshold = LOAD_THRESHOLD
+        self._load_count = 0
+        self._load_window_start = -1e18
+        self._under_load_until = -1e18
+        self._answers = AnswerLimiter(interval=0.05, per_second=2000.0)  # cookie replies
+        self._admit = AnswerLimiter(interval=0.05, per_second=5000.0)  # proven, under load
+        self._heap: list[tuple[float, int, Peer]] = []
+        self._seq = 0
+        #: called when a peer's session (re)starts: (peer, now); the engine flushes
+        self.on_session: Callable[[Peer, float], None] | None = None
+
+    # --- configuration -------------------------------------------------------------------
+    @property
+    def public(self) -> bytes | None:
+        return self.local.public if self.local is not None else None
+
+    def set_private_key(self, private: bytes | None) -> None:
+        """A new identity (None or zeros: none). Sessions made under the old one end; a
+        peer with our own public key is removed, as WireGuard does."""
+        if private is not None and crypto.equal(private, crypto.ZERO_KEY):
+            private = None
+        if private is not None and self.local is not None and crypto.equal(
+                private, self.local.private):
+            return
+        self.local = noise.Local.of(private) if private is not None else None
+        self.checker = Checker(self.local.public) if self.local is not None else None
+        for peer in list(self.peers.values()):
+            if self.local is not None and peer.public == self.local.public:
+                self.remove_peer(peer.public)
+                continue
+            peer.handshake.precompute(self.local)
+            self._forget(peer.keypairs.clear())
+            self._drop_handshake(peer)
+
+    def add_peer(self, public: bytes) -> Peer:
+        """The peer with ``public`` (created if new)."""
+        peer = self.peers.get(public)
+        if peer is None:
+            peer = self.peers[public] = Peer(public)
+            peer.handshake.precompute(self.local)
+        return peer
+
+    def remove_peer(self, public: bytes) -> None:
+        """Remove a peer at once: its sessions, handshake, staged packets and routes go."""
+        peer = self.peers.pop(public, None)
+        if peer is None:
+            return
+        peer.removed = True
+        self.allowed.remove_peer(peer)
+        self._forget(peer.keypairs.clear())
+        self._drop_handshake(peer)
+        peer.staged.clear()
+        peer.timers.stop()
+
+    def remove_all_peers(self) -> None:
+        for public in list(self.peers):
+            self.remove_peer(public)
+
+    def set_preshared(self, peer: Peer, key: bytes | None) -> None:
+        peer.handshake.preshared = key if key is not None else crypto.ZERO_KEY
+
+    def set_persistent(self, peer: Peer, seconds: int, now: float) -> None:
+        """Persistent keepalive every ``seconds`` (0: off); turning it on sends one at once
+        when the peer has an endpoint, as wireguard-go does."""
+        was = peer.persistent
+        peer.persistent = seconds
+        if not seconds:
+            peer.timers.persistent_at = None
+        elif not was and peer.endpoint is not None and self.local is not None:
+            self.send_keepalive(peer, now)
+
+    def add_allowed(self, peer: Peer, network: Network) -> None:
+        self.allowed.insert(network, peer)
+
+    def clear_allowed(self, peer: Peer) -> None:
+        self.allowed.remove_peer(peer)
+
+    # --- network -> device ---------------------------------------------------------------
+    def open(self, data: memoryview, source: Address, now: float, into: memoryview) -> int:
+        """Take one datagram from ``source``. A transport message that authenticates is
+        decrypted into ``into`` (which must hold ``len(data) - 32`` bytes) and the length
+        of the inner packet is returned when it may go to the device (its source is in the
+        peer's allowed IPs); 0 for anything else (a keepalive, a handshake, a drop)."""
+        t = messages.kind(data)
+        if t != TRANSPORT:
+            if isinstance(t, str):
+                self.drops[t] += 1
+            else:
+                self._handshake_message(t, data, source, now)
+            return 0
+        _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+        kp = self.indices.get(receiver)
+        if type(kp) is not Keypair:
+            self.drops["unknown-index"] += 1
+            return 0
+        cipher = kp.receive
+        if cipher is None or now - kp.created >= REJECT_AFTER_TIME:
+            self.drops["expired-keypair"] += 1
+            return 0
+        n = len(data) - 32
+        try:
+            cipher.decrypt_into(_NONCE_PAD + counter.to_bytes(8, "little"), data[16:], None,
+                                into[:n])
+        except InvalidTag:
+            self.drops["bad-tag"] += 1
+            return 0
+        if not kp.window.accept(counter):
+            self.drops["replay"] += 1
+            return 0
+        peer: Peer = kp.owner  # type: ignore[assignment]
+        peer.rx_bytes += n + 32
+        if source != peer.endpoint:
+            peer.endpoint = source  # roaming: the latest authenticated source
+        t_ = peer.timers
+        t_.new_handshake_at = None  # any authenticated packet received
+        if peer.persistent:
+            t_.persistent_at = now + peer.persistent
+        if kp is peer.keypairs.next:
+            self._confirmed(peer, kp, now)
+        elif (kp.initiator and kp is peer.keypairs.current
+              and now - kp.created > REKEY_ON_RECEIVE and not t_.need_another_keepalive
+              and peer.last_initiation_sent < kp.created + REKEY_ON_RECEIVE):
+            self.initiate(peer, now)  # keep the key fresh: our session is nearly too old
+        if n == 0:
+            return 0  # a keepalive
+        t_.data_received(now)
+        self._schedule(peer, t_.keepalive_at)
+        return self._inner(into, n, peer)
+
+    def _inner(self, packet: memoryview, n: int, peer: Peer) -> int:
+        """The inner packet's length, if its source may come from ``peer``; else 0."""
+        v = packet[0] >> 4
+        if v == 4 and n >= 20:
+            size: int = _U16.unpack_from(packet, 2)[0]
+            holder = self.allowed.lookup_v4(packet, 12)
+        elif v == 6 and n >= 40:
+            size = 40 + int(_U16.unpack_from(packet, 4)[0])
+            holder = self.allowed.lookup_v6(packet, 8)
+        else:
+            self.drops["bad-inner"] += 1
+            return 0
+        if size > n or size < 20:
+            self.drops["bad-inner"] += 1
+            return 0
+        if holder is not peer:
+            self.drops["source-not-allowed"] += 1
+            return 0
+        return size
+
+    # --- device -> network ---------------------------------------------------------------
+    def route(self, packet: memoryview) -> Peer | None:
+        """The peer whose allowed IPs hold the packet's destination (longest prefix)."""
+        v = packet[0] >> 4
+        if v == 4 and len(packet) >= 20:
+            return self.allowed.lookup_v4(packet, 16)
+        if v == 6 and len(packet) >= 40:
+            return self.allowed.lookup_v6(packet, 24)
+        return None
+
+    def seal(self, peer: Peer, slot: memoryview, size: int, now: float) -> int:
+        """Seal the packet at ``slot[16:16 + size]`` in place into a transport message
+        starting at ``slot[0]`` (``slot`` needs 16 + 16 bytes of padding and tag room
+        behind the packet) and return its length; 0 when there is no session yet (the
+        packet is kept and a handshake started)."""
+        kp = peer.keypairs.current
+        if kp is None or kp.send is None or now - kp.created >= REJECT_AFTER_TIME or (
+                kp.send_counter >= REJECT_AFTER_MESSAGES):
+            peer.staged.append(bytes(slot[16:16 + size]))
+            self.initiate(peer, now)
+            return 0
+        counter = kp.send_counter
+        kp.send_counter = counter + 1
+        p = messages.padded(size, self.mtu)
+        if p != size:
+            slot[16 + size:16 + p] = _ZEROS[:p - size]
+        TRANSPORT_HEADER.pack_into(slot, 0, TRANSPORT, kp.remote_index, counter)
+        kp.send.encrypt_into(_NONCE_PAD + counter.to_bytes(8, "little"), slot[16:16 + p], None,
+                             slot[16:32 + p])
+        peer.tx_bytes += p + 32
+        t_ = peer.timers
+        t_.keepalive_at = None  # any authenticated packet sent
+        if peer.persistent:
+            t_.persistent_at = now + peer.persistent
+        if size and t_.new_handshake_at is None:
+            t_.data_sent(now, self.random.random())
+            self._schedule(peer, t_.new_handshake_at)
+        if counter > REKEY_AFTER_MESSAGES or (kp.initiator and now - kp.created > REKEY_AFTER_TIME):
+            self.initiate(peer, now)
+        return p + 32
+
+    def send_keepalive(self, peer: Peer, now: float) -> None:
+        """A keepalive (an empty transport message), or a handshake first."""
+        if not peer.staged:
+            peer.staged.append(b"")
+        self.send_staged(peer, now)
+
+    def send_staged(self, peer: Peer, now: float) -> None:
+        """Seal what waited for a session into the outbox (or start a handshake)."""
+        kp = peer.keypairs.current
+        if not peer.staged or peer.endpoint is None:
+            return
+        if kp is None or not kp.usable_for_sending(now):
+            self.initiate(peer, now)
+            return
+        staged = list(peer.staged)
+        peer.staged.clear()
+        for packet in staged:
+            slot = bytearray(16 + len(packet) + 32)
+            slot[16:16 + len(packet)] = packet
+            n = self.seal(peer, memoryview(slot), len(packet), now)
+            if n:
+                self.outbox.append((slot[:n], peer.endpoint))
+
+    # --- handshakes ----------------------------------------------------------------------
+    def initiate(self, peer: Peer, now: float, *, retry: bool = False) -> None:
+        """Send a handshake initiation to ``peer``, at most one per REKEY_TIMEOUT."""
+        if not retry:
+            peer.timers.attempts = 0
+        if (self.local is None or peer.endpoint is None or peer.removed
+                or now - peer.last_initiation_sent < timers.REKEY_TIMEOUT):
+            return
+        peer.last_initiation_sent = now
+        self._drop_handshake(peer)
+        index = self._new_index(peer)
+        wall_ns = int((now + self.wall_offset) * 1e9)
+        msg = noise.create_initiation(self.local, peer.handshake, index, noise.tai64n(wall_ns))
+        if msg is None:
+            del self.indices[index]
+            self.drops["bad-peer-key"] += 1
+            return
+        peer.stamper.stamp(msg, now)
+        self.outbox.append((msg, peer.endpoint))
+        t_ = peer.timers
+        t_.traversal(now, peer.persistent)
+        t_.authenticated_sent()
+        t_.handshake_initiated(now, self.random.random())
+        self._schedule(peer, t_.earliest())
+
+    def under_load(self, now: float) -> bool:
+        return now < self._under_load_until
+
+    def _count_handshake(self, now: float) -> bool:
+        """Count a handshake message; True when we are under load."""
+        if now - self._load_window_start >= LOAD_WINDOW:
+            self._load_window_start, self._load_count = now, 0
+        self._load_count += 1
+        if self._load_count > self.load_threshold:
+            self._under_load_until = now + LOAD_WINDOW
+        return now < self._under_load_until
+
+    def _handshake_message(self, t: int, data: memoryview, source: Address, now: float) -> None:
+        checker, local = self.checker, self.local
+        if checker is None or local is None:
+            self.drops["no-private-key"] += 1
+            return
+        if t == COOKIE_REPLY:
+            reply = messages.parse_cookie_reply(data)
+            owner = self.indices.get(reply.receiver)
+            peer = owner if type(owner) is Peer else getattr(owner, "owner", None)
+            if not isinstance(peer, Peer) or not peer.stamper.take(reply, now):
+                self.drops["bad-cookie-reply"] += 1
+            return
+        if not checker.mac1_ok(data):
+            self.drops["bad-mac1"] += 1
+            return
+        if self._count_handshake(now):
+            where = _source_bytes(source)
+            if not checker.mac2_ok(data, where, now):
+                sender = struct.unpack_from("<I", data, 4)[0]
+                if self._answers.allow(where, now):
+                    self.outbox.append((checker.reply(data, sender, where, now), source))
+                    self.cookies_sent += 1
+                self.drops["under-load"] += 1
+                return
+            if not self._admit.allow(source[0], now):
+                self.drops["rate-limited"] += 1
+                return
+        if t == INITIATION:
+            self._initiation(local, data, source, now)
+        else:
+            self._response(local, data, source, now)
+
+    def _initiation(self, local: noise.Local, data: memoryview, source: Address,
+                    now: float) -> None:
+        msg = messages.parse_initiation(data)
+        opened = noise.open_initiation(local, msg)
+        if isinstance(opened, str):
+            self.drops[opened] += 1
+            return
+        peer = self.peers.get(opened[0])
+        if peer is None:
+            self.drops["unknown-peer"] += 1
+            return
+        consumed = noise.consume_initiation(peer.handshake, msg, opened)
+        if isinstance(consumed, str):
+            self.drops[consumed] += 1
+            return
+        if consumed.timestamp <= peer.handshake.last_timestamp:
+            self.drops["replayed-initiation"] += 1
+            return
+        if now - peer.last_initiation_consumed < HANDSHAKE_RATE:
+            self.drops["initiation-flood"] += 1
+            return
+        peer.last_initiation_consumed = now
+        self._drop_handshake(peer)
+        noise.accept(peer.handshake, consumed)
+        peer.endpoint = source
+        t_ = peer.timers
+        t_.traversal(now, peer.persistent)
+        t_.authenticated_received()
+        index = self._new_index(peer)
+        response = noise.create_response(peer.handshake, index)
+        if response is None:
+            del self.indices[index]
+            peer.handshake.clear()
+            self.drops["bad-ephemeral"] += 1
+            return
+        remote = peer.handshake.remote_index
+        send, receive, initiator = noise.derive(peer.handshake)
+        kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
+                     remote_index=remote, owner=peer)
+        self.indices[index] = kp
+        self._forget(peer.keypairs.derived(kp))
+        t_.session_derived(now)
+        peer.stamper.stamp(response, now)
+        self.outbox.append((response, source))
+        t_.authenticated_sent()
+        self._schedule(peer, t_.earliest())
+
+    def _response(self, local: noise.Local, data: memoryview, source: Address,
+                  now: float) -> None:
+        msg = messages.parse_response(data)
+        peer = self.indices.get(msg.receiver)
+        if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
+            self.drops["unknown-index"] += 1
+            return
+        why = noise.consume_response(local, peer.handshake, msg)
+        if why is not None:
+            self.drops[why] += 1
+            return
+        peer.endpoint = source
+        t_ = peer.timers
+        t_.traversal(now, peer.persistent)
+        t_.authenticated_received()
+        index = peer.handshake.local_index
+        send, receive, initiator = noise.derive(peer.handshake)
+        kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
+                     remote_index=msg.sender, owner=peer)
+        self.indices[index] = kp
+        self._forget(peer.keypairs.derived(kp))
+        t_.session_derived(now)
+        self._complete(peer, now)
+        self.send_keepalive(peer, now)  # confirms the session to the responder
+        self._schedule(peer, t_.earliest())
+
+    def _confirmed(self, peer: Peer, kp: Keypair, now: float) -> None:
+        """The initiator used the session we answered: it becomes current."""
+        _rotated, gone = peer.keypairs.received_with(kp)
+        self._forget(gone)
+        self._complete(peer, now)
+        self.send_staged(peer, now)
+
+    def _complete(self, peer: Peer, now: float) -> None:
+        peer.timers.handshake_complete()
+        peer.last_handshake = now
+        if self.on_session is not None:
+            self.on_session(peer, now)
+
+    # --- timers --------------------------------------------------------------------------
+    def _schedule(self, peer: Peer, at: float | None) -> None:
+        if at is not None and (peer.heap_at is None or at < peer.heap_at):
+            peer.heap_at = at
+            self._seq += 1
+            heapq.heappush(self._heap, (at, self._seq, peer))
+
+    def tick(self, now: float) -> float | None:
+        """Fire what is due; returns when to call again (None: nothing pending)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, peer = heapq.heappop(heap)
+            if peer.removed or peer.heap_at != at:
+                continue
+            peer.heap_at = None
+            for what in peer.timers.expired(now):
+                self._fire(peer, what, now)
+            self._schedule(peer, peer.timers.earliest())
+        return heap[0][0] if heap else None
+
+    def _fire(self, peer: Peer, what: str, now: float) -> None:
+        if what == timers.RETRANSMIT:
+            self.initiate(peer, now, retry=True)
+        elif what == timers.GIVE_UP:
+            peer.staged.clear()
+        elif what in (timers.KEEPALIVE, timers.PERSISTENT):
+            if what == timers.KEEPALIVE or peer.persistent:
+                self.send_keepalive(peer, now)
+        elif what == timers.NEW_HANDSHAKE:
+            self.initiate(peer, now)
+        elif what == timers.ZERO_KEYS:
+            self._forget(peer.keypairs.clear())
+            self._drop_handshake(peer)
+
+    # --- indices -------------------------------------------------------------------------
+    def _new_index(self, peer: Peer) -> int:
+        while True:
+            index = secrets.randbits(32)
+            if index not in self.indices:
+                self.indices[index] = peer
+                return index
+
+    def _drop_handshake(self, peer: Peer) -> None:
+        hs = peer.handshake
+        if hs.local_index and self.indices.get(hs.local_index) is peer:
+            del self.indices[hs.local_index]
+        hs.clear()
+
+    def _forget(self, gone: list[Keypair]) -> None:
+        for kp in gone:
+            if self.indices.get(kp.local_index) is kp:
+                del self.indices[kp.local_index]
+
+    # --- what users see ------------------------------------------------------------------
+    def last_handshake_ns(self, peer: Peer) -> int:
+        """UNIX time of the peer's last handshake in ns (0: never)."""
+        if peer.last_handshake is None:
+            return 0
+        return int((peer.last_handshake + self.wall_offset) * 1e9)
+
+
+def _source_bytes(source: Address) -> bytes:
+    """A peer address as the bytes its cookie is computed over."""
+    host = source[0]
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return host.encode() + source[1].to_bytes(2, "big")
