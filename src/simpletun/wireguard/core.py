@@ -60,6 +60,8 @@ class WireGuard:
         self.drops: Counter[str] = Counter()
         self.cookies_sent = 0
         self.load_threshold = LOAD_THRESHOLD
+        #: an initiator re-keys its session when it is this old (tests make it shorter)
+        self.rekey_after_time = REKEY_AFTER_TIME
         self._load_count = 0
         self._load_window_start = -1e18
         self._under_load_until = -1e18
@@ -245,7 +247,8 @@ class WireGuard:
         if size and t_.new_handshake_at is None:
             t_.data_sent(now, self.random.random())
             self._schedule(peer, t_.new_handshake_at)
-        if counter > REKEY_AFTER_MESSAGES or (kp.initiator and now - kp.created > REKEY_AFTER_TIME):
+        if counter > REKEY_AFTER_MESSAGES or (
+                kp.initiator and now - kp.created > self.rekey_after_time):
             self.initiate(peer, now)
         return p + 32
 

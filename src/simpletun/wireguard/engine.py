@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import os
 import select
 import socket
 import struct
@@ -83,6 +84,12 @@ class Engine:
         mtu = self._device_mtu() or 1420
         self.side = DeviceSide(dev, mtu=mtu)
         self.core = WireGuard(mtu=mtu, wall_offset=time.time() - time.monotonic())
+        rekey = os.environ.get("SIMPLETUN_WG_REKEY_AFTER_TIME")  # a test knob: re-key sooner
+        if rekey:
+            self.core.rekey_after_time = float(rekey)
+        load = os.environ.get("SIMPLETUN_WG_LOAD_THRESHOLD")  # handshakes/s before cookies
+        if load:
+            self.core.load_threshold = int(load)
         self.fwmark = 0
         self.sock = self._bind(listen_port)
         self.ep = udp.Endpoint(self.sock)
