@@ -82,3 +82,8 @@ class HandshakeFailed(SimpletunError):
 
 class BadKey(SimpletunError):
     """A WireGuard key that is not 32 bytes in the expected text form (base64 or hex)."""
+
+
+class ControlSocketError(SimpletunError):
+    """The WireGuard control socket (``/var/run/wireguard/IFACE.sock``) cannot be served:
+    another process answers on it, or the path cannot be made."""
