@@ -178,12 +178,16 @@ class WireGuard:
         t_.new_handshake_at = None  # any authenticated packet received
         if peer.persistent:
             t_.persistent_at = now + peer.persistent
+            if peer.heap_at is None:
+                self._schedule(peer, t_.persistent_at)
         if kp is peer.keypairs.next:
             self._confirmed(peer, kp, now)
-        elif (kp.initiator and kp is peer.keypairs.current
-              and now - kp.created > REKEY_ON_RECEIVE and not t_.need_another_keepalive
-              and peer.last_initiation_sent < kp.created + REKEY_ON_RECEIVE):
-            self.initiate(peer, now)  # keep the key fresh: our session is nearly too old
+        else:
+            current = peer.keypairs.current
+            if (current is not None and current.initiator and not t_.sent_last_minute_handshake
+                    and now - current.created > REKEY_ON_RECEIVE):
+                t_.sent_last_minute_handshake = True  # keep the key fresh: nearly too old
+                self.initiate(peer, now)
         if n == 0:
             return 0  # a keepalive
         t_.data_received(now)
@@ -244,6 +248,8 @@ class WireGuard:
         t_.keepalive_at = None  # any authenticated packet sent
         if peer.persistent:
             t_.persistent_at = now + peer.persistent
+            if peer.heap_at is None:
+                self._schedule(peer, t_.persistent_at)
         if size and t_.new_handshake_at is None:
             t_.data_sent(now, self.random.random())
             self._schedule(peer, t_.new_handshake_at)

@@ -22,7 +22,7 @@ class Timers:
     are passed in, so tests decide them."""
 
     __slots__ = ("attempts", "keepalive_at", "need_another_keepalive", "new_handshake_at",
-                 "persistent_at", "retransmit_at", "zero_at")
+                 "persistent_at", "retransmit_at", "sent_last_minute_handshake", "zero_at")
 
     def __init__(self) -> None:
         self.retransmit_at: float | None = None
@@ -32,6 +32,8 @@ class Timers:
         self.persistent_at: float | None = None
         self.attempts = 0
         self.need_another_keepalive = False
+        #: the initiator re-keyed once already because its session is nearly too old
+        self.sent_last_minute_handshake = False
 
     # --- events ----------------------------------------------------------------------
     def data_sent(self, now: float, jitter: float) -> None:
@@ -64,6 +66,7 @@ class Timers:
     def handshake_complete(self) -> None:
         self.retransmit_at = None
         self.attempts = 0
+        self.sent_last_minute_handshake = False
 
     def session_derived(self, now: float) -> None:
         self.zero_at = now + ZERO_AFTER
