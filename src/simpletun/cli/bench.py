@@ -23,8 +23,9 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]
 def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
     modes = [m for m in value.split(",") if m]
     for m in modes:
-        if m not in bench.MODES:
-            raise click.BadParameter(f"unknown mode {m!r}: choose from {', '.join(bench.MODES)}")
+        if m not in bench.MODE_NAMES:
+            raise click.BadParameter(f"unknown mode {m!r}: choose from "
+                                     f"{', '.join(bench.MODE_NAMES)}")
     return modes
 
 
@@ -37,9 +38,12 @@ def _progress(message: str) -> None:
 
 
 @click.command("bench")
-@click.option("--modes", default=",".join(bench.MODES), show_default=True, callback=_modes,
+@click.option("--modes", default=",".join(bench.MODE_NAMES), show_default=True,
+              callback=_modes,
               help="Comma-separated modes to measure; 'bare' is the ceiling the others are "
-                   "compared with.")
+                   "compared with; 'wg' and 'wireguard-go' are WireGuard with simpletun-wg "
+                   "or wireguard-go on both sides (skipped, with the reason, when a tool "
+                   "they need is missing).")
 @click.option("--streams", default="1,4", show_default=True, callback=_ints,
               help="Comma-separated numbers of parallel TCP streams.")
 @click.option("--seconds", type=click.FloatRange(0.5, 600), default=10, show_default=True,
@@ -53,7 +57,8 @@ def command(modes: list[str], streams: list[int], seconds: float, pings: int, to
             as_json: bool) -> None:
     """Measure the bare veth link and each tunnel mode, one after the other, each on fresh
     namespaces: ping RTT p50/p99, TCP throughput, CPU seconds per GB and peak RSS of the
-    tunnel processes, and every figure as a ratio to the bare link. Needs root."""
+    tunnel processes, and every figure as a ratio to the bare link. A mode whose tool is not
+    installed is skipped with a one-line reason. Needs root."""
     report = bench.run(modes=modes, streams=streams, seconds=seconds, pings=pings, tool=tool,
                        progress=_progress)
     if sys.stderr.isatty():

@@ -9,7 +9,15 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 - ``udp``: the native wire over UDP (``-t udp``), one packet per datagram;
 - ``native-loss``, ``udp-loss``: the same with 2% of the underlay's tunnel packets dropped
   (nft ``numgen random``), where TCP-in-TCP suffers and UDP should not;
+- ``wg``: WireGuard, simpletun's engine (``simpletun-wg``) on both sides;
+- ``wireguard-go``: WireGuard, Debian's ``wireguard-go`` on both sides (the reference);
 - further tunnel modes as they exist.
+
+The WireGuard modes run each implementation in the foreground (``-f``) on the same veth
+underlay as ``bare``, configured with ``wg`` (:class:`simpletun.lab.wghost.WgInterface`),
+MTU 1420 (wireguard-go's default), one handshake made before the pings. A mode whose tool is
+missing (``wireguard-go``, or ``wg`` for both) is skipped with a one-line reason, in the
+table and in the JSON's ``skipped``, and the others still run.
 
 For each: ping RTT p50/p99, TCP throughput with each stream count, CPU seconds per GB moved
 (by the tunnel processes and their workers), the largest peak RSS of any of them, and each
@@ -31,13 +39,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..device.holders import parent_pid
 from ..errors import SimpletunError
 from .netns import Lab, Namespace
-from .testbed import Testbed, Watched
+from .testbed import OVERLAY, Testbed, Watched
+from .wghost import WgInterface, WgLabError, implementation_cmd, wg_exe
 
 #: mode name -> extra tunnel arguments (server, client); None for the bare link
 MODES: dict[str, tuple[list[str], list[str]] | None] = {
@@ -52,6 +62,15 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "udp-loss": (["-t", "udp"], ["-t", "udp"]),
     "icmp-loss": (["-t", "icmp"], ["-t", "icmp"]),
 }
+#: WireGuard modes -> the implementation run on both sides (wghost's names)
+WG_MODES: dict[str, str] = {
+    "wg": "simpletun-wg",
+    "wireguard-go": "wireguard-go",
+}
+#: every mode, in the order a full run measures them
+MODE_NAMES: tuple[str, ...] = (*MODES, *WG_MODES)
+#: the WireGuard modes' listen port, on both sides
+WG_PORT = 51820
 #: modes measured with this percentage of the underlay's tunnel packets dropped at random
 #: (nft, in both namespaces, each direction)
 LOSS_PERCENT = 2
@@ -198,13 +217,65 @@ def dropped(ns: Namespace) -> int:
     return sum(int(n) for n in re.findall(r"counter packets (\d+) ", out))
 
 
+def skip_reason(mode: str) -> str | None:
+    """Why ``mode`` cannot run here (one line: what is missing and how to get it), or None
+    if it can."""
+    impl = WG_MODES.get(mode)
+    if impl is None:
+        return None
+    try:
+        wg_exe()
+        implementation_cmd(impl)
+    except WgLabError as exc:
+        return str(exc)
+    return None
+
+
+def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack) -> list[int]:
+    """WireGuard between the testbed's hosts on their veth underlay: ``impl`` in the
+    foreground on each side (stopped, socket removed, when ``stack`` closes), peers of each
+    other, the testbed's overlay addresses, the handshake made. Returns the two daemons'
+    pids (the processes started with ``-f``)."""
+    ends = []
+    for ns in (bed.server, bed.client):
+        ends.append(stack.enter_context(WgInterface(ns, impl, listen_port=WG_PORT)))
+    server, client = ends
+    for wg, overlay in ((server, OVERLAY[0]), (client, OVERLAY[1])):
+        wg.address(overlay)
+        wg.up()
+    server.add_peer(client, allowed_ips=[f"{bed.client_overlay}/32"],
+                    endpoint=f"{bed.client_underlay}:{WG_PORT}")
+    client.add_peer(server, allowed_ips=[f"{bed.server_overlay}/32"],
+                    endpoint=f"{bed.server_underlay}:{WG_PORT}")
+    from ..device import link
+
+    for wg in ends:
+        link.wait_usable(wg.name, netns=wg.ns.name)
+    # the first packet waits for the handshake: not one of the measured pings
+    first = bed.client.ping(bed.server_overlay, count=1, deadline=10)
+    if not first.ok:
+        logs = " | ".join(f"{w.ns.name}: {w.log().strip()[-200:]}" for w in ends)
+        raise SimpletunError(f"{impl}: no ping over the tunnel after 10 s (no handshake?); "
+                             f"{logs}")
+    pids = []
+    for wg in ends:
+        assert wg.proc is not None
+        pids.append(wg.proc.pid)
+    return pids
+
+
 def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: int,
                  tool: str, progress: Callable[[str], None]) -> ModeResult:
-    extra = MODES[mode]
-    with Lab("bench") as lab:
+    extra = MODES.get(mode)
+    with Lab("bench") as lab, ExitStack() as stack:
         bed = Testbed(lab, ipv6_overlay=False)
         procs: list[Watched] = []
-        if extra is None:
+        pids: list[int] = []
+        if mode in WG_MODES:
+            progress(f"{mode}: starting {WG_MODES[mode]} on both sides")
+            pids = wg_tunnel(bed, WG_MODES[mode], stack)
+            target = bed.server_overlay
+        elif extra is None:
             target = bed.server_underlay
         else:
             bed.start(server_extra=extra[0], client_extra=extra[1])
@@ -213,6 +284,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
                     lossy(ns, bed.port, LOSS_PERCENT, icmp_on="veth0")
             assert bed.server_proc is not None and bed.client_proc is not None
             procs = [bed.server_proc, bed.client_proc]
+            pids = [w.proc.pid for w in procs]
             target = bed.server_overlay
         progress(f"{mode}: ping x{pings}")
         p = bed.client.ping(target, count=pings, interval=0.01, deadline=pings * 0.05 + 10)
@@ -221,7 +293,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         results: dict[str, float | None] = {}
         notes: list[str] = []
         moved = 0
-        tree = _tree([w.proc.pid for w in procs])
+        tree = _tree(pids)
         cpu_before = sum(_cpu_seconds(pid) for pid in tree)
         for n in streams:
             progress(f"{mode}: TCP, {n} stream{'s' if n > 1 else ''}, {seconds:g} s ({tool})")
@@ -240,7 +312,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         rtt_p50_ms=statistics.median(p.rtts_ms),
         rtt_p99_ms=_percentile(p.rtts_ms, 0.99),
         throughput_mbps=results,
-        cpu_s_per_gb=cpu / (moved / 1e9) if procs and moved else None,
+        cpu_s_per_gb=cpu / (moved / 1e9) if pids and moved else None,
         peak_rss_mb=rss,
         notes=notes,
     )
@@ -260,9 +332,11 @@ def add_ratios(results: list[ModeResult]) -> None:
                 r.ratios[f"throughput_{n}"] = mbps / base
 
 
-def table(results: list[ModeResult], tool: str, seconds: float) -> str:
+def table(results: list[ModeResult], tool: str, seconds: float,
+          skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """The results as a text table, then a row for each (mode, reason) ``skipped``."""
     streams = list(results[0].throughput_mbps) if results else []
-    w = max([4, *(len(r.mode) for r in results)])
+    w = max([4, *(len(r.mode) for r in results), *(len(m) for m, _ in skipped)])
     head = f"{'mode':<{w}} {'rtt p50':>9} {'p99':>9} {'added':>8}"
     for n in streams:
         head += f" {f'{n} stream Mbit/s':>18} {'of bare':>8}"
@@ -280,6 +354,7 @@ def table(results: list[ModeResult], tool: str, seconds: float) -> str:
         rss = f"{r.peak_rss_mb:.1f} MB" if r.peak_rss_mb is not None else "-"
         line += f" {cpu:>9} {rss:>9}"
         lines.append(line)
+    lines.extend(f"{mode:<{w}} skipped: {reason}" for mode, reason in skipped)
     lines.extend(f"note: {r.mode}: {note}" for r in results for note in r.notes)
     lines.append(f"throughput by {tool}, {seconds:g} s per run; 'added' is the RTT p50 over "
                  "the bare link; CPU: all tunnel processes; RSS: the largest one")
@@ -290,14 +365,24 @@ def run(*, modes: Sequence[str], streams: Sequence[int], seconds: float, pings: 
         tool: str, progress: Callable[[str], None]) -> dict[str, Any]:
     if os.geteuid() != 0:
         raise SimpletunError("the benchmark needs root (network namespaces): run it with sudo")
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in MODE_NAMES]
     if unknown:
-        raise SimpletunError(f"unknown mode {unknown[0]!r}: choose from {', '.join(MODES)}")
+        raise SimpletunError(f"unknown mode {unknown[0]!r}: choose from "
+                             f"{', '.join(MODE_NAMES)}")
     tool = pick_tool(tool)
-    results = [measure_mode(m, streams=streams, seconds=seconds, pings=pings, tool=tool,
-                            progress=progress) for m in modes]
+    results: list[ModeResult] = []
+    skipped: list[tuple[str, str]] = []
+    for m in modes:
+        reason = skip_reason(m)
+        if reason is not None:
+            progress(f"{m}: skipped: {reason}")
+            skipped.append((m, reason))
+            continue
+        results.append(measure_mode(m, streams=streams, seconds=seconds, pings=pings,
+                                    tool=tool, progress=progress))
     add_ratios(results)
     return {"tool": tool, "seconds": seconds, "streams": list(streams),
             "cpus": os.cpu_count(), "kernel": os.uname().release,
             "results": [asdict(r) for r in results],
-            "table": table(results, tool, seconds)}
+            "skipped": [{"mode": m, "reason": reason} for m, reason in skipped],
+            "table": table(results, tool, seconds, skipped)}
