@@ -134,7 +134,8 @@ def _opt(text: str) -> str | None:
 
 
 def _off(text: str) -> int | None:
-    return None if text == "off" else int(text)
+    """``off``, or a number: decimal (a keepalive) or ``0x``-hex (wg dumps a fwmark so)."""
+    return None if text == "off" else int(text, 0)
 
 
 @dataclass(frozen=True)
