@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
+from contextlib import ExitStack
+from typing import Any
 
-from simpletun.lab import bench
+import pytest
+
+from simpletun.device import link
+from simpletun.lab import bench, wghost
 from simpletun.lab.netns import Lab, veth
+from simpletun.lab.testbed import Testbed
 
 from ..conftest import simpletun
 
 
-def _check_report(report: dict, modes: list[str], streams: list[int]) -> None:
+def _check_report(report: dict[str, Any], modes: list[str], streams: list[int]) -> None:
     assert report["tool"] in ("iperf3", "builtin")
     assert isinstance(report["table"], str) and "of bare" in report["table"]
     assert [r["mode"] for r in report["results"]] == modes
@@ -40,12 +48,28 @@ def _check_report(report: dict, modes: list[str], streams: list[int]) -> None:
             assert (r["cpu_s_per_gb"] > 0 or not moved) and r["peak_rss_mb"] > 1
 
 
+def _wg_row(report: dict[str, Any], mode: str, streams: list[int]) -> dict[str, Any]:
+    """The WireGuard mode's row, with every figure measured (not skipped)."""
+    assert report["skipped"] == [], report["skipped"]
+    row: dict[str, Any] = next(r for r in report["results"] if r["mode"] == mode)
+    assert set(row["throughput_mbps"]) == {str(n) for n in streams}
+    assert all(v is not None and v > 0 for v in row["throughput_mbps"].values()), row
+    assert row["rtt_p50_ms"] > 0 and "rtt_p50_added_us" in row["ratios"]
+    assert row["cpu_s_per_gb"] is not None and row["cpu_s_per_gb"] > 0
+    assert row["peak_rss_mb"] is not None and row["peak_rss_mb"] > 1
+    assert row["notes"] == []
+    assert any(line.split()[:1] == [mode] for line in report["table"].splitlines())
+    return row
+
+
 def test_bench_json_every_mode(lab: Lab) -> None:
-    done = simpletun("bench", "--seconds", "1", "--json", timeout=300)
+    done = simpletun("bench", "--seconds", "1", "--json", timeout=400)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     _check_report(report, [r["mode"] for r in report["results"]], [1, 4])
     assert report["results"][0]["mode"] == "bare" and len(report["results"]) >= 2
+    # every mode by default, the WireGuard ones too (their tools are installed here)
+    assert [r["mode"] for r in report["results"]] == list(bench.MODE_NAMES)
     assert "bench: classic: TCP, 4 streams" in done.stderr  # progress lines
 
 
@@ -95,3 +119,60 @@ def test_bench_rejects_unknown_mode() -> None:
     done = simpletun("bench", "--modes", "bare,warp")
     assert done.returncode == 2
     assert "unknown mode 'warp'" in done.stderr
+
+
+def test_bench_wg_mode(lab: Lab) -> None:
+    """simpletun-wg on both sides, next to the bare link, with the built-in generator."""
+    done = simpletun("bench", "--modes", "bare,wg", "--seconds", "2", "--pings", "20",
+                     "--tool", "builtin", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    _check_report(report, ["bare", "wg"], [1, 4])
+    _wg_row(report, "wg", [1, 4])
+    assert "bench: wg: starting simpletun-wg on both sides" in done.stderr
+    assert wghost.our_sockets() == []
+
+
+def test_bench_wireguard_go_mode(lab: Lab) -> None:
+    assert shutil.which("wireguard-go"), "wireguard-go is not installed: run scripts/setup"
+    done = simpletun("bench", "--modes", "bare,wireguard-go", "--streams", "1,2",
+                     "--seconds", "1", "--pings", "20", "--tool", "builtin", "--json",
+                     timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    _check_report(report, ["bare", "wireguard-go"], [1, 2])
+    _wg_row(report, "wireguard-go", [1, 2])
+    assert "bench: wireguard-go: starting wireguard-go on both sides" in done.stderr
+
+
+@pytest.mark.parametrize("impl", wghost.IMPLEMENTATIONS)
+def test_wg_tunnel_measures_the_daemons_and_cleans_up_on_failure(lab: Lab, impl: str) -> None:
+    """The pids the bench reads CPU and RSS from are the two daemons started with -f, one
+    in each namespace, and the overlay really runs through them (wg's counters); a failure
+    inside the mode still stops them and removes their UAPI sockets."""
+    bed = Testbed(lab, ipv6_overlay=False)
+    with pytest.raises(RuntimeError, match="failed mid-measurement"), ExitStack() as stack:
+        pids = bench.wg_tunnel(bed, impl, stack)
+        assert len(pids) == 2
+        names = []
+        for pid, ns in zip(pids, (bed.server, bed.client), strict=True):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode().split("\0")
+            assert "-f" in argv
+            assert any(impl in a or (impl == "simpletun-wg" and a == "simpletun.cli.wg")
+                       for a in argv), argv
+            names.append(argv[argv.index("-f") + 1])
+            assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(
+                os.path.join(link.NETNS_DIR, ns.name)).st_ino
+            assert bench._cpu_seconds(pid) >= 0 and bench._peak_rss_mb(pid) > 1
+        assert sorted(wghost.our_sockets()) == sorted(f"{n}.sock" for n in names)
+        before = bench._cpu_seconds(pids[0]) + bench._cpu_seconds(pids[1])
+        mbps, nbytes = bench.throughput(bed.server, bed.client, bed.server_overlay, 1, 0.5,
+                                        "builtin")
+        assert mbps is not None and nbytes > 0
+        assert bench._cpu_seconds(pids[0]) + bench._cpu_seconds(pids[1]) > before
+        dump = wghost.parse_dump(bed.server.run(["wg", "show", names[0], "dump"]).stdout)
+        assert dump.peers[0].rx_bytes > nbytes  # every byte went through the daemons
+        raise RuntimeError("failed mid-measurement")
+    assert wghost.our_sockets() == []
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped and reaped
