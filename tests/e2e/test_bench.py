@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from simpletun.device import link
+from simpletun.errors import SimpletunError
 from simpletun.lab import bench, wghost
 from simpletun.lab.netns import Lab, veth
 from simpletun.lab.testbed import Testbed
@@ -176,3 +177,20 @@ def test_wg_tunnel_measures_the_daemons_and_cleans_up_on_failure(lab: Lab, impl:
         raise RuntimeError("failed mid-measurement")
     assert wghost.our_sockets() == []
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped and reaped
+
+
+def test_wg_tunnel_that_cannot_start_is_one_line(lab: Lab, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    """An implementation that dies at once: one line saying which and what it said last,
+    nothing left behind."""
+    script = "echo starting >&2; echo 'cannot open tun: no such device' >&2; exit 3"
+    monkeypatch.setattr(wghost, "implementation_cmd",
+                        lambda impl: ["/bin/sh", "-c", script, impl])
+    bed = Testbed(lab, ipv6_overlay=False)
+    with pytest.raises(SimpletunError) as err, ExitStack() as stack:
+        bench.wg_tunnel(bed, "simpletun-wg", stack)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "exited with status 3" in message and "cannot open tun: no such device" in message
+    assert "starting" not in message
+    assert wghost.our_sockets() == []

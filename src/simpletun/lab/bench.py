@@ -238,7 +238,11 @@ def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack) -> list[int]:
     pids (the processes started with ``-f``)."""
     ends = []
     for ns in (bed.server, bed.client):
-        ends.append(stack.enter_context(WgInterface(ns, impl, listen_port=WG_PORT)))
+        try:
+            ends.append(stack.enter_context(WgInterface(ns, impl, listen_port=WG_PORT)))
+        except WgLabError as exc:  # one line: what failed, and the last thing it said
+            said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise SimpletunError(" ".join(said[:1] + said[1:][-1:])) from None
     server, client = ends
     for wg, overlay in ((server, OVERLAY[0]), (client, OVERLAY[1])):
         wg.address(overlay)
@@ -254,9 +258,9 @@ def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack) -> list[int]:
     # the first packet waits for the handshake: not one of the measured pings
     first = bed.client.ping(bed.server_overlay, count=1, deadline=10)
     if not first.ok:
-        logs = " | ".join(f"{w.ns.name}: {w.log().strip()[-200:]}" for w in ends)
+        said = [(w.log().strip().splitlines() or ["nothing"])[-1][-160:] for w in ends]
         raise SimpletunError(f"{impl}: no ping over the tunnel after 10 s (no handshake?); "
-                             f"{logs}")
+                             f"last said: {said[0]!r} (server), {said[1]!r} (client)")
     pids = []
     for wg in ends:
         assert wg.proc is not None
