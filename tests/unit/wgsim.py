@@ -51,6 +51,8 @@ class Net:
         self.rng = random.Random(seed)
         self.lost = 0.0  # fraction of messages lost
         self.down: set[tuple[str, int]] = set()
+        #: everything ever put on the wire, in order: (time, src, dst, msg)
+        self.history: list[tuple[float, tuple[str, int], tuple[str, int], bytes]] = []
 
     def node(self, name: str, address: tuple[str, int]) -> Node:
         private = keys.generate_private()
@@ -87,6 +89,7 @@ class Net:
         if n:
             assert peer.endpoint is not None
             self.wire.append((src.address, _plain(peer.endpoint), bytes(slot[:n])))
+            self.history.append((self.now, *self.wire[-1]))
         self.collect()
         return n
 
@@ -94,6 +97,7 @@ class Net:
         for node in self.nodes.values():
             for msg, to in node.core.outbox:
                 self.wire.append((node.address, _plain(to), bytes(msg)))
+                self.history.append((self.now, *self.wire[-1]))
             node.core.outbox.clear()
 
     def deliver(self, src: tuple[str, int], dst: tuple[str, int], msg: bytes) -> None:
@@ -130,3 +134,33 @@ class Net:
 
 def _plain(a: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
     return a[0], a[1]
+
+
+# --- helpers added for the core's time-driven tests ------------------------------------------
+
+A_ADDR = ("192.0.2.1", 51820)
+B_ADDR = ("192.0.2.2", 51820)
+
+
+def pair(seed: int = 1, *, psk: bytes | None = None) -> tuple[Net, Node, Node]:
+    """Two nodes ``a`` (10.0.0.1, knows b's endpoint) and ``b`` (10.0.0.2), linked."""
+    net = Net(seed)
+    a = net.node("a", A_ADDR)
+    b = net.node("b", B_ADDR)
+    net.link(a, b, "10.0.0.1/32", "10.0.0.2/32", psk=psk)
+    return net, a, b
+
+
+def msg_type(msg: bytes) -> int:
+    return msg[0]
+
+
+def sent(net: Net, src: Node, kind: int, since: float = -1e18) -> list[tuple[float, bytes]]:
+    """(time, message) of every message of type ``kind`` ``src`` put on the wire since
+    ``since`` (keepalives are transport messages of 32 bytes)."""
+    return [(t, m) for t, s, _d, m in net.history
+            if s == src.address and m[0] == kind and t >= since]
+
+
+def keepalives(net: Net, src: Node, since: float = -1e18) -> list[float]:
+    return [t for t, m in sent(net, src, 4, since) if len(m) == 32]
