@@ -415,6 +415,8 @@ class WgHost:
         net = UNDERLAY6 if family == 6 else UNDERLAY4
         old = self.underlay(family)
         new = str(net.network_address + new_index)
+        if family == 4:  # else deleting the primary address deletes the new (secondary) too
+            self.ns.sysctl(f"net.ipv4.conf.{self.dev}.promote_secondaries", "1")
         link.add_address(self.dev, f"{new}/{net.prefixlen}", netns=self.ns.name, nodad=True)
         link.del_address(self.dev, f"{old}/{net.prefixlen}", netns=self.ns.name)
         if family == 6:
@@ -535,8 +537,8 @@ class WgPair:
 
 
 def _give_wg(host: WgHost, impl: str, overlay: tuple[str, ...],
-             mtu: int = DEFAULT_MTU) -> WgInterface:
-    wg = WgInterface(host.ns, impl, listen_port=BASE_PORT + host.index)
+             mtu: int = DEFAULT_MTU, env: Mapping[str, str] | None = None) -> WgInterface:
+    wg = WgInterface(host.ns, impl, listen_port=BASE_PORT + host.index, env=env)
     host.wg = wg
     host.overlay = overlay
     for cidr in overlay:
@@ -548,12 +550,16 @@ def _give_wg(host: WgHost, impl: str, overlay: tuple[str, ...],
 def pair(lab: Lab, left_impl: str = "wireguard-go", right_impl: str = "wireguard-go", *,
          underlay: Literal["4", "6"] | int = 4, overlay: Sequence[str] = OVERLAY,
          endpoints: Endpoints = "both", preshared_key: str | None = None,
-         keepalive: int | None = None, mtu: int = DEFAULT_MTU) -> WgPair:
+         keepalive: int | None = None, mtu: int = DEFAULT_MTU,
+         left_env: Mapping[str, str] | None = None,
+         right_env: Mapping[str, str] | None = None) -> WgPair:
     """Hosts ``left`` and ``right`` on a switch, each running its implementation with fixed
     listen ports (51821, 51822), keys exchanged, allowed IPs each other's overlay host
     addresses, and endpoints set on ``endpoints`` ("left": only left knows where right is,
     so left initiates; "right"; "both"; "none"). ``overlay`` gives left's addresses
-    (right gets the next one in each network). Ready to ping: interfaces up, no DAD."""
+    (right gets the next one in each network). ``left_env``/``right_env``: extra
+    environment variables for that side's implementation (test knobs). Ready to ping:
+    interfaces up, no DAD."""
     family = int(underlay)
     if family not in (4, 6):
         raise WgLabError(f"underlay must be 4 or 6, not {underlay!r}")
@@ -563,8 +569,8 @@ def pair(lab: Lab, left_impl: str = "wireguard-go", right_impl: str = "wireguard
     p = WgPair(lab, switch, left, right, family, overlay_base=tuple(overlay),
                endpoints=endpoints)
     try:
-        _give_wg(left, left_impl, tuple(_nth(c, 1) for c in overlay), mtu)
-        _give_wg(right, right_impl, tuple(_nth(c, 2) for c in overlay), mtu)
+        _give_wg(left, left_impl, tuple(_nth(c, 1) for c in overlay), mtu, left_env)
+        _give_wg(right, right_impl, tuple(_nth(c, 2) for c in overlay), mtu, right_env)
         p.connect(left, right, endpoint=endpoints in ("both", "left"),
                   preshared_key=preshared_key, keepalive=keepalive)
         p.connect(right, left, endpoint=endpoints in ("both", "right"),
