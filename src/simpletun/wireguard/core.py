@@ -300,6 +300,7 @@ class WireGuard:
             return
         peer.stamper.stamp(msg, now)
         self.outbox.append((msg, peer.endpoint))
+        peer.tx_bytes += len(msg)
         t_ = peer.timers
         t_.traversal(now, peer.persistent)
         t_.authenticated_sent()
@@ -375,6 +376,7 @@ class WireGuard:
         self._drop_handshake(peer)
         noise.accept(peer.handshake, consumed)
         peer.endpoint = source
+        peer.rx_bytes += len(data)
         t_ = peer.timers
         t_.traversal(now, peer.persistent)
         t_.authenticated_received()
@@ -394,6 +396,7 @@ class WireGuard:
         t_.session_derived(now)
         peer.stamper.stamp(response, now)
         self.outbox.append((response, source))
+        peer.tx_bytes += len(response)
         t_.authenticated_sent()
         self._schedule(peer, t_.earliest())
 
@@ -409,6 +412,7 @@ class WireGuard:
             self.drops[why] += 1
             return
         peer.endpoint = source
+        peer.rx_bytes += len(data)
         t_ = peer.timers
         t_.traversal(now, peer.persistent)
         t_.authenticated_received()
