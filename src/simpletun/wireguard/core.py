@@ -177,9 +177,9 @@ class WireGuard:
         t_ = peer.timers
         t_.new_handshake_at = None  # any authenticated packet received
         if peer.persistent:
-            t_.persistent_at = now + peer.persistent
-            if peer.heap_at is None:
-                self._schedule(peer, t_.persistent_at)
+            t_.persistent_at = at = now + peer.persistent
+            if peer.heap_at is None or at < peer.heap_at:
+                self._schedule(peer, at)
         if kp is peer.keypairs.next:
             self._confirmed(peer, kp, now)
         else:
@@ -247,9 +247,9 @@ class WireGuard:
         t_ = peer.timers
         t_.keepalive_at = None  # any authenticated packet sent
         if peer.persistent:
-            t_.persistent_at = now + peer.persistent
-            if peer.heap_at is None:
-                self._schedule(peer, t_.persistent_at)
+            t_.persistent_at = at = now + peer.persistent
+            if peer.heap_at is None or at < peer.heap_at:
+                self._schedule(peer, at)
         if size and t_.new_handshake_at is None:
             t_.data_sent(now, self.random.random())
             self._schedule(peer, t_.new_handshake_at)
