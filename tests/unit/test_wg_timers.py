@@ -320,15 +320,9 @@ def test_persistent_keepalive_defers_to_traffic() -> None:
     assert keepalives(net, a, t0) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG core.set_persistent/seal/open: turning the persistent keepalive on for a peer with "
-    "an idle live session sends one keepalive and moves timers.persistent_at 25 s ahead, "
-    "but pushes it on the timer heap only when peer.heap_at is None; here the 540 s "
-    "zero-keys deadline is already there (heap_at later than persistent_at), so the next "
-    "keepalive waits for it: `wg set wg0 peer X persistent-keepalive 25` on an established "
-    "tunnel stops after one keepalive. _schedule(peer, persistent_at) unconditionally "
-    "(it only pushes earlier deadlines) would fix it"))
 def test_persistent_keepalive_turned_on_for_a_live_session() -> None:
+    """Regression (fixed in 65a5906): turned on mid-session, with only the 540 s zeroing
+    queued, the keepalives must keep coming every interval, not once."""
     net, a, b = _session()
     net.advance(30)
     t0 = net.now
@@ -372,3 +366,19 @@ def test_hours_of_idle_time_stay_quiet() -> None:
     net.advance(3 * 3600, step=60)
     assert len(net.history) == n
     assert a.core.tick(net.now) is None and b.core.tick(net.now) is None
+
+
+def test_keep_key_fresh_on_receive() -> None:
+    """The initiator that only receives re-keys once its session is older than
+    REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT (165 s), once per session."""
+    net, a, b = _session()
+    a.core.rekey_after_time = 1e9  # a's own sends never re-key: only receiving does
+    kp = _current(a, b)
+    while net.now < kp.created + 200:
+        net.send(b, B_TO_A)
+        net.advance(0.5, step=0.5)
+    inits = [t - kp.created for t, _m in sent(net, a, INITIATION, since=kp.created + 1)]
+    fresh = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+    assert len(inits) == 1 and fresh < inits[0] <= fresh + 0.5, inits
+    assert _current(a, b) is not kp
+    assert len(a.delivered) == 400 and not a.core.drops
