@@ -91,7 +91,7 @@ class Timers:
         due: list[str] = []
         if self.retransmit_at is not None and self.retransmit_at <= now:
             self.retransmit_at = None
-            if self.attempts >= MAX_HANDSHAKE_ATTEMPTS:
+            if self.attempts > MAX_HANDSHAKE_ATTEMPTS:  # wireguard-go: 1 + 19 initiations
                 due.append(GIVE_UP)
                 self.keepalive_at = None
                 if self.zero_at is None:
