@@ -1,5 +1,6 @@
 """``simpletun genkey``, ``pubkey`` and ``genpsk``: WireGuard keys in exactly the formats of
-``wg genkey``, ``wg pubkey`` and ``wg genpsk`` (one base64 line)."""
+``wg genkey``, ``wg pubkey`` and ``wg genpsk`` (one base64 line); and ``wg-drops``, the
+drop counters of a running simpletun-wg."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import click
 
+from ..control import uapi_client
 from ..errors import BadKey
 from ..wireguard import keys
 
@@ -63,4 +65,24 @@ def genpsk() -> None:
     click.echo(keys.to_base64(keys.generate_preshared()))
 
 
-commands = (genkey, pubkey, genpsk)
+
+
+@click.command("wg-drops")
+@click.argument("interface")
+def wg_drops(interface: str) -> None:
+    """What a running simpletun-wg INTERFACE dropped, by reason (what 'wg show' cannot
+    show), and the cookie replies it sent under load.
+
+    \b
+    simpletun wg-drops wg0
+    """
+    counts = uapi_client.stats(interface)
+    if not any(counts.values()):
+        click.echo(f"{interface}: nothing dropped")
+        return
+    for reason, n in sorted(counts.items()):
+        if n:
+            click.echo(f"{reason:24} {n}")
+
+
+commands = (genkey, pubkey, genpsk, wg_drops)

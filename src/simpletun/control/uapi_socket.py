@@ -38,6 +38,8 @@ SEND_TIMEOUT = 2.0  # for the whole answer; a client that does not read loses it
 _OP_MAX = 16  # the operation line is "get=1\n" or "set=1\n"
 _GET = b"get=1\n"
 _SET = b"set=1\n"
+#: simpletun's extension: the engine's drop counters by reason, as key=value lines
+_STATS = b"stats=1\n\n"
 
 
 class Handler(Protocol):
@@ -247,6 +249,14 @@ class UapiServer:
         """Answer every complete request at the front of the buffer."""
         buf = conn.buf
         while buf:
+            head = bytes(buf[:len(_STATS)])
+            if _STATS.startswith(head):
+                if len(head) < len(_STATS):
+                    return
+                del buf[:len(_STATS)]
+                if not self._send(conn, self._stats()):
+                    return
+                continue
             op = bytes(buf[:len(_GET)])
             if not (_GET.startswith(op) or _SET.startswith(op)):
                 self._drop(conn, "not a UAPI request")
@@ -308,6 +318,11 @@ class UapiServer:
             return format_get(self._handler.uapi_get())
         except UapiError as exc:
             return self._refuse(exc)
+
+    def _stats(self) -> str:
+        counts: dict[str, int] = getattr(self._handler, "uapi_stats", dict)()
+        lines = "".join(f"{key}={value}\n" for key, value in sorted(counts.items()))
+        return lines + format_errno(0)
 
     def _set(self, body: bytes) -> str:
         try:

@@ -327,6 +327,12 @@ class Engine:
             ) for p in core.peers.values()],
         )
 
+    def uapi_stats(self) -> dict[str, int]:
+        """Drops by reason (the network's and the device's) and cookie replies sent."""
+        counts = dict(self.core.drops + self.side.counters.drops)
+        counts["cookies-sent"] = self.core.cookies_sent
+        return counts
+
     def uapi_set(self, request: DeviceSet) -> None:
         core = self.core
         now = time.monotonic()

@@ -1,0 +1,47 @@
+"""Asking a running WireGuard interface through its UAPI socket, as ``wg`` does, for what
+``wg`` does not show: simpletun's drop counters (the ``stats=1`` extension)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import ControlSocketError
+from .uapi_socket import DEFAULT_DIRECTORY
+
+
+def request(interface: str, text: str, *, directory: str = DEFAULT_DIRECTORY,
+            timeout: float = 5.0) -> list[tuple[str, str]]:
+    """Send ``text`` (a whole request, ending with its blank line) and return the answer's
+    ``key=value`` pairs before ``errno``; ControlSocketError if nobody answers or the
+    answer is an error."""
+    path = os.path.join(directory, f"{interface}.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(text.encode())
+            data = b""
+            while not data.endswith(b"\n\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise ControlSocketError(
+                f"no WireGuard interface {interface} answers at {path} ({exc.strerror or exc}): "
+                "is simpletun-wg running for it?") from None
+    pairs = [tuple(line.split("=", 1)) for line in data.decode(errors="replace").splitlines()
+             if "=" in line]
+    out = [(k, v) for k, v in pairs]
+    status = dict(out).get("errno", "")
+    if status != "0":
+        raise ControlSocketError(
+            f"{interface} refused the request (errno={status or 'none'}): "
+            "is it simpletun's engine (wireguard-go does not have this request)?")
+    return [(k, v) for k, v in out if k != "errno"]
+
+
+def stats(interface: str, *, directory: str = DEFAULT_DIRECTORY) -> dict[str, int]:
+    """The engine's counters: datagrams and packets dropped, by reason, and replies sent."""
+    return {k: int(v) for k, v in request(interface, "stats=1\n\n", directory=directory)}
