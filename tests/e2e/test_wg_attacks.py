@@ -38,6 +38,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pytest
+
 from simpletun.control import uapi_client
 from simpletun.device import link
 from simpletun.lab import wgattack
@@ -51,13 +53,16 @@ GO = "wireguard-go"
 US = "simpletun-wg"
 #: handshake messages per second that put our responder under load (default 256)
 LOAD_THRESHOLD = 20
-IPV4_UDP_MAX = 65507  # the largest UDP payload over IPv4
+#: the largest UDP payload over IPv4 and IPv6 (no jumbograms): a transport message of more
+#: than 16 + 65535 + 16 + 16 bytes (the core's ``oversized``) cannot come off the wire
+UDP_MAX = {4: 65535 - 20 - 8, 6: 65535 - 8}
 
 
 @dataclass
 class Bed:
     p: WgPair
     attacker: WgHost
+    family: int
 
     @property
     def peer(self) -> WgHost:
@@ -71,7 +76,7 @@ class Bed:
     def target(self) -> tuple[str, int]:
         port = self.server.iface.listen_port
         assert port is not None
-        return self.server.underlay4, port
+        return self.server.underlay(self.family), port
 
     @property
     def server_public(self) -> bytes:
@@ -90,18 +95,18 @@ class Bed:
 
     def answers(self, cap: Capture) -> list[Datagram]:
         """What the capture saw sent to the attacker."""
-        return [d for d in cap.datagrams() if d.dst == self.attacker.underlay4]
+        return [d for d in cap.datagrams() if d.dst == self.attacker.underlay(self.family)]
 
 
 @contextmanager
-def attack_bed(lab: Lab) -> Iterator[Bed]:
+def attack_bed(lab: Lab, family: int = 4) -> Iterator[Bed]:
     """The server (simpletun-wg, load threshold LOAD_THRESHOLD), its wireguard-go peer with
-    a live session (one ping), and a bare attacker on the same switch. Checks the witness
-    on the way: three pings from the peer are exactly three more packets in the server's
-    rx counter."""
-    with wg_pair(lab, GO, US,
+    a live session (one ping) over the ``family`` underlay, and a bare attacker on the same
+    switch, attacking over that family. Checks the witness on the way: three pings from the
+    peer are exactly three more packets in the server's rx counter."""
+    with wg_pair(lab, GO, US, underlay=family,
                  right_env={"SIMPLETUN_WG_LOAD_THRESHOLD": str(LOAD_THRESHOLD)}) as p:
-        bed = Bed(p, p.add_host("attacker"))
+        bed = Bed(p, p.add_host("attacker"), family)
         assert_ping(bed.peer, bed.server, count=1)
         before = bed.rx()
         assert_ping(bed.peer, bed.server, count=3)
@@ -132,8 +137,8 @@ def sniff_session(bed: Bed, pings: int = 3) -> list[Datagram]:
 
 
 def to_server(bed: Bed, seen: list[Datagram], wg_type: str) -> list[bytes]:
-    return [d.payload for d in seen if d.src == bed.peer.underlay4
-            and d.dst == bed.server.underlay4 and d.wg_type == wg_type]
+    return [d.payload for d in seen if d.src == bed.peer.underlay(bed.family)
+            and d.dst == bed.server.underlay(bed.family) and d.wg_type == wg_type]
 
 
 # --- replay ------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ def test_replayed_transport_messages_are_not_delivered(lab: Lab) -> None:
         assert bed.answers(cap) == []
         # authenticated but replayed: no roaming to the attacker, no new handshake
         seen_peer = peer_of(bed.server, bed.peer)
-        assert seen_peer.endpoint == bed.peer.endpoint(4)
+        assert seen_peer.endpoint == bed.peer.endpoint(bed.family)
         assert seen_peer.latest_handshake == handshake
         assert_ping(bed.peer, bed.server, count=2)
         assert bed.rx() == rx + 2
@@ -167,8 +172,10 @@ def test_replayed_transport_messages_are_not_delivered(lab: Lab) -> None:
 
 # --- junk --------------------------------------------------------------------------------
 
-def test_junk_is_dropped_by_reason_and_never_answered(lab: Lab) -> None:
-    with attack_bed(lab) as bed:
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
+def test_junk_is_dropped_by_reason_and_never_answered(lab: Lab, family: int) -> None:
+    with attack_bed(lab, family) as bed:
+        biggest = UDP_MAX[family]
         live = wgattack.receiver_index(to_server(bed, sniff_session(bed, pings=1), "data")[0])
         rng = random.Random(13)
         g = wgattack.typed_garbage
@@ -183,7 +190,7 @@ def test_junk_is_dropped_by_reason_and_never_answered(lab: Lab) -> None:
             # truncated and oversized handshake messages, runt transport messages
             "bad-size": [g(ini, 147, rng), g(ini, 100, rng), g(R, 91, rng), g(C, 63, rng),
                          g(T, 31, rng), g(T, 16, rng), g(ini, 149, rng), g(ini, 1400, rng),
-                         g(R, 93, rng), g(C, 65, rng), g(C, IPV4_UDP_MAX, rng)],
+                         g(R, 93, rng), g(C, 65, rng), g(C, biggest, rng)],
             # the right size, a valid type, garbage after it
             "bad-mac1": [g(ini, 148, rng), g(ini, 148, rng), g(R, 92, rng)],
             "bad-cookie-reply": [g(C, 64, rng), g(C, 64, rng)],
@@ -191,7 +198,7 @@ def test_junk_is_dropped_by_reason_and_never_answered(lab: Lab) -> None:
                               wgattack.transport(live ^ 1, 0, rng.randbytes(100))],
             # the live session's index: the tag does not verify, whatever the size
             "bad-tag": [wgattack.transport(live, 1 << 40, rng.randbytes(n))
-                        for n in (16, 17, 100, 1400, IPV4_UDP_MAX - 16)],
+                        for n in (16, 17, 100, 1400, biggest - 16)],
         }
         expected = {k: len(v) for k, v in sent.items()}
         rx, before = bed.rx(), bed.stats()
@@ -239,7 +246,7 @@ def test_initiations_with_a_bad_mac1_are_dropped_unanswered(lab: Lab) -> None:
         assert bed.answers(cap) == []
         assert bed.rx() == rx
         assert peer_of(bed.server, bed.peer).latest_handshake == handshake
-        assert peer_of(bed.server, bed.peer).endpoint == bed.peer.endpoint(4)
+        assert peer_of(bed.server, bed.peer).endpoint == bed.peer.endpoint(bed.family)
         assert_ping(bed.peer, bed.server, count=2)
 
 
@@ -274,15 +281,18 @@ def _mac2(d: Datagram) -> bytes:
     return d.payload[-16:]
 
 
-def test_initiation_flood_gets_cookies_and_a_real_peer_still_gets_through(lab: Lab) -> None:
-    with attack_bed(lab) as bed:
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
+def test_initiation_flood_gets_cookies_and_a_real_peer_still_gets_through(
+        lab: Lab, family: int) -> None:
+    with attack_bed(lab, family) as bed:
         server, attacker = bed.server, bed.attacker
         fresh = bed.p.add_host("fresh", impl=GO)
         bed.p.connect(server, fresh, endpoint=False)
         bed.p.connect(fresh, server)
         host, port = bed.target
         before = bed.stats()
-        with Capture(attacker.ns, "eth0", f"udp and not src host {attacker.underlay4}") as cap:
+        them = attacker.underlay(family)
+        with Capture(attacker.ns, "eth0", f"udp and not src host {them}") as cap:
             flood = attacker.ns.popen(
                 [sys.executable, "-m", "simpletun.lab.wgattack", "flood", host, str(port),
                  server.iface.public_key, "--rate", "2000", "--seconds", "40"],
@@ -313,7 +323,7 @@ def test_initiation_flood_gets_cookies_and_a_real_peer_still_gets_through(lab: L
         got_drops = delta(after, before)
         seen = cap.datagrams()
         # the attacker: genuine cookie replies only, never a handshake response
-        to_attacker = [d.wg_type for d in seen if d.dst == attacker.underlay4]
+        to_attacker = [d.wg_type for d in seen if d.dst == them]
         assert to_attacker and set(to_attacker) == {"cookie"}, Counter(to_attacker)
         assert set(summary["answers"]) == {"cookie"}, summary
         assert summary["genuine_cookies"] == summary["answers"]["cookie"] > 0, summary
@@ -322,8 +332,8 @@ def test_initiation_flood_gets_cookies_and_a_real_peer_still_gets_through(lab: L
         assert got_drops["under-load"] > summary["sent"] // 2, (got_drops, summary)
         # the fresh peer: its first initiation (mac2 zero) got a cookie, a later one
         # carried mac2 and was answered
-        from_fresh = [d for d in seen if d.src == fresh.underlay4 and d.dst == host]
-        to_fresh = [d for d in seen if d.dst == fresh.underlay4 and d.src == host]
+        from_fresh = [d for d in seen if d.src == fresh.underlay(family) and d.dst == host]
+        to_fresh = [d for d in seen if d.dst == fresh.underlay(family) and d.src == host]
         inits = [d for d in from_fresh if d.wg_type == "initiation"]
         assert inits and _mac2(inits[0]) == bytes(16), [d.wg_type for d in from_fresh]
         assert "cookie" in [d.wg_type for d in to_fresh]
@@ -332,4 +342,4 @@ def test_initiation_flood_gets_cookies_and_a_real_peer_still_gets_through(lab: L
         proven = [d for d in inits if _mac2(d) != bytes(16) and d.time <= answered[0].time]
         assert proven, "the response answered no initiation with a mac2"
         assert peer_of(server, fresh).latest_handshake > 0
-        assert peer_of(server, fresh).endpoint == fresh.endpoint(4)
+        assert peer_of(server, fresh).endpoint == fresh.endpoint(family)
