@@ -447,6 +447,11 @@ class WireGuard:
             self._seq += 1
             heapq.heappush(self._heap, (at, self._seq, peer))
 
+    @property
+    def next_timer(self) -> float | None:
+        """When the earliest timer is due (None: none pending)."""
+        return self._heap[0][0] if self._heap else None
+
     def tick(self, now: float) -> float | None:
         """Fire what is due; returns when to call again (None: nothing pending)."""
         heap = self._heap

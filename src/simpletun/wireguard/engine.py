@@ -110,6 +110,9 @@ class Engine:
             self.side.set_offloads(True)
             self._segmenting = True
         self._next_mtu_check = 0.0
+        self._poller: select.epoll | None = None
+        self._watched: set[int] = set()
+        self._sock_fd = -1
 
     # --- the socket ----------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
@@ -158,31 +161,53 @@ class Engine:
     def run(self) -> None:
         core, dev_fd = self.core, self.dev.fileno()
         self.dev.set_blocking(False)
+        poller = select.epoll()
+        poller.register(dev_fd, select.EPOLLIN)
+        self._poller, self._watched = poller, set()
+        self._sync_fds()
         next_tick: float | None = None
-        while not self._stopping:
-            now = time.monotonic()
-            if next_tick is not None and next_tick <= now:
-                next_tick = core.tick(now)
-                self._flush_outbox()
-            if now >= self._next_mtu_check:
-                self._housekeeping(now)
-            wait = 1.0 if next_tick is None else min(1.0, max(0.0, next_tick - now))
-            fds = [dev_fd, self.sock.fileno(), *self.uapi.fds()]
-            try:
-                ready = select.select(fds, [], [], wait)[0]
-            except InterruptedError:
-                continue
-            for fd in ready:
-                if fd == dev_fd:
-                    self._from_device()
-                elif fd == self.sock.fileno():
-                    self._from_network()
-                else:
-                    self.uapi.ready(fd)
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                if next_tick is not None and next_tick <= now:
+                    next_tick = core.tick(now)
                     self._flush_outbox()
-            soon = core.tick(time.monotonic())
-            self._flush_outbox()
-            next_tick = soon
+                if now >= self._next_mtu_check:
+                    self._housekeeping(now)
+                    self._sync_fds()
+                wait = 1.0 if next_tick is None else min(1.0, max(0.0, next_tick - now))
+                try:
+                    events = poller.poll(wait)
+                except InterruptedError:
+                    continue
+                sock_fd = self._sock_fd
+                for fd, _ in events:
+                    if fd == dev_fd:
+                        self._from_device()
+                    elif fd == sock_fd:
+                        self._from_network()
+                    else:
+                        self.uapi.ready(fd)
+                        self._flush_outbox()
+                        self._sync_fds()
+                next_tick = core.next_timer  # due ones fire at the top of the loop
+        finally:
+            poller.close()
+
+    def _sync_fds(self) -> None:
+        """Watch the socket (a new one after a rebind) and the UAPI's connections."""
+        poller, watched = self._poller, self._watched
+        if poller is None:
+            return
+        want = {self.sock.fileno(), *self.uapi.fds()}
+        for fd in watched - want:
+            with contextlib.suppress(OSError, ValueError):
+                poller.unregister(fd)
+        for fd in want - watched:
+            with contextlib.suppress(OSError, ValueError):
+                poller.register(fd, select.EPOLLIN)
+        self._watched = want
+        self._sock_fd = self.sock.fileno()
 
     def _housekeeping(self, now: float) -> None:
         self._next_mtu_check = now + MTU_CHECK
