@@ -103,12 +103,7 @@ class Endpoint:
             return None
         except OSError:  # e.g. ICMP port unreachable reported on the socket: try again later
             return [], ("", 0)
-        segment = 0
-        for level, kind, data in ancdata:
-            if level == SOL_UDP and kind == UDP_GRO:
-                segment = (_INT.unpack(data[:_INT.size]) if len(data) >= _INT.size
-                           else _U16.unpack(data[:2]))[0]
-        return datagram.segments(memoryview(buf), n, segment), address
+        return datagram.segments(memoryview(buf), n, gro_size(ancdata)), address
 
 
     def tick(self, now: float) -> float | None:
@@ -120,6 +115,16 @@ class Endpoint:
 
     def same(self, a: Address, b: Address) -> bool:
         return same(a, b)
+
+
+def gro_size(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a GRO receive (from its UDP_GRO cmsg); 0 for one datagram (the
+    kernel adds the cmsg only to coalesced receives)."""
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO:
+            return int((_INT.unpack(data[:_INT.size]) if len(data) >= _INT.size
+                        else _U16.unpack(data[:2]))[0])
+    return 0
 
 
 def server(port: int, host: str | None = None) -> Endpoint:

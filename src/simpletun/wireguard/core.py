@@ -36,6 +36,7 @@ LOAD_THRESHOLD = 256  # ...and more than this many in one puts us under load for
 REKEY_ON_RECEIVE = REJECT_AFTER_TIME - timers.KEEPALIVE_TIMEOUT - timers.REKEY_TIMEOUT
 
 _ZEROS = bytes(16)
+_TRANSPORT_MAX = messages.TRANSPORT_MAX_LEN - 32
 _NONCE_PAD = b"\0\0\0\0"
 _U16 = struct.Struct("!H")
 
@@ -144,14 +145,16 @@ class WireGuard:
         decrypted into ``into`` (which must hold ``len(data) - 32`` bytes) and the length
         of the inner packet is returned when it may go to the device (its source is in the
         peer's allowed IPs); 0 for anything else (a keepalive, a handshake, a drop)."""
-        t = messages.kind(data)
-        if t != TRANSPORT:
-            if isinstance(t, str):
-                self.drops[t] += 1
+        n = len(data) - 32
+        if n >= 0:  # the type word is 4 only for a transport message (reserved bytes zero)
+            t, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+        if n < 0 or t != TRANSPORT or n > _TRANSPORT_MAX:
+            kind = messages.kind(data)
+            if isinstance(kind, str):
+                self.drops[kind] += 1
             else:
-                self._handshake_message(t, data, source, now)
+                self._handshake_message(kind, data, source, now)
             return 0
-        _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
         kp = self.indices.get(receiver)
         if type(kp) is not Keypair:
             self.drops["unknown-index"] += 1
@@ -160,7 +163,6 @@ class WireGuard:
         if cipher is None or now - kp.created >= REJECT_AFTER_TIME:
             self.drops["expired-keypair"] += 1
             return 0
-        n = len(data) - 32
         try:
             cipher.decrypt_into(_NONCE_PAD + counter.to_bytes(8, "little"), data[16:], None,
                                 into[:n])
@@ -237,7 +239,10 @@ class WireGuard:
             return 0
         counter = kp.send_counter
         kp.send_counter = counter + 1
-        p = messages.padded(size, self.mtu)
+        mtu = self.mtu
+        p = (size + 15) & ~15 if size <= mtu else messages.padded(size, mtu)
+        if p > mtu >= size:
+            p = mtu  # never padded beyond the MTU
         if p != size:
             slot[16 + size:16 + p] = _ZEROS[:p - size]
         TRANSPORT_HEADER.pack_into(slot, 0, TRANSPORT, kp.remote_index, counter)

@@ -38,7 +38,7 @@ from ..device.tuntap import Device
 from ..packets import Malformed
 from ..transport import tcp, udp
 from ..transport.tcp import TransportError
-from ..wire import segment
+from ..wire import datagram, segment
 from .core import WireGuard
 from .peer import Address, Peer
 
@@ -102,6 +102,7 @@ class Engine:
         self._vhs = [bytearray(vnet.VNET_HDR_LEN) for _ in range(BATCH)]
         self._segs = [memoryview(bytearray(ROOM + 9216 + TAIL)) for _ in range(SEGMENT_SLOTS)]
         self._rbuf = bytearray(65536 + 64)
+        self._rview = memoryview(self._rbuf)
         self._plain = bytearray(65536 + 64)
         self._plain_view = memoryview(self._plain)
         self._out: dict[Address, list[memoryview | bytes]] = {}
@@ -221,7 +222,11 @@ class Engine:
     def _send(self) -> None:
         out = self._out
         for address, frames in out.items():
-            self.ep.send_batch(frames, address)  # type: ignore[arg-type]
+            if len(frames) == 1:  # the common case when latency counts: no batch to build
+                with contextlib.suppress(OSError):  # no route now: dropped, as a network would
+                    self.sock.sendto(frames[0], address)
+            else:
+                self.ep.send_batch(frames, address)  # type: ignore[arg-type]
         out.clear()
 
     def _flush_outbox(self) -> None:
@@ -312,25 +317,33 @@ class Engine:
 
     # --- network -> device ---------------------------------------------------------------
     def _from_network(self) -> None:
-        core, side, plain = self.core, self.side, self._plain_view
+        core, side, plain, sock = self.core, self.side, self._plain_view, self.sock
+        rbuf, rview = self._rbuf, self._rview
         for _ in range(RECEIVES):
-            got = self.ep.receive(self._rbuf)
-            if got is None:
+            try:
+                n, ancdata, _flags, source = sock.recvmsg_into([rbuf], 64)
+            except (BlockingIOError, InterruptedError):
                 break
-            grams, source = got
-            if not grams:
+            except OSError:  # an ICMP error reported on the socket: nothing to read
                 continue
             now = time.monotonic()
-            packets: list[memoryview] = []
-            at = 0
-            for gram in grams:
-                n = core.open(gram, source, now, plain[at:])
-                if n:
-                    packets.append(plain[at:at + n])
-                    at += n
-            if packets:
-                side.deliver_segments(packets)
-            self._flush_outbox()
+            gro = udp.gro_size(ancdata) if ancdata else 0
+            if not gro:  # one datagram (the kernel coalesced nothing)
+                size = core.open(rview[:n], source, now, plain)
+                if size:
+                    side.deliver(plain[:size], False)
+            else:
+                packets: list[memoryview] = []
+                at = 0
+                for gram in datagram.segments(rview, n, gro):
+                    size = core.open(gram, source, now, plain[at:])
+                    if size:
+                        packets.append(plain[at:at + size])
+                        at += size
+                if packets:
+                    side.deliver_segments(packets)
+            if core.outbox:
+                self._flush_outbox()
 
     # --- the UAPI ------------------------------------------------------------------------
     def uapi_get(self) -> DeviceStatus:
