@@ -179,9 +179,7 @@ class WireGuard:
         t_ = peer.timers
         t_.new_handshake_at = None  # any authenticated packet received
         if peer.persistent:
-            t_.persistent_at = at = now + peer.persistent
-            if peer.heap_at is None or at < peer.heap_at:
-                self._schedule(peer, at)
+            self._persist(peer, now)
         if kp is peer.keypairs.next:
             self._confirmed(peer, kp, now)
         else:
@@ -252,9 +250,7 @@ class WireGuard:
         t_ = peer.timers
         t_.keepalive_at = None  # any authenticated packet sent
         if peer.persistent:
-            t_.persistent_at = at = now + peer.persistent
-            if peer.heap_at is None or at < peer.heap_at:
-                self._schedule(peer, at)
+            self._persist(peer, now)
         if size and t_.new_handshake_at is None:
             t_.data_sent(now, self.random.random())
             self._schedule(peer, t_.new_handshake_at)
@@ -446,6 +442,12 @@ class WireGuard:
             self.on_session(peer, now)
 
     # --- timers --------------------------------------------------------------------------
+    def _persist(self, peer: Peer, now: float) -> None:
+        """An authenticated packet in or out: the persistent keepalive starts over."""
+        peer.timers.persistent_at = at = now + peer.persistent
+        if peer.heap_at is None or at < peer.heap_at:
+            self._schedule(peer, at)
+
     def _schedule(self, peer: Peer, at: float | None) -> None:
         if at is not None and (peer.heap_at is None or at < peer.heap_at):
             peer.heap_at = at

@@ -219,6 +219,13 @@ class Engine:
             self.side.max_packet = mtu
         self.uapi.tick(now)
 
+    def _queue(self, endpoint: Address, message: memoryview) -> None:
+        """A sealed message for ``endpoint``, sent with the rest of the batch."""
+        frames = self._out.get(endpoint)
+        if frames is None:
+            frames = self._out[endpoint] = []
+        frames.append(message)
+
     def _send(self) -> None:
         out = self._out
         for address, frames in out.items():
@@ -250,7 +257,6 @@ class Engine:
         if not count:
             return
         now = time.monotonic()
-        out = self._out
         segs_used = 0
         sizes = side.sizes
         for i in range(count):
@@ -269,10 +275,7 @@ class Engine:
                 continue
             n = core.seal(peer, view, size, now)
             if n and peer.endpoint is not None:
-                frames = out.get(peer.endpoint)
-                if frames is None:
-                    frames = out[peer.endpoint] = []
-                frames.append(view[:n])
+                self._queue(peer.endpoint, view[:n])
         self._send()
         self._flush_outbox()
 
@@ -284,7 +287,7 @@ class Engine:
         except Malformed:
             self.side.counters.drops["unsegmentable"] += 1
             return used
-        core, out, segs = self.core, self._out, self._segs
+        core, segs = self.core, self._segs
         peer: Peer | None = None
         for headers, chunk in cut:
             if used == SEGMENT_SLOTS:
@@ -308,10 +311,7 @@ class Engine:
                     return used
             n = core.seal(peer, slot, size, now)
             if n and peer.endpoint is not None:
-                frames = out.get(peer.endpoint)
-                if frames is None:
-                    frames = out[peer.endpoint] = []
-                frames.append(slot[:n])
+                self._queue(peer.endpoint, slot[:n])
                 used += 1
         return used
 
