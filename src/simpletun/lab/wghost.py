@@ -487,16 +487,17 @@ class WgPair:
         return [self.left, self.right, *self.extra]
 
     def add_host(self, label: str = "attacker", impl: str | None = None,
-                 overlay_index: int | None = None) -> WgHost:
+                 overlay_index: int | None = None,
+                 env: Mapping[str, str] | None = None) -> WgHost:
         """A third namespace on the same switch: it reaches every underlay address and
         sees every frame on the wire. With ``impl`` it also gets a WireGuard interface
-        (keys made, listen port fixed, no peers yet) and overlay addresses number
-        ``overlay_index`` (default: its underlay index)."""
+        (keys made, listen port fixed, no peers yet, ``env`` added to its environment)
+        and overlay addresses number ``overlay_index`` (default: its underlay index)."""
         host = self.switch.join(label)
         self.extra.append(host)
         if impl is not None:
             n = overlay_index if overlay_index is not None else host.index
-            _give_wg(host, impl, tuple(_nth(c, n) for c in self.overlay_base))
+            _give_wg(host, impl, tuple(_nth(c, n) for c in self.overlay_base), env=env)
         return host
 
     def connect(self, a: WgHost, b: WgHost, *, endpoint: bool = True,
