@@ -174,6 +174,22 @@ def runs(packets: list[memoryview]) -> list[tuple[int, int]]:
     return out
 
 
+def checksum_ok(packet: bytes | memoryview) -> bool:
+    """Whether a whole TCP segment (IPv4, or IPv6 without extension headers) carries the
+    right TCP checksum: what the kernel would check, and would not once the segment is part
+    of a super-packet whose checksum it is asked to fill in."""
+    lay = _layout(packet)
+    if lay is None:
+        return False
+    l4 = lay[0]
+    addresses = packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
+    size = len(packet) - l4
+    s = ones_sum(addresses) + TCP + size + ones_sum(packet[l4:])
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s == 0xFFFF
+
+
 class Merged(NamedTuple):
     headers: bytes  # of the super-packet: lengths, checksums, flags of the whole
     l4: int  # where the TCP header starts

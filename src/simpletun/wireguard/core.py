@@ -180,19 +180,27 @@ class WireGuard:
         t_.new_handshake_at = None  # any authenticated packet received
         if peer.persistent:
             self._persist(peer, now)
-        if kp is peer.keypairs.next:
-            self._confirmed(peer, kp, now)
-        else:
-            current = peer.keypairs.current
-            if (current is not None and current.initiator and not t_.sent_last_minute_handshake
-                    and now - current.created > REKEY_ON_RECEIVE):
-                t_.sent_last_minute_handshake = True  # keep the key fresh: nearly too old
-                self.initiate(peer, now)
+        if kp is not peer.keypairs.current or now - kp.created > REKEY_ON_RECEIVE:
+            self._received_aside(peer, kp, now)
         if n == 0:
             return 0  # a keepalive
         t_.data_received(now)
-        self._schedule(peer, t_.keepalive_at)
+        at = t_.keepalive_at
+        if at is not None and (peer.heap_at is None or at < peer.heap_at):
+            self._schedule(peer, at)
         return self._inner(into, n, peer)
+
+    def _received_aside(self, peer: Peer, kp: Keypair, now: float) -> None:
+        """A message on a keypair other than a young current one: the session it confirms
+        (the responder's *next*), or time to keep the initiator's key fresh."""
+        if kp is peer.keypairs.next:
+            self._confirmed(peer, kp, now)
+            return
+        current, t_ = peer.keypairs.current, peer.timers
+        if (current is not None and current.initiator and not t_.sent_last_minute_handshake
+                and now - current.created > REKEY_ON_RECEIVE):
+            t_.sent_last_minute_handshake = True  # keep the key fresh: nearly too old
+            self.initiate(peer, now)
 
     def _inner(self, packet: memoryview, n: int, peer: Peer) -> int:
         """The inner packet's length, if its source may come from ``peer``; else 0."""
@@ -398,6 +406,7 @@ class WireGuard:
         peer.stamper.stamp(response, now)
         self.outbox.append((response, source))
         peer.tx_bytes += len(response)
+        peer.last_initiation_sent = now  # a handshake sent: none of ours for REKEY_TIMEOUT
         t_.authenticated_sent()
         self._schedule(peer, t_.earliest())
 
@@ -485,6 +494,7 @@ class WireGuard:
         elif what == timers.ZERO_KEYS:
             self._forget(peer.keypairs.clear())
             self._drop_handshake(peer)
+            peer.staged.clear()
 
     # --- indices -------------------------------------------------------------------------
     def _new_index(self, peer: Peer) -> int:

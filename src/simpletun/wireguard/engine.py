@@ -33,7 +33,7 @@ from collections.abc import Callable
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
 from ..control.uapi_socket import UapiServer
 from ..device import vnet
-from ..device.side import BATCH, DeviceSide
+from ..device.side import BATCH, OFFLOADS, DeviceSide
 from ..device.tuntap import Device
 from ..packets import Malformed
 from ..transport import tcp, udp
@@ -52,6 +52,7 @@ SLOT = ROOM + 65535 + TAIL
 SEGMENT_SLOTS = 64
 RECEIVES = 16  # receives per turn of the loop at most
 MTU_CHECK = 1.0  # seconds between looks at the device's MTU (padding depends on it)
+_DEVICE_GONE = (errno.EBADFD, errno.ENXIO, errno.ENODEV)  # the tun device was deleted
 
 
 def sockaddr(sock: socket.socket, host: str, port: int) -> Address:
@@ -107,6 +108,9 @@ class Engine:
         self._plain_view = memoryview(self._plain)
         self._out: dict[Address, list[memoryview | bytes]] = {}
         self._segmenting = False
+        # TCP super-packets only (TSO): this engine cuts TCP; UDP ones (USO) stay the
+        # kernel's to segment before they reach us
+        self.side.offloads &= OFFLOADS
         if self.side.vnet and self.side.offloads and not dev.tap:
             self.side.set_offloads(True)
             self._segmenting = True
@@ -230,8 +234,10 @@ class Engine:
         out = self._out
         for address, frames in out.items():
             if len(frames) == 1:  # the common case when latency counts: no batch to build
-                with contextlib.suppress(OSError):  # no route now: dropped, as a network would
+                try:  # noqa: SIM105 (suppress() is three calls more per packet)
                     self.sock.sendto(frames[0], address)
+                except OSError:  # no route now: dropped, as a network would
+                    pass
             else:
                 self.ep.send_batch(frames, address)  # type: ignore[arg-type]
         out.clear()
@@ -250,7 +256,7 @@ class Engine:
         try:
             count = side.read_batch(views, ROOM, self._vhs if side.vnet else None)
         except OSError as exc:
-            if exc.errno in (errno.EBADFD, errno.ENXIO, errno.ENODEV):
+            if exc.errno in _DEVICE_GONE:
                 self.stop(f"{self.dev.name} was deleted")
                 return
             raise
@@ -296,9 +302,8 @@ class Engine:
             slot = segs[used]
             h, c = len(headers), len(chunk)
             size = h + c
-            if ROOM + size + TAIL > len(slot):
-                self.side.counters.drops["oversized"] += 1
-                continue
+            if ROOM + size + TAIL > len(slot):  # an MTU above what the slots were made for
+                slot = segs[used] = memoryview(bytearray(ROOM + size + TAIL))
             slot[ROOM:ROOM + h] = headers
             slot[ROOM + h:ROOM + size] = chunk
             where = segment.partial(headers)
@@ -317,6 +322,14 @@ class Engine:
 
     # --- network -> device ---------------------------------------------------------------
     def _from_network(self) -> None:
+        try:
+            self._receive()
+        except OSError as exc:
+            if exc.errno not in _DEVICE_GONE:
+                raise
+            self.stop(f"{self.dev.name} was deleted")
+
+    def _receive(self) -> None:
         core, side, plain, sock = self.core, self.side, self._plain_view, self.sock
         rbuf, rview = self._rbuf, self._rview
         for _ in range(RECEIVES):
@@ -331,7 +344,7 @@ class Engine:
             if not gro:  # one datagram (the kernel coalesced nothing)
                 size = core.open(rview[:n], source, now, plain)
                 if size:
-                    side.deliver(plain[:size], False)
+                    side.deliver_authenticated(plain[:size])
             else:
                 packets: list[memoryview] = []
                 at = 0
@@ -408,6 +421,8 @@ class Engine:
             core.add_allowed(peer, network)
         if ps.persistent_keepalive is not None:
             core.set_persistent(peer, ps.persistent_keepalive, now)
+        if peer.staged:  # they waited for an endpoint (wireguard-go's handlePostConfig)
+            core.send_staged(peer, now)
 
     def close(self) -> None:
         self.uapi.close()

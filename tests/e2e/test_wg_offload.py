@@ -1,17 +1,13 @@
-"""Review of issue 13 (engine, device offloads): UDP GSO super-packets from the device.
-
-The engine switches on every offload the device takes (``DeviceSide.offloads``), which on
-kernels with USO includes TUN_F_USO4/6, so a local UDP socket using UDP_SEGMENT hands the
-engine GSO_UDP_L4 super-packets; ``Engine._segment`` only cuts TCP and drops them
-("unsegmentable"). wireguard-go (which also turns USO on) splits them."""
+"""UDP GSO from an application through the engine: a local socket using UDP_SEGMENT must
+reach the peer as its datagrams. The engine asks the device for TCP super-packets only
+(it cuts TCP; with USO on, GSO_UDP_L4 super-packets would reach it and be dropped as
+unsegmentable, as they once were), so the kernel segments UDP before the engine sees it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 from simpletun.lab.netns import Lab
 
@@ -41,8 +37,6 @@ SENDER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="review: UDP GSO (USO) super-packets from the device "
-                   "are dropped as unsegmentable; only TCP is cut")
 def test_udp_gso_from_the_device_reaches_the_peer(lab: Lab) -> None:
     check_udp_gso(lab, "simpletun-wg")
 
