@@ -72,6 +72,11 @@ def test_bench_json_every_mode(lab: Lab) -> None:
     # every mode by default, the WireGuard ones too (their tools are installed here)
     assert [r["mode"] for r in report["results"]] == list(bench.MODE_NAMES)
     assert "bench: classic: TCP, 4 streams" in done.stderr  # progress lines
+    assert shutil.which("wireguard-go"), "wireguard-go is not installed: run scripts/setup"
+    for impl, mode in (("simpletun-wg", "wg"), ("wireguard-go", "wireguard-go")):
+        _wg_row(report, mode, [1, 4])
+        assert f"bench: {mode}: starting {impl} on both sides" in done.stderr
+    assert wghost.our_sockets() == []
 
 
 def test_bench_builtin_tool_and_narrowing(lab: Lab) -> None:
@@ -120,30 +125,6 @@ def test_bench_rejects_unknown_mode() -> None:
     done = simpletun("bench", "--modes", "bare,warp")
     assert done.returncode == 2
     assert "unknown mode 'warp'" in done.stderr
-
-
-def test_bench_wg_mode(lab: Lab) -> None:
-    """simpletun-wg on both sides, next to the bare link, with the built-in generator."""
-    done = simpletun("bench", "--modes", "bare,wg", "--seconds", "2", "--pings", "20",
-                     "--tool", "builtin", "--json", timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    _check_report(report, ["bare", "wg"], [1, 4])
-    _wg_row(report, "wg", [1, 4])
-    assert "bench: wg: starting simpletun-wg on both sides" in done.stderr
-    assert wghost.our_sockets() == []
-
-
-def test_bench_wireguard_go_mode(lab: Lab) -> None:
-    assert shutil.which("wireguard-go"), "wireguard-go is not installed: run scripts/setup"
-    done = simpletun("bench", "--modes", "bare,wireguard-go", "--streams", "1,2",
-                     "--seconds", "1", "--pings", "20", "--tool", "builtin", "--json",
-                     timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    _check_report(report, ["bare", "wireguard-go"], [1, 2])
-    _wg_row(report, "wireguard-go", [1, 2])
-    assert "bench: wireguard-go: starting wireguard-go on both sides" in done.stderr
 
 
 @pytest.mark.parametrize("impl", wghost.IMPLEMENTATIONS)
