@@ -192,6 +192,8 @@ def _pair() -> tuple[Net, Node, Node]:
         net.run()
         assert len(b.delivered) == 1
         # and a handshake of b's own pending, so responses can reach consume_response
+        # (b just answered a's initiation: like wireguard-go, it waits REKEY_TIMEOUT first)
+        net.now += 5.1
         b.core.initiate(b.core.peers[a.public], net.now)
         assert len(b.core.outbox) == 1
         b.core.outbox.clear()

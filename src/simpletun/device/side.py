@@ -114,6 +114,7 @@ class DeviceSide:
         self.offloads = probe_offloads(dev) if offloads is None else offloads
         #: payload sizes of the last :meth:`read_batch`
         self.sizes = [0] * BATCH
+        self.fd = dev.fileno()
 
     # --- offloads -------------------------------------------------------------------
     def set_offloads(self, on: bool) -> None:
@@ -128,32 +129,36 @@ class DeviceSide:
         with vnet_hdr the header goes to ``vnet_headers[i]`` if given, else it stays in
         line in front of the packet (and counts in its size). ``framing``: the bytes the
         caller's frame header adds (for the debug lines)."""
-        dev, counters, sizes = self.dev, self.counters, self.sizes
-        fd, readv = dev.fileno(), os.readv  # straight to the fd: this is the hot path
-        split = self.vnet and vnet_headers is not None
-        inline = self.vnet and not split
+        sizes, readv, fd = self.sizes, os.readv, self.fd  # straight to the fd: the hot path
+        heads = vnet_headers if self.vnet else None
         n = 0
         limit = min(len(views), BATCH)
         while n < limit:
             try:
-                if split:
-                    assert vnet_headers is not None
-                    size = readv(fd, (vnet_headers[n], views[n][room:])) - vnet.VNET_HDR_LEN
+                if heads is not None:
+                    size = readv(fd, (heads[n], views[n][room:])) - vnet.VNET_HDR_LEN
                 else:
                     size = readv(fd, (views[n][room:],))
             except BlockingIOError:
                 break
-            if size <= 0:
-                continue
-            sizes[n] = size
-            n += 1
-            packet = size - vnet.VNET_HDR_LEN if inline else size  # the IP packet or frame
-            counters.to_net += 1
-            counters.bytes_to_net += packet
-            if self.debug is not None:
-                self.debug(f"TAP2NET {counters.to_net}: read {packet} bytes from {dev.name}, "
-                           f"sending {size + framing} to the network")
+            if size > 0:
+                sizes[n] = size
+                n += 1
+                if self.debug is not None:
+                    self._debug_read(n, size, framing, vnet_headers is None)
+        if n:
+            inline = self.vnet and vnet_headers is None  # the header counted in the size
+            self.counters.to_net += n
+            self.counters.bytes_to_net += sum(sizes[:n]) - (vnet.VNET_HDR_LEN * n if inline
+                                                            else 0)
         return n
+
+    def _debug_read(self, n: int, size: int, framing: int, inline: bool) -> None:
+        """The classic program's line for the ``n``-th packet of this batch."""
+        assert self.debug is not None
+        packet = size - vnet.VNET_HDR_LEN if self.vnet and inline else size
+        self.debug(f"TAP2NET {self.counters.to_net + n}: read {packet} bytes from "
+                   f"{self.dev.name}, sending {size + framing} to the network")
 
     def discard(self) -> None:
         """Read and drop what the device holds while there is no peer to send it to."""
@@ -269,7 +274,7 @@ class DeviceSide:
         ``packets`` packets of ``size`` bytes in all; a refused one (or one the device, taken
         down meanwhile, cannot take) is counted as dropped."""
         try:
-            os.writev(self.dev.fileno(), parts)  # straight to the fd: the hot path
+            os.writev(self.fd, parts)  # straight to the fd: the hot path
         except OSError as exc:
             why = _REFUSED.get(exc.errno or 0)
             if why is None:

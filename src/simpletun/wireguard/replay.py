@@ -21,24 +21,24 @@ class Window:
 
     def accept(self, counter: int) -> bool:
         """True (and remember it) if ``counter`` was not seen and is not too old."""
-        if counter >= REJECT_AFTER_MESSAGES:
-            return False
-        block = counter >> 6
-        ring = self.ring
         last = self.last
         if counter > last:
-            current = last >> 6
-            diff = block - current
-            if diff:
-                for i in range(current + 1, current + min(diff, _RING) + 1):
-                    ring[i & (_RING - 1)] = 0
+            if counter >= REJECT_AFTER_MESSAGES:
+                return False
+            if counter >> 6 != last >> 6:
+                self._advance(last >> 6, counter >> 6)
             self.last = counter
         elif last - counter > WINDOW:
             return False
-        i = block & (_RING - 1)
-        bit = 1 << (counter & 63)
+        ring, i, bit = self.ring, (counter >> 6) & (_RING - 1), 1 << (counter & 63)
         word = ring[i]
         if word & bit:
             return False
         ring[i] = word | bit
         return True
+
+    def _advance(self, current: int, block: int) -> None:
+        """Clear the blocks the window slides over (all of them, after a jump)."""
+        ring = self.ring
+        for i in range(current + 1, current + min(block - current, _RING) + 1):
+            ring[i & (_RING - 1)] = 0
