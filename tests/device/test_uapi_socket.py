@@ -636,6 +636,13 @@ MIRRORED_SETS = [
 ]
 
 
+def _answers(path: str) -> bool:
+    try:
+        return ask(path, b"get=1\n\n").endswith(b"errno=0\n\n")
+    except OSError:
+        return False
+
+
 def test_answers_match_wireguard_go(lab: Lab, tmp_path: Path) -> None:
     ns = lab.host("wgo")
     name = f"wgo{os.getpid()}"
@@ -647,7 +654,7 @@ def test_answers_match_wireguard_go(lab: Lab, tmp_path: Path) -> None:
         ns.popen(["/usr/bin/wireguard-go", "-f", name], stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL, env={**os.environ, "WG_PROCESS_FOREGROUND": "1"})
         deadline = time.monotonic() + 10
-        while not os.path.exists(go_path):
+        while not _answers(go_path):  # bound before it listens: wait until it answers
             assert time.monotonic() < deadline, "wireguard-go did not open its socket"
             time.sleep(0.05)
         differ = []
