@@ -173,18 +173,18 @@ def test_roaming_mid_transfer(lab: Lab, mover: str, underlay: int) -> None:
 
 def test_an_early_rekey_of_ours_is_accepted_by_wireguard_go(lab: Lab) -> None:
     """Our session re-keys after 2 s instead of 120; initiations are still at most one per
-    REKEY_TIMEOUT (5 s), so 11.5 s of pings see the first handshake and two re-keys."""
+    REKEY_TIMEOUT (5 s), so 6.5 s of pings see the first handshake and a re-key."""
     with wg_pair(lab, US, GO, endpoints="left",
                  left_env={"SIMPLETUN_WG_REKEY_AFTER_TIME": "2"}) as p:
         with wghost.Capture(p.left.ns, "eth0") as cap:
             first_handshake(p)
             _, theirs = counters(p)
-            result = p.left.ns.ping(p.right.overlay4, count=115, interval=0.1, deadline=15)
+            result = p.left.ns.ping(p.right.overlay4, count=65, interval=0.1, deadline=10)
         assert result.sent - result.received <= 1, result.output
         seen = cap.datagrams()
         initiations = [d for d in seen if d.wg_type == "initiation" and d.src == p.left.underlay4]
         responses = [d for d in seen if d.wg_type == "response" and d.src == p.right.underlay4]
-        assert len(initiations) >= 3, [round(d.time - seen[0].time, 2) for d in initiations]
+        assert len(initiations) >= 2, [round(d.time - seen[0].time, 2) for d in initiations]
         assert len(responses) == len(initiations)
         # wireguard-go took the new sessions in: its latest handshake moved on
         assert peer_of(p.right, p.left).latest_handshake > theirs.latest_handshake
