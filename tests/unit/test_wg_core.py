@@ -11,18 +11,8 @@ from simpletun.wireguard.core import WireGuard
 from simpletun.wireguard.keypair import Keypair
 from simpletun.wireguard.messages import COOKIE_REPLY, INITIATION, RESPONSE, TRANSPORT
 
-from .wgsim import Net, Node, ipv4, ipv6, pair, sent
-
-A_TO_B = ipv4("10.0.0.1", "10.0.0.2", b"a" * 30)
-B_TO_A = ipv4("10.0.0.2", "10.0.0.1", b"b" * 30)
-
-
-def _session(seed: int = 1) -> tuple[Net, Node, Node]:
-    net, a, b = pair(seed)
-    net.send(a, A_TO_B)
-    net.run()
-    assert b.delivered == [A_TO_B]
-    return net, a, b
+from .wgsim import A_TO_B, B_TO_A, Net, Node, ipv4, ipv6, pair, sent
+from .wgsim import session as _session
 
 
 def _initiation(frm: Node, to: Node, unix_ns: int, index: int = 1) -> bytes:

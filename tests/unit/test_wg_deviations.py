@@ -18,10 +18,7 @@ from simpletun.wire import segment
 from simpletun.wireguard.engine import Engine
 from simpletun.wireguard.messages import INITIATION, RESPONSE
 
-from .wgsim import B_ADDR, Net, ipv4, pair
-
-A_TO_B = ipv4("10.0.0.1", "10.0.0.2", b"a" * 30)
-B_TO_A = ipv4("10.0.0.2", "10.0.0.1", b"b" * 30)
+from .wgsim import A_TO_B, B_ADDR, B_TO_A, Net, pair
 
 
 def test_responder_does_not_initiate_right_after_its_response() -> None:

@@ -27,19 +27,8 @@ from simpletun.wireguard.timers import (
     Timers,
 )
 
-from .wgsim import Net, Node, ipv4, keepalives, pair, sent
-
-A_TO_B = ipv4("10.0.0.1", "10.0.0.2", b"a" * 30)
-B_TO_A = ipv4("10.0.0.2", "10.0.0.1", b"b" * 30)
-
-
-def _session(seed: int = 1) -> tuple[Net, Node, Node]:
-    """A pair whose first handshake is done (a initiated) and one packet delivered."""
-    net, a, b = pair(seed)
-    net.send(a, A_TO_B)
-    net.run()
-    assert b.delivered == [A_TO_B]
-    return net, a, b
+from .wgsim import A_TO_B, B_TO_A, Node, keepalives, pair, sent
+from .wgsim import session as _session
 
 
 def _current(node: Node, other: Node) -> Keypair:

@@ -164,3 +164,16 @@ def sent(net: Net, src: Node, kind: int, since: float = -1e18) -> list[tuple[flo
 
 def keepalives(net: Net, src: Node, since: float = -1e18) -> list[float]:
     return [t for t, m in sent(net, src, 4, since) if len(m) == 32]
+
+
+A_TO_B = ipv4("10.0.0.1", "10.0.0.2", b"a" * 30)
+B_TO_A = ipv4("10.0.0.2", "10.0.0.1", b"b" * 30)
+
+
+def session(seed: int = 1) -> tuple[Net, Node, Node]:
+    """A pair whose first handshake is done (a initiated) and one packet delivered."""
+    net, a, b = pair(seed)
+    net.send(a, A_TO_B)
+    net.run()
+    assert b.delivered == [A_TO_B]
+    return net, a, b
