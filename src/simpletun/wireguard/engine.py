@@ -107,13 +107,11 @@ class Engine:
         self._plain = bytearray(65536 + 64)
         self._plain_view = memoryview(self._plain)
         self._out: dict[Address, list[memoryview | bytes]] = {}
-        self._segmenting = False
         # TCP super-packets only (TSO): this engine cuts TCP; UDP ones (USO) stay the
         # kernel's to segment before they reach us
         self.side.offloads &= OFFLOADS
         if self.side.vnet and self.side.offloads and not dev.tap:
             self.side.set_offloads(True)
-            self._segmenting = True
         self._next_mtu_check = 0.0
         self._poller: select.epoll | None = None
         self._watched: set[int] = set()
@@ -144,6 +142,7 @@ class Engine:
         for peer in self.core.peers.values():  # endpoints in the new socket's form
             if peer.endpoint is not None:
                 peer.endpoint = sockaddr(new, *shown(peer.endpoint))
+        self.log(f"listening on UDP port {self.listen_port}")
 
     def _set_fwmark(self, mark: int) -> None:
         self.fwmark = mark
