@@ -16,7 +16,6 @@ import random
 import secrets
 import struct
 from collections import Counter
-from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
@@ -70,8 +69,6 @@ class WireGuard:
         self._admit = AnswerLimiter(interval=0.05, per_second=5000.0)  # proven, under load
         self._heap: list[tuple[float, int, Peer]] = []
         self._seq = 0
-        #: called when a peer's session (re)starts: (peer, now); the engine flushes
-        self.on_session: Callable[[Peer, float], None] | None = None
 
     # --- configuration -------------------------------------------------------------------
     @property
@@ -447,8 +444,6 @@ class WireGuard:
     def _complete(self, peer: Peer, now: float) -> None:
         peer.timers.handshake_complete()
         peer.last_handshake = now
-        if self.on_session is not None:
-            self.on_session(peer, now)
 
     # --- timers --------------------------------------------------------------------------
     def _persist(self, peer: Peer, now: float) -> None:
