@@ -142,7 +142,6 @@ class Engine:
         for peer in self.core.peers.values():  # endpoints in the new socket's form
             if peer.endpoint is not None:
                 peer.endpoint = sockaddr(new, *shown(peer.endpoint))
-        self.log(f"listening on UDP port {self.listen_port}")
 
     def _set_fwmark(self, mark: int) -> None:
         self.fwmark = mark
