@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass, field
 from errno import EINVAL, EPROTO
 
+from ..wireguard import keys
+from ..wireguard.keys import KEY_LEN
+
 Address = tuple[str, int]  # (host, port); host is an IPv4 or IPv6 literal (IPv6 may carry %zone)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-KEY_LEN = 32
 ZERO_KEY = bytes(KEY_LEN)
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
@@ -124,12 +126,8 @@ def _true(key: str, value: str) -> bool:
 
 
 def _clamp(private_key: bytes) -> bytes:
-    if private_key == ZERO_KEY:
-        return private_key
-    k = bytearray(private_key)
-    k[0] &= 248
-    k[31] = (k[31] & 127) | 64
-    return bytes(k)
+    """As wireguard-go stores a private key: clamped, unless it is the zero key (unset)."""
+    return private_key if keys.is_zero(private_key) else keys.clamp(private_key)
 
 
 def parse_endpoint(value: str) -> Address:

@@ -20,7 +20,7 @@ import struct
 from typing import NamedTuple
 
 from ..packets import Malformed
-from ..packets.checksum import checksum, ones_sum
+from ..packets.checksum import checksum, ones_sum, verify
 
 TCP, UDP = 6, 17
 FIN, PSH, CWR = 0x01, 0x08, 0x80
@@ -88,7 +88,7 @@ def segments(packet: memoryview, mss: int) -> list[tuple[bytes, memoryview]]:
     return out
 
 
-def _pseudo(head: bytearray) -> int:
+def _pseudo(head: bytes | bytearray | memoryview) -> int:
     """The pseudo-header sum of a TCP packet's addresses and protocol (no length)."""
     addresses = head[12:20] if head[0] >> 4 == 4 else head[8:40]
     return ones_sum(addresses) + TCP
@@ -182,12 +182,7 @@ def checksum_ok(packet: bytes | memoryview) -> bool:
     if lay is None:
         return False
     l4 = lay[0]
-    addresses = packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
-    size = len(packet) - l4
-    s = ones_sum(addresses) + TCP + size + ones_sum(packet[l4:])
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s == 0xFFFF
+    return verify(packet[l4:], _pseudo(packet) + len(packet) - l4)
 
 
 class Merged(NamedTuple):

@@ -13,8 +13,6 @@ import ipaddress
 import struct
 from typing import Generic, TypeVar
 
-from ..errors import BadAddress
-
 P = TypeVar("P")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -175,13 +173,3 @@ def _network(network: Network | Interface) -> Network:
     if isinstance(network, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         return network.network
     return network
-
-
-def parse_network(text: str) -> Network:
-    """``ADDRESS/PREFIX`` (or a bare address: the host's own prefix) as a network, host bits
-    masked off as wg does; :class:`~simpletun.errors.BadAddress` for anything else."""
-    try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise BadAddress(f"bad allowed IP {text!r}: expected ADDRESS/PREFIX, e.g. "
-                         "10.0.0.2/32 or fd00::2/128") from None

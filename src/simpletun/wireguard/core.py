@@ -20,7 +20,7 @@ from collections import Counter
 from cryptography.exceptions import InvalidTag
 
 from ..tunnel.ratelimit import AnswerLimiter
-from . import crypto, messages, noise, timers
+from . import crypto, keys, messages, noise, timers
 from .allowedips import AllowedIPs, Network
 from .cookie import Checker
 from .keypair import REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, Keypair
@@ -78,7 +78,7 @@ class WireGuard:
     def set_private_key(self, private: bytes | None) -> None:
         """A new identity (None or zeros: none). Sessions made under the old one end; a
         peer with our own public key is removed, as WireGuard does."""
-        if private is not None and crypto.equal(private, crypto.ZERO_KEY):
+        if private is not None and keys.is_zero(private):
             private = None
         if private is not None and self.local is not None and crypto.equal(
                 private, self.local.private):

@@ -14,15 +14,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .keys import KEY_LEN
+
 __all__ = ["InvalidTag"]
 
 CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
 LABEL_MAC1 = b"mac1----"
 LABEL_COOKIE = b"cookie--"
-KEY_LEN = 32
 TAG_LEN = 16
-ZERO_KEY = bytes(KEY_LEN)
+ZERO_KEY = bytes(KEY_LEN)  # an unset pre-shared key
 _NONCE_PAD = b"\0\0\0\0"
 
 
