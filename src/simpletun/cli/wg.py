@@ -14,11 +14,8 @@ background, as wireguard-go's do."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
-import socket
-import struct
 import sys
 
 from ..errors import SimpletunError
@@ -26,17 +23,11 @@ from ..signals import STOP_SIGNALS
 
 USAGE = "usage: simpletun-wg [-f|--foreground] INTERFACE"
 DEFAULT_MTU = 1420  # wireguard-go's
-SIOCSIFMTU = 0x8922
 VERSION = "simpletun-wg (simpletun's WireGuard engine), UAPI protocol version 1"
 
 
 class _Stop(Exception):
     pass
-
-
-def _set_mtu(name: str, mtu: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s, SIOCSIFMTU, struct.pack("16si12x", name.encode(), mtu))
 
 
 def _parse(argv: list[str]) -> tuple[bool, str] | int:
@@ -73,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"simpletun-wg {name}: {line}", file=sys.stderr, flush=True)
 
+    from ..device import isolate, link
     from ..device.tuntap import check_name, open_tun
     from ..wireguard.engine import Engine
 
@@ -83,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simpletun-wg: {exc}", file=sys.stderr)
         return 1
     try:
-        _set_mtu(dev.name, DEFAULT_MTU)
-        engine = Engine(dev, log=log)
+        isolate.in_child(lambda: link.set_mtu(dev.name, DEFAULT_MTU))  # pyroute2 stays there
+        engine = Engine(dev)
     except (SimpletunError, OSError) as exc:
         dev.close()
         print(f"simpletun-wg: {name}: {exc}", file=sys.stderr)

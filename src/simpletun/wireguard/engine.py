@@ -28,7 +28,6 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable
 
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
 from ..control.uapi_socket import UapiServer
@@ -41,8 +40,6 @@ from ..transport.tcp import TransportError
 from ..wire import datagram, segment
 from .core import WireGuard
 from .peer import Address, Peer
-
-Log = Callable[[str], None]
 
 SO_MARK = 36
 SIOCGIFMTU = 0x8921
@@ -78,10 +75,9 @@ class Engine:
     """One WireGuard interface on ``dev`` (a tun device, vnet_hdr for offloads), controlled
     through its UAPI socket. :meth:`run` loops until :meth:`stop` or the device goes."""
 
-    def __init__(self, dev: Device, *, log: Log, uapi_directory: str = "/var/run/wireguard",
+    def __init__(self, dev: Device, *, uapi_directory: str = "/var/run/wireguard",
                  listen_port: int = 0) -> None:
         self.dev = dev
-        self.log = log
         mtu = self._device_mtu() or 1420
         self.side = DeviceSide(dev, mtu=mtu)
         self.core = WireGuard(mtu=mtu, wall_offset=time.time() - time.monotonic())
