@@ -51,6 +51,13 @@ def probe_offloads(dev: Device) -> int:
     return 0
 
 
+def finish_checksum(packet: memoryview, h: vnet.VnetHeader) -> None:
+    """Complete the checksum the kernel left partial (NEEDS_CSUM) in ``packet``, read with
+    the vnet_hdr ``h``, for a peer whose device will not complete it."""
+    if h.flags & vnet.F_NEEDS_CSUM and h.csum_start + h.csum_offset + 2 <= len(packet):
+        segment.complete(packet, h.csum_start, h.csum_offset)
+
+
 #: vnet_hdr asking the kernel to finish a checksum, by (start, offset)
 _PARTIAL_HEADERS: dict[tuple[int, int], bytes] = {}
 

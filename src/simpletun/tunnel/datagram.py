@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from ..device import vnet
-from ..device.side import BATCH, Counters, DeviceSide, Log
+from ..device.side import BATCH, Counters, DeviceSide, Log, finish_checksum
 from ..device.tuntap import READ_SIZE
 from ..errors import HandshakeFailed
 from ..packets import Malformed
@@ -139,8 +139,7 @@ class _Path:
             if self.segmenting and segment.partial(packet) == (h.csum_start, h.csum_offset):
                 view[0] = datagram.DATA_PARTIAL
             else:
-                if h.flags & vnet.F_NEEDS_CSUM and h.csum_start + h.csum_offset + 2 <= size:
-                    segment.complete(packet, h.csum_start, h.csum_offset)
+                finish_checksum(packet, h)
                 view[0] = datagram.DATA
             return True
         try:

@@ -32,7 +32,7 @@ import time
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
 from ..control.uapi_socket import UapiServer
 from ..device import vnet
-from ..device.side import BATCH, OFFLOADS, DeviceSide
+from ..device.side import BATCH, OFFLOADS, DeviceSide, finish_checksum
 from ..device.tuntap import Device
 from ..packets import Malformed
 from ..transport import tcp, udp
@@ -267,8 +267,7 @@ class Engine:
                 if h.gso_type != vnet.GSO_NONE:
                     segs_used = self._segment(packet, h.gso_size, segs_used, now)
                     continue
-                if h.flags & vnet.F_NEEDS_CSUM and h.csum_start + h.csum_offset + 2 <= size:
-                    segment.complete(packet, h.csum_start, h.csum_offset)
+                finish_checksum(packet, h)
             peer = core.route(view[ROOM:ROOM + size])
             if peer is None:
                 side.counters.drops["no-route"] += 1
