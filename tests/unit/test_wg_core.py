@@ -186,26 +186,17 @@ def test_roaming_follows_the_latest_authenticated_source() -> None:
     # an unauthenticated datagram from elsewhere moves nothing
     net.deliver(("203.0.113.9", 9), b.address, b"\x04\0\0\0" + bytes(40))
     assert pa.endpoint == a.address
-    # a moves: b answers at the new address
-    del net.nodes[a.address]
-    a.address = ("198.51.100.7", 40000)
-    net.nodes[a.address] = a
-    net.send(a, A_TO_B)
-    net.run()
-    assert pa.endpoint == a.address
-    net.send(b, B_TO_A)
-    net.run()
-    assert a.delivered == [B_TO_A]
-    # and over IPv6
-    del net.nodes[a.address]
-    a.address = ("2001:db8::7", 40001)
-    net.nodes[a.address] = a
-    net.send(a, A_TO_B)
-    net.run()
-    assert pa.endpoint == a.address
-    net.send(b, B_TO_A)
-    net.run()
-    assert a.delivered == [B_TO_A, B_TO_A]
+    # a moves (IPv4, then IPv6): b answers at the new address
+    for moves, new in enumerate((("198.51.100.7", 40000), ("2001:db8::7", 40001)), 1):
+        del net.nodes[a.address]
+        a.address = new
+        net.nodes[a.address] = a
+        net.send(a, A_TO_B)
+        net.run()
+        assert pa.endpoint == a.address
+        net.send(b, B_TO_A)
+        net.run()
+        assert a.delivered == [B_TO_A] * moves
 
 
 def test_replayed_transport_is_dropped() -> None:
