@@ -2,7 +2,9 @@
 bytes; no header, no handshake, the same in both directions (pure, sans-IO).
 
 :func:`encode_header` makes the prefix (send it with the packet in one ``sendmsg``);
-:class:`Decoder` takes stream bytes in chunks of any size and returns whole packets.
+:class:`Decoder` takes stream bytes in chunks of any size and returns whole packets;
+:class:`ViewDecoder` does the same without copying (views into the chunk), for links that
+carry 64 KiB messages.
 """
 
 from __future__ import annotations
@@ -86,4 +88,63 @@ class Decoder:
             pos = stop
         if pos:
             del buf[:pos]
+        return out
+
+
+class ViewDecoder:
+    """Incremental frame decoder that hands out views instead of copies.
+
+    ``feed(chunk)`` returns the messages completed by ``chunk``, in order: a message that
+    lies whole inside ``chunk`` is a memoryview into it (valid until the caller reuses the
+    chunk's buffer); only a message split across chunks is copied, once, into a buffer of
+    its own that is never reused. Every 2-byte length is valid (there is no limit to
+    enforce); zero-length frames are skipped and counted in ``empty``.
+    """
+
+    __slots__ = ("_carry", "empty")
+
+    def __init__(self) -> None:
+        self._carry = bytearray()
+        self.empty = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._carry)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[memoryview]:
+        out: list[memoryview] = []
+        view = memoryview(chunk)
+        carry = self._carry
+        if carry:  # finish the frame the last chunk left open
+            if len(carry) < HEADER_LEN:
+                carry += view[:1]
+                view = view[1:]
+                if len(carry) < HEADER_LEN:
+                    return out
+            total = HEADER_LEN + ((carry[0] << 8) | carry[1])
+            take = total - len(carry)
+            if take:
+                carry += view[:take]
+                view = view[take:]
+                if len(carry) < total:
+                    return out
+            if total > HEADER_LEN:
+                out.append(memoryview(carry)[HEADER_LEN:])
+                carry = self._carry = bytearray()  # the view keeps the old one
+            else:
+                self.empty += 1
+                carry.clear()
+        pos, end = 0, len(view)
+        while end - pos >= HEADER_LEN:
+            stop = pos + HEADER_LEN + ((view[pos] << 8) | view[pos + 1])
+            if stop > end:
+                break
+            if stop > pos + HEADER_LEN:
+                out.append(view[pos + HEADER_LEN:stop])
+            else:
+                self.empty += 1
+            pos = stop
+        if pos < end:
+            carry += view[pos:]
         return out
