@@ -5,8 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simpletun.packets import Malformed
-from simpletun.wire import datagram, icmp
+from simpletun.wire import icmp
 from simpletun.wire.icmp import Credits, Poller, later_or_same, parse
+from simpletun.wireguard import messages
 
 from .test_checksum import reference as _reference_checksum
 
@@ -14,7 +15,7 @@ from .test_checksum import reference as _reference_checksum
 def test_request_bytes() -> None:
     head = icmp.head(icmp.ECHO_REQUEST, 0x1234, 7, icmp.REQUEST_MAGIC)
     assert head == bytes.fromhex("0800 0000 1234 0007") + b"STq\x01\x00\x00"
-    gram = datagram.encode(datagram.KEEPALIVE, bytes(8))
+    gram = messages.TRANSPORT_HEADER.pack(messages.TRANSPORT, 7, 0) + bytes(messages.TAG_LEN)
     sealed = icmp.seal4(head, gram)
     assert sealed[:2] == b"\x08\x00" and sealed[4:] == head[4:]
     assert int.from_bytes(sealed[2:4], "big") == _reference_checksum(head + gram)
@@ -39,9 +40,11 @@ def test_ordinary_ping_is_not_ours() -> None:
 
 
 def test_mtu_arithmetic() -> None:
-    assert icmp.ICMP_OVERHEAD == {4: 43, 6: 63}
-    assert icmp.DEFAULT_MTU == 1432
-    assert icmp.DEFAULT_MTU + icmp.ICMP_OVERHEAD[6] <= 1500
+    assert icmp.MESSAGE_OVERHEAD == 32  # a transport message: 16-byte header, 16-byte tag
+    assert icmp.ICMP_OVERHEAD == {4: 20 + 14 + 32, 6: 40 + 14 + 32}
+    assert icmp.DEFAULT_MTU == 1408 and icmp.DEFAULT_MTU % 16 == 0
+    assert icmp.DEFAULT_MTU + icmp.ICMP_OVERHEAD[6] <= 1500 < \
+        icmp.DEFAULT_MTU + 16 + icmp.ICMP_OVERHEAD[6]
 
 
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.booleans(), st.binary(max_size=300))
@@ -86,27 +89,171 @@ def test_credits_oldest_first_per_address_and_expiry() -> None:
     assert c.take("a") is None and c.take("nobody") is None and c.wait(now=6.0) is None
 
 
-def test_credits_junk_addresses_cannot_evict_the_client() -> None:
-    c: Credits[str, int] = Credits(addresses=2)
-    c.add("client", 1, now=0.0)
-    assert c.take("client") == 1  # the client is the one answered
-    c.add("client", 2, now=0.0)
+def test_credits_junk_addresses_cannot_evict_a_peer() -> None:
+    c: Credits[str, int] = Credits(addresses=3)
+    c.protected = frozenset({"peer1", "peer2"})
+    c.add("peer1", 1, now=0.0)
+    c.add("peer2", 2, now=0.0)
+    c.add("stranger", 3, now=0.0)
     for i in range(50):
-        c.add(f"junk{i}", i, now=float(i))
-    assert c.take("client") == 2
+        assert c.add(f"junk{i}", i, now=float(i))
+    assert c.senders == 3 and c.count("stranger") == 0  # the unprotected went first
+    assert c.take("peer1") == 1 and c.take("peer2") == 2
+    assert c.take("junk49") == 49 and c.count("junk48") == 0
 
 
-def test_credits_an_answer_to_a_stranger_keeps_the_client_protected() -> None:
+def test_credits_evict_the_least_recently_supplied_address() -> None:
     c: Credits[str, int] = Credits(addresses=2)
-    c.add("client", 1, now=0.0)
-    assert c.take("client") == 1
-    c.add("client", 2, now=0.0)
-    c.add("junk", 7, now=1.0)
-    assert c.take("junk", keep_last=True) == 7  # a REJECT or BUSY to a stranger
-    for i in range(50):
-        c.add(f"junk{i}", i, now=2.0 + i)
-    assert c.take("client") == 2  # still never evicted
+    c.add("a", 1, now=0.0)
+    c.add("b", 2, now=1.0)
+    c.add("a", 3, now=2.0)  # a supplied since b
+    c.add("c", 4, now=3.0)
+    assert (c.count("a"), c.count("b"), c.count("c")) == (2, 0, 1)
 
+
+def test_credits_when_every_address_is_a_peer_new_ones_are_refused() -> None:
+    c: Credits[str, int] = Credits(addresses=2)
+    c.protected = frozenset({"p", "q"})
+    assert c.add("p", 1, now=0.0) and c.add("q", 2, now=0.0)
+    assert not c.add("junk", 3, now=0.0)
+    assert c.senders == 2 and c.held == 2
+
+
+def test_credits_total_bound_evicts_others_then_the_oldest_of_the_address() -> None:
+    c: Credits[str, int] = Credits(cap=100, total=4)
+    for i in range(3):
+        c.add("junk", i, now=0.0)
+    c.protected = frozenset({"peer"})
+    for i in range(4):
+        assert c.add("peer", 10 + i, now=1.0)
+    assert c.count("junk") == 0 and c.held == 4  # junk made room for the peer
+    assert c.add("peer", 14, now=2.0)  # nobody else to evict: its own oldest goes
+    assert c.held == 4 and c.take("peer") == 11
+
+
+def test_credits_an_emptied_address_is_not_kept() -> None:
+    c: Credits[str, int] = Credits(hold=1.0)
+    c.add("a", 1, now=0.0)
+    c.add("b", 2, now=0.5)
+    assert c.take("a") == 1 and c.senders == 1
+    assert c.expired(now=1.5) == [("b", 2)] and c.senders == 0 and c.held == 0
+    assert c.wait(now=1.5) is None
+
+
+def test_credits_a_flood_of_addresses_stays_bounded() -> None:
+    c: Credits[tuple[str, int], int] = Credits(hold=2.0, addresses=64, total=512)
+    c.protected = frozenset({("peer", 1)})
+    c.add(("peer", 1), 0, now=0.0)
+    for i in range(20000):
+        now = i * 0.001
+        c.add((f"10.0.{i % 251}.{i % 7}", i), i, now)
+        if i % 500 == 0:
+            c.take(("peer", 1))
+            c.add(("peer", 1), i, now)
+            c.expired(now)
+        assert c.senders <= 64 and c.held <= 512
+        assert len(c._due) <= 2 * c.senders + 65  # the expiry heap is compacted
+    assert c.count(("peer", 1)) == 1
+
+
+class _Model:
+    """Credits the slow, obvious way: lists, scans."""
+
+    def __init__(self, hold: float, cap: int, addresses: int, total: int) -> None:
+        self.hold, self.cap, self.addresses, self.total = hold, cap, addresses, total
+        self.protected: frozenset[int] = frozenset()
+        self.order: list[int] = []  # least recently supplied first
+        self.held: dict[int, list[tuple[float, int]]] = {}
+
+    def count_all(self) -> int:
+        return sum(len(q) for q in self.held.values())
+
+    def evict(self, keep: int) -> bool:
+        for _ in range(len(self.order)):
+            victim = self.order.pop(0)
+            if victim == keep or victim in self.protected:
+                self.order.append(victim)
+                continue
+            del self.held[victim]
+            return True
+        return False
+
+    def add(self, a: int, token: int, now: float) -> bool:
+        if a in self.held:
+            self.order.remove(a)
+            self.order.append(a)
+        elif len(self.held) >= self.addresses and not self.evict(a):
+            return False
+        q = self.held.get(a, [])
+        if len(q) >= self.cap:
+            q.pop(0)
+        elif self.count_all() >= self.total and not self.evict(a):
+            if not q:
+                return False
+            q.pop(0)
+        if a not in self.held:
+            self.held[a] = q
+            self.order.append(a)
+        q.append((now, token))
+        return True
+
+    def drop_empty(self, a: int) -> None:
+        if not self.held[a]:
+            del self.held[a]
+            self.order.remove(a)
+
+    def take(self, a: int) -> int | None:
+        if a not in self.held:
+            return None
+        token = self.held[a].pop(0)[1]
+        self.drop_empty(a)
+        return token
+
+    def expired(self, now: float) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for a in list(self.held):
+            q = self.held[a]
+            while q and q[0][0] + self.hold <= now:
+                out.setdefault(a, []).append(q.pop(0)[1])
+            self.drop_empty(a)
+        return out
+
+    def wait(self, now: float) -> float | None:
+        firsts = [q[0][0] for q in self.held.values()]
+        return max(0.0, min(firsts) + self.hold - now) if firsts else None
+
+
+_OPS = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 7), st.floats(0, 0.7)),
+    st.tuples(st.just("take"), st.integers(0, 7), st.just(0.0)),
+    st.tuples(st.just("expire"), st.just(0), st.floats(0, 1.5)),
+    st.tuples(st.just("protect"), st.integers(0, 255), st.just(0.0)),
+)
+
+
+@given(st.lists(_OPS, max_size=150), st.integers(1, 4), st.integers(1, 5), st.integers(1, 12))
+def test_credits_match_the_obvious_model(ops: list[tuple[str, int, float]], cap: int,
+                                         addresses: int, total: int) -> None:
+    c: Credits[int, int] = Credits(hold=1.0, cap=cap, addresses=addresses, total=total)
+    m = _Model(1.0, cap, addresses, total)
+    now, token = 0.0, 0
+    for op, arg, dt in ops:
+        now += dt
+        if op == "add":
+            token += 1
+            assert c.add(arg, token, now) == m.add(arg, token, now)
+        elif op == "take":
+            assert c.take(arg) == m.take(arg)
+        elif op == "expire":
+            got: dict[int, list[int]] = {}
+            for a, t in c.expired(now):
+                got.setdefault(a, []).append(t)
+            assert got == m.expired(now)
+        else:  # a set of addresses (bits of arg) becomes the peers
+            c.protected = m.protected = frozenset(a for a in range(8) if arg >> a & 1)
+        assert c.wait(now) == m.wait(now)
+        assert c.held == m.count_all() <= total and c.senders == len(m.held) <= addresses
+        assert all(c.count(a) == len(m.held.get(a, ())) <= cap for a in range(8))
 
 def test_poller_keeps_the_low_water_mark_when_idle() -> None:
     p = Poller(low=4, high=16, lifetime=5.0)

@@ -1,7 +1,9 @@
-"""ICMP underlay (``--transport icmp``): raw ICMP and ICMPv6 sockets that carry tunnel
-datagrams in echo requests (client to server) and echo replies (server to client). The
-marks, credits and polls are :mod:`simpletun.wire.icmp`; the loop is
-:mod:`simpletun.tunnel.datagram`, the same as over UDP.
+"""ICMP link (``--transport icmp``): raw ICMP and ICMPv6 sockets that carry WireGuard
+messages in echo requests (client to server) and echo replies (server to client), for the
+WireGuard engine (:class:`Server` and :class:`Client` are
+:class:`~simpletun.transport.link.Link` implementations). The marks, credits and polls are
+:mod:`simpletun.wire.icmp`. A server serves any number of clients, each with its own
+credits and its own queue.
 
 An address here is ``(host, identifier)``: the client's echo identifier plays the part of a
 UDP port, so a client that moves to another address is seen roaming.
@@ -27,21 +29,29 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..signals import STOP_SIGNALS
 from ..wire import icmp
 from ..wire.icmp import Credits, Poller
 from . import tcp
+from .link import Address
 from .tcp import TransportError
 
-Address = tuple[str, int]  # host, echo identifier
+if TYPE_CHECKING:
+    from .link import Link
+
+#: the addresses this link hands out: (host, echo identifier)
+EchoAddress = tuple[str, int]
 
 SOL_RAW = 255
 ICMP_FILTER = 1  # linux/icmp.h: a mask of ICMPv4 types *not* to receive
 ICMP6_FILTER = 1  # linux/icmpv6.h: 256 bits, a set bit blocks the type
 IP_PKTINFO = 8  # linux/in.h (the socket module lacks it)
 SOCKET_BUFFER = 4 * 1024 * 1024
-MAX_QUEUED = 512  # packets a server holds while it has no request to answer with
+MAX_QUEUED = 512  # messages a server holds per address while it has no request to answer
+QUEUE_TOTAL = 4096  # and in all
+QUEUE_AGE = icmp.LIFETIME  # and for at most this long (the client counts requests lost by then)
 ECHO_SYSCTL = {4: "/proc/sys/net/ipv4/icmp_echo_ignore_all",
                6: "/proc/sys/net/ipv6/icmp/echo_ignore_all"}
 STATE_DIR = "/run/simpletun"  # the echo settings a server found, until it puts them back
@@ -80,7 +90,8 @@ class _Raw:
         self.sock = _raw(family, accept)
 
     def send(self, kind: int, ident: int, seq: int, magic: bytes, backlog: int,
-             payload: bytes | memoryview, host: str, source: bytes | None = None) -> None:
+             payload: bytes | bytearray | memoryview, host: str,
+             source: bytes | None = None) -> None:
         """One echo message; ``source`` (packed address) picks the address it leaves from.
         Errors (no route right now, a full buffer) drop it, as a network would."""
         head = icmp.head(kind, ident, seq, magic, backlog) if magic else \
@@ -129,22 +140,26 @@ def _family(host: str) -> int:
 
 
 class _End:
-    """What both ends have in common: one datagram per echo message, and addresses."""
+    """What both ends have in common: one message per echo message, addresses, and the
+    parts of :class:`~simpletun.transport.link.Link` that ICMP has nothing to do for."""
 
     name = "ICMP"
     hint = "is 'simpletun -s --transport icmp' running there, and do pings get through?"
+    port = 0  # ICMP has no ports
+    blocked = False  # a raw socket that cannot take more drops, as a network would
 
     def __init__(self) -> None:
-        #: what a client's poll carries (the session's keepalive); None: no polls
-        self.polling: bytes | None = None
         self.drops: Counter[str] = Counter()
 
-    def send(self, data: bytes | memoryview, address: Address) -> None:
+    def send(self, data: bytes | bytearray | memoryview, address: Address) -> None:
         raise NotImplementedError
 
     def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         for frame in frames:
             self.send(frame, address)
+
+    def connected(self) -> list[Address]:
+        return []
 
     def show(self, address: Address) -> str:
         return show(address)
@@ -156,9 +171,14 @@ class _End:
 class Server(_End):
     """The server's end: echo requests in on ICMP and ICMPv6, replies out, one per request.
 
-    Tunnel requests are credits (:class:`wire.icmp.Credits`); what the loop sends without a
-    credit at hand waits (up to MAX_QUEUED packets) for the next request. ``answer_pings``:
-    the IP versions (4, 6) whose ordinary pings it answers, as the kernel would have.
+    Marked requests are credits (:class:`wire.icmp.Credits`), kept per address; one with a
+    payload carries a message as well, an empty one (a poll) is a credit only. What the
+    engine sends to an address with no credit at hand waits for that address's next
+    request (up to MAX_QUEUED messages per address, QUEUE_TOTAL in all, for QUEUE_AGE
+    seconds; beyond, they are dropped and counted ``no-icmp-credit``). Requests held for
+    HOLD seconds are answered empty for the peers' endpoints (:meth:`peers`) only: nothing
+    a stranger sends gets an answer the engine did not write. ``answer_pings``: the IP
+    versions (4, 6) whose ordinary pings it answers, as the kernel would have.
     """
 
     def __init__(self, *, answer_pings: frozenset[int] = frozenset()) -> None:
@@ -171,8 +191,12 @@ class Server(_End):
         self._turn = 0
         self._poll = _poller([r.sock for r in self._raws])
         self.credits: Credits[Address, tuple[int, bytes | None]] = Credits()
-        self._queue: deque[bytes] = deque()
-        self._queued_for: Address | None = None
+        self._peers: frozenset[Address] = frozenset()
+        # per address: (when queued, message), oldest first; never an empty deque, and
+        # never while that address has credits (a request takes the oldest at once)
+        self._queues: dict[Address, deque[tuple[float, bytes]]] = {}
+        self._queued = 0
+        self._sweep_at = 0.0
 
     def fileno(self) -> int:
         return self._poll.fileno()
@@ -182,54 +206,55 @@ class Server(_End):
             r.sock.close()
         self._poll.close()
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting for a request, in all."""
+        return self._queued
+
+    def peers(self, endpoints: frozenset[Address]) -> None:
+        """The peers' endpoints: their held requests are answered empty when they expire,
+        and junk never evicts their credits."""
+        self._peers = endpoints
+        self.credits.protected = endpoints
+
     def _raw_for(self, host: str) -> _Raw:
         v4 = _family(host) == socket.AF_INET
         return next(r for r in self._raws if r.v4 == v4)
 
     def _reply(self, address: Address, token: tuple[int, bytes | None],
-               payload: bytes | memoryview) -> None:
-        host, ident = address
+               payload: bytes | bytearray | memoryview) -> None:
+        host, ident = address[0], address[1]
         raw = self._raw_for(host)
+        queue = self._queues.get(address)
         raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, ident, token[0],
-                 icmp.REPLY_MAGIC, len(self._queue), payload, host, token[1])
+                 icmp.REPLY_MAGIC, len(queue) if queue else 0, payload, host, token[1])
 
-    def send(self, data: bytes | memoryview, address: Address) -> None:
-        """Answer the oldest request of ``address`` with ``data``, or queue it. An answer to
-        another address than the queue's (a REJECT or BUSY to a stranger) leaves the queue
-        alone when it can go at once."""
-        if self._queued_for is not None and self._queued_for != address:
-            token = self.credits.take(address, keep_last=True)
-            if token is not None:
-                self._reply(address, token, data)
-                return
-        if self._queued_for != address:
-            self._queue.clear()
-            self._queued_for = address
-        if self._queue:
-            self._enqueue(data)
-            self._flush()
-            return
-        token = self.credits.take(address)
-        if token is None:
-            self._enqueue(data)
-        else:
+    def send(self, data: bytes | bytearray | memoryview, address: Address) -> None:
+        """Answer the oldest request of ``address`` with ``data``, or queue it for that
+        address's next request."""
+        token = None if address in self._queues else self.credits.take(address)
+        if token is not None:
             self._reply(address, token, data)
-
-    def _enqueue(self, data: bytes | memoryview) -> None:
-        if len(self._queue) >= MAX_QUEUED:
+        elif self._queued >= QUEUE_TOTAL or len(self._queues.get(address, ())) >= MAX_QUEUED:
             self.drops["no-icmp-credit"] += 1
         else:
-            self._queue.append(bytes(data))
+            self._queues.setdefault(address, deque()).append((time.monotonic(), bytes(data)))
+            self._queued += 1
 
-    def _flush(self) -> None:
-        address = self._queued_for
-        while self._queue and address is not None:
+    def _flush(self, address: Address) -> None:
+        """Send what waits for ``address`` while it has credits."""
+        queue = self._queues.get(address)
+        while queue:
             token = self.credits.take(address)
             if token is None:
                 return
-            self._reply(address, token, self._queue.popleft())
+            payload = queue.popleft()[1]
+            self._queued -= 1
+            if not queue:
+                del self._queues[address]
+            self._reply(address, token, payload)
 
-    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], EchoAddress] | None:
         for i in range(len(self._raws)):
             raw = self._raws[(self._turn + i) % len(self._raws)]
             got = raw.receive(buf, self.drops)
@@ -237,39 +262,62 @@ class Server(_End):
                 continue
             self._turn += 1
             echo, host, dest = got
+            address = (host, echo.ident)
             if echo.magic is None:
                 if (4 if raw.v4 else 6) in self.answer_pings:
                     raw.send(icmp.ECHO_REPLY if raw.v4 else icmp.ECHO6_REPLY, echo.ident,
                              echo.seq, b"", 0, echo.payload, host, dest)
-                return [], (host, echo.ident)
+                return [], address
             if echo.magic != icmp.REQUEST_MAGIC:
                 self.drops["bad-icmp"] += 1
-                return [], (host, echo.ident)
-            address = (host, echo.ident)
-            self.credits.add(address, (echo.seq, dest), time.monotonic())
-            return [echo.payload], address
+                return [], address
+            if not self.credits.add(address, (echo.seq, dest), time.monotonic()):
+                self.drops["icmp-credits-full"] += 1
+            elif address in self._queues:
+                self._flush(address)
+            return ([echo.payload] if echo.payload else []), address
         return None
 
     def tick(self, now: float) -> float | None:
-        """Send what waited for a request; answer requests held too long, empty."""
-        self._flush()
+        """Answer the peers' requests held too long, empty (others expire silently); drop
+        messages that waited too long for a request."""
         for address, token in self.credits.expired(now):
-            self._reply(address, token, b"")
-        return self.credits.wait(now)
+            if address in self._peers:
+                self._reply(address, token, b"")
+        wait = self.credits.wait(now)
+        if not self._queues:
+            return wait
+        if now >= self._sweep_at:
+            self._sweep(now)
+        return self._sweep_at - now if wait is None else min(wait, self._sweep_at - now)
+
+    def _sweep(self, now: float) -> None:
+        self._sweep_at = now + QUEUE_AGE / 2
+        for address, queue in list(self._queues.items()):
+            while queue and queue[0][0] + QUEUE_AGE <= now:
+                queue.popleft()
+                self._queued -= 1
+                self.drops["no-icmp-credit"] += 1
+            if not queue:
+                del self._queues[address]
 
 
 class Client(_End):
-    """The client's end: echo requests to the server, each with a datagram or a poll
-    (:class:`wire.icmp.Poller` says how many), and the server's replies."""
+    """The client's end: echo requests to the server, each with a message or, while
+    :attr:`polling` (the engine sets it), empty polls that keep the server supplied with
+    requests to answer (:class:`wire.icmp.Poller` says how many); and the server's
+    replies."""
 
     def __init__(self, host: str) -> None:
         super().__init__()
+        #: whether to keep the server supplied with polls (the engine's call)
+        self.polling = False
         family, (self.host, _port) = tcp.addresses(host, 0)[0]
         self._raw = _Raw(family, icmp.ECHO_REPLY if family == socket.AF_INET
                          else icmp.ECHO6_REPLY)
         self._kind = icmp.ECHO_REQUEST if family == socket.AF_INET else icmp.ECHO6_REQUEST
         self.ident = int.from_bytes(os.urandom(2), "big")
-        self.server: Address = (self.host, self.ident)
+        self.server: EchoAddress = (self.host, self.ident)
         self.poller = Poller()
 
     def fileno(self) -> int:
@@ -278,11 +326,18 @@ class Client(_End):
     def close(self) -> None:
         self._raw.sock.close()
 
-    def send(self, data: bytes | memoryview, address: Address, poll: bool = False) -> None:
+    def peers(self, endpoints: frozenset[Address]) -> None:
+        """Nothing to do: a client's only peer is its server."""
+
+    def send(self, data: bytes | bytearray | memoryview, address: Address) -> None:
+        """One message in a request to the server (``address`` is :attr:`server`)."""
+        self._request(data, poll=False)
+
+    def _request(self, data: bytes | bytearray | memoryview, poll: bool) -> None:
         seq = self.poller.request(time.monotonic(), poll)
         self._raw.send(self._kind, self.ident, seq, icmp.REQUEST_MAGIC, 0, data, self.host)
 
-    def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
+    def receive(self, buf: bytearray) -> tuple[list[memoryview], EchoAddress] | None:
         got = self._raw.receive(buf, self.drops)
         if got is None:
             return None
@@ -296,11 +351,11 @@ class Client(_End):
 
     def tick(self, now: float) -> float | None:
         """Send the polls that keep the server supplied with requests to answer."""
-        if self.polling is None:
+        if not self.polling:
             self.poller.reset()
             return None
         for _ in range(self.poller.polls(now)):
-            self.send(self.polling, self.server, poll=True)
+            self._request(b"", poll=True)
         return self.poller.wait(now)
 
 
@@ -400,3 +455,8 @@ class _Restore:
                 os.unlink(self.state)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+if TYPE_CHECKING:
+    def _links(server: Server, client: Client) -> tuple[Link, Link]:
+        return server, client  # both ends are links (mypy checks it)

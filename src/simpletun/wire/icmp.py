@@ -1,11 +1,11 @@
-"""The native wire inside ICMP echo messages (``--transport icmp``), pure (sans-IO).
+"""WireGuard messages inside ICMP echo messages (``--transport icmp``), pure (sans-IO).
 
-Each tunnel datagram (:mod:`wire.datagram`: 9-byte header, then the packet) rides in the
-payload of one ICMP echo message, after a 6-byte mark::
+Each WireGuard message (:mod:`simpletun.wireguard.messages`) rides in the payload of one
+ICMP echo message, after a 6-byte mark::
 
     echo header (8: type, code, checksum, identifier, sequence)
     mark (6: magic, 4 bytes; backlog, 2 bytes)
-    datagram (9-byte header + packet), or nothing
+    message (a transport message: 16-byte header + packet + 16-byte tag), or nothing
 
 Client to server the messages are echo requests (magic ``STq\\x01``), server to client echo
 replies (``STr\\x01``). An echo without the mark is an ordinary ping and is left alone; the
@@ -14,23 +14,31 @@ mistakes it for the server's.
 
 A server may only answer requests it got (that is what gets a reply through firewalls and
 NAT): every request is a **credit** for one reply. The client keeps enough requests
-outstanding: each carries a datagram of its own or, when it has nothing to send, a
-keepalive (a **poll**). :class:`Credits` is the server's side: the requests it holds,
-oldest first, answered with data, or answered empty after :data:`HOLD` seconds so the client
-knows them used. :class:`Poller` is the client's: which requests are outstanding and how many
-polls to send. A reply's backlog field says how many packets the server holds for want of
-credits; the client sends that many more polls.
+outstanding: each carries a message of its own or, when it has nothing to send, nothing
+at all (a **poll**: the mark alone). :class:`Credits` is the server's side: the requests
+it holds, oldest first, answered with data, or answered empty after :data:`HOLD` seconds
+so the client knows them used (the server does that for its authenticated peers only).
+:class:`Poller` is the client's: which requests are outstanding and how many polls to
+send. A reply's backlog field says how many messages the server holds for that client for
+want of credits; the client sends that many more polls.
+
+A server has many clients (peers, and strangers whose requests carry a handshake): the
+credits of each are kept apart, with bounds on addresses and on requests held in all, so
+that junk cannot grow them; what goes first is the least recently supplied address that is
+not protected (the server protects its peers' endpoints).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Generic, NamedTuple, TypeVar
 
 from ..packets import Malformed
 from ..packets.checksum import ones_sum
-from . import datagram
+from ..wireguard.messages import TRANSPORT_MIN_LEN
 
 ECHO_REPLY, ECHO_REQUEST = 0, 8
 ECHO6_REQUEST, ECHO6_REPLY = 128, 129
@@ -40,16 +48,21 @@ ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 MARK = struct.Struct("!4sH")  # magic, backlog
 HEAD_LEN = ECHO.size + MARK.size  # 14
 
-#: outer overhead per packet: IP header + ICMP echo header + mark + datagram header
-ICMP_OVERHEAD = {4: 20 + HEAD_LEN + datagram.HEADER_LEN, 6: 40 + HEAD_LEN + datagram.HEADER_LEN}
+#: what a WireGuard transport message adds to the packet it carries: header (16) + tag (16)
+MESSAGE_OVERHEAD = TRANSPORT_MIN_LEN
+#: outer overhead per packet: IP header + ICMP echo header + mark + message overhead
+ICMP_OVERHEAD = {4: 20 + HEAD_LEN + MESSAGE_OVERHEAD, 6: 40 + HEAD_LEN + MESSAGE_OVERHEAD}
 #: the default overlay MTU: an outer packet fits a 1500-byte path over IPv4 and IPv6
-DEFAULT_MTU = (1500 - ICMP_OVERHEAD[6]) // 8 * 8  # 1432
+#: (a multiple of 16, which WireGuard pads packets to)
+DEFAULT_MTU = (1500 - ICMP_OVERHEAD[6]) // 16 * 16  # 1408
 
 HOLD = 2.0  # a server answers a request it could not use for data empty after this long
 LIFETIME = HOLD + 2.0  # a client that hears nothing this long counts its requests lost
 LOW_WATER = 4  # requests a client keeps outstanding when idle
 HIGH_WATER = 512  # and at most, polls included
 CAP = 1024  # requests a server holds per client (the oldest go first)
+ADDRESSES = 4096  # client addresses a server holds requests of
+TOTAL = 65536  # requests a server holds in all
 
 
 def head(kind: int, ident: int, seq: int, magic: bytes, backlog: int = 0) -> bytes:
@@ -57,7 +70,7 @@ def head(kind: int, ident: int, seq: int, magic: bytes, backlog: int = 0) -> byt
     return ECHO.pack(kind, 0, 0, ident, seq) + MARK.pack(magic, min(backlog, 0xFFFF))
 
 
-def seal4(head: bytes, payload: bytes | memoryview = b"") -> bytes:
+def seal4(head: bytes, payload: bytes | bytearray | memoryview = b"") -> bytes:
     """``head`` with the ICMPv4 checksum over head and payload filled in (``head`` is of even
     length, so the two sums add). ICMPv6 needs none: the kernel fills it in."""
     s = ones_sum(head) + ones_sum(payload)
@@ -103,61 +116,124 @@ T = TypeVar("T")
 class Credits(Generic[A, T]):
     """Server side: the requests each client address sent that have not been answered,
     oldest first. ``T`` is whatever answering one needs (its sequence number, the address it
-    was sent to). Few addresses are kept (junk cannot grow it), and never evicted is the one
-    last answered, which is the client's."""
+    was sent to).
 
-    def __init__(self, *, hold: float = HOLD, cap: int = CAP, addresses: int = 4) -> None:
-        self.hold, self.cap, self.addresses = hold, cap, addresses
-        self._held: dict[A, deque[tuple[float, T]]] = {}
-        self._last: A | None = None
+    Bounded whatever arrives: at most ``cap`` requests per address (its oldest go first),
+    ``addresses`` addresses and ``total`` requests in all. Beyond those, the address least
+    recently supplied goes, all its requests with it, unless it is in :attr:`protected`
+    (the server's authenticated peers): junk never evicts a peer. Every operation costs
+    O(1) amortized (O(log n) for expiry), so a flood of new addresses cannot make it slow.
+    """
 
-    def add(self, address: A, token: T, now: float) -> None:
+    def __init__(self, *, hold: float = HOLD, cap: int = CAP, addresses: int = ADDRESSES,
+                 total: int = TOTAL) -> None:
+        self.hold, self.cap, self.addresses, self.total = hold, cap, addresses, total
+        #: addresses never evicted (the server's peers)
+        self.protected: frozenset[A] = frozenset()
+        # least recently supplied first; an address with nothing held is not kept
+        self._held: OrderedDict[A, deque[tuple[float, T]]] = OrderedDict()
+        # (time, tie, address): a heap with, for each address, an entry no later than its
+        # oldest request (stale ones are skipped or renewed when they come up)
+        self._due: list[tuple[float, int, A]] = []
+        self._tie = itertools.count()
+        self._count = 0
+
+    @property
+    def held(self) -> int:
+        """Requests held, in all."""
+        return self._count
+
+    @property
+    def senders(self) -> int:
+        """Addresses with requests held."""
+        return len(self._held)
+
+    def add(self, address: A, token: T, now: float) -> bool:
+        """Hold a request; False when it cannot be (every address that could make room is
+        protected)."""
         held = self._held.get(address)
-        if held is None:
-            if len(self._held) >= self.addresses:
-                self._evict()
-            held = self._held[address] = deque()
-        if len(held) >= self.cap:
+        if held is not None:
+            self._held.move_to_end(address)
+        elif len(self._held) >= self.addresses and not self._evict(address):
+            return False
+        if held is not None and len(held) >= self.cap:
             held.popleft()
+            self._count -= 1
+        elif self._count >= self.total and not self._evict(address):
+            if not held:
+                return False
+            held.popleft()  # nobody else can make room: this address's oldest
+            self._count -= 1
+        if not held:
+            held = self._held[address] = deque()
+            heapq.heappush(self._due, (now, next(self._tie), address))
         held.append((now, token))
+        self._count += 1
+        if len(self._due) > 2 * len(self._held) + 64:
+            self._compact()
+        return True
 
-    def _evict(self) -> None:
-        others = [(q[-1][0] if q else 0.0, i) for i, (a, q) in enumerate(self._held.items())
-                  if a != self._last]
-        if others:
-            victim = list(self._held)[min(others)[1]]
-            del self._held[victim]
+    def _evict(self, keep: A) -> bool:
+        """Drop the least recently supplied address that is neither protected nor ``keep``
+        (those met on the way go to the back); False if there is none."""
+        for _ in range(len(self._held)):
+            victim = next(iter(self._held))
+            if victim == keep or victim in self.protected:
+                self._held.move_to_end(victim)
+                continue
+            self._count -= len(self._held.pop(victim))
+            return True
+        return False
 
-    def take(self, address: A, *, keep_last: bool = False) -> T | None:
-        """The oldest request of ``address`` to answer, or None if it has none. The address
-        answered becomes the one never evicted, unless ``keep_last`` (an answer to a
-        stranger, which must not cost the client its requests)."""
-        if not keep_last:
-            self._last = address
+    def _compact(self) -> None:
+        self._due = [(q[0][0], next(self._tie), a) for a, q in self._held.items()]
+        heapq.heapify(self._due)
+
+    def take(self, address: A) -> T | None:
+        """The oldest request of ``address`` to answer, or None if it has none."""
         held = self._held.get(address)
         if not held:
             return None
-        return held.popleft()[1]
+        token = held.popleft()[1]
+        self._count -= 1
+        if not held:
+            del self._held[address]
+        return token
 
     def count(self, address: A) -> int:
         held = self._held.get(address)
         return len(held) if held else 0
 
+    def _first(self) -> tuple[float, A] | None:
+        """The oldest request's time and address, the stale heap entries before it gone."""
+        due = self._due
+        while due:
+            when, _tie, address = due[0]
+            held = self._held.get(address)
+            if held and held[0][0] <= when:
+                return when, address
+            heapq.heappop(due)
+            if held:  # its oldest was taken or dropped: renew the entry
+                heapq.heappush(due, (held[0][0], next(self._tie), address))
+        return None
+
     def expired(self, now: float) -> list[tuple[A, T]]:
-        """The requests held for ``hold`` seconds: answer them empty."""
+        """The requests held for ``hold`` seconds, oldest first: answer them (or not)."""
         out: list[tuple[A, T]] = []
-        for address, held in list(self._held.items()):
+        while (first := self._first()) is not None and first[0] + self.hold <= now:
+            address = first[1]
+            held = self._held[address]
             while held and held[0][0] + self.hold <= now:
                 out.append((address, held.popleft()[1]))
-            if not held and address != self._last:
+                self._count -= 1
+            if not held:
                 del self._held[address]
         return out
 
     def wait(self, now: float) -> float | None:
         """Seconds until a request expires (None: none held)."""
-        firsts = [held[0][0] for held in self._held.values() if held]
-        return max(0.0, min(firsts) + self.hold - now) if firsts else None
-
+        first = self._first()
+        return None if first is None else max(0.0, first[0] + self.hold - now)
 
 class Poller:
     """Client side: which requests are outstanding (the server holds them or they are on
