@@ -57,19 +57,30 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Speak only the classic wire (no handshake, no offloads). Without it a "
                    "client falls back to it by itself when the server does not answer the "
                    "handshake, and a server serves classic clients too.")
+@click.option("-k", "--key", "key_file", metavar="FILE",
+              help="Encrypt: this side's WireGuard private key, a file as 'simpletun genkey' "
+                   "(or 'wg genkey') writes it. The tunnel then runs the WireGuard protocol "
+                   "over the chosen -t, and 'wg show' lists it.")
+@click.option("-P", "--peer", "peer_specs", multiple=True, metavar="KEY[:NETS]",
+              help="Encrypt: the other side's public key (base64, or a file holding it), "
+                   "and after a colon the networks it may send from and that route to it "
+                   "(10.0.0.2/32,fd00::2/128; default: everything when there is one peer). "
+                   "A server takes it once per client; only these keys get an answer.")
 @click.option("-t", "--transport", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp",
               show_default=True,
-              help="Underlay: tcp (classic-compatible); udp (one packet per datagram, "
-                   "roaming; default MTU 1440 so an outer packet fits 1500 bytes); icmp "
-                   "(packets in echo requests and replies, for networks that pass only "
-                   "pings; default MTU 1432; no port; the server turns the kernel's echo "
-                   "replies off while it runs and answers pings itself).")
+              help="Underlay: tcp (plaintext and classic-compatible without --key; WireGuard "
+                   "messages behind a 2-byte length with it); udp (plain WireGuard: works "
+                   "with wireguard-go; default MTU 1420); icmp (WireGuard messages in echo "
+                   "requests and replies, for networks that pass only pings; default MTU "
+                   "1408; no port; the server turns the kernel's echo replies off while it "
+                   "runs and answers pings itself). udp and icmp need --key and --peer.")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 64), metavar="N",
               help="Processes (and device queues), each with its own connection, so flows "
                    "spread over cores; default: one per CPU, at most 8 (1 with --classic).")
 @click.option("--keepalive", type=click.FloatRange(0), default=KEEPALIVE_INTERVAL,
               show_default=True, metavar="SECONDS",
-              help="Native wire: send a keepalive after this long without traffic (0: off).")
+              help="Native wire: send a keepalive after this long without traffic; encrypted "
+                   "client: the persistent keepalive (0: off).")
 @click.option("--peer-timeout", type=click.FloatRange(0), default=DEAD_PEER_TIMEOUT,
               show_default=True, metavar="SECONDS",
               help="Native wire: drop the peer after this long without hearing from it (0: "
@@ -80,13 +91,16 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
         tun: bool, tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
         routes: tuple[str, ...], mac: str | None, once: bool, reconnect: bool,
         no_offload: bool, classic_wire: bool, worker_count: int | None, keepalive: float,
-        peer_timeout: float, transport: str) -> int | None:
+        peer_timeout: float, transport: str, key_file: str | None,
+        peer_specs: tuple[str, ...]) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
 
     \b
     Tunnel:  simpletun -i tun0 -s --address 10.0.0.1/24            (server)
              simpletun -i tun0 -c 192.0.2.1 --address 10.0.0.2/24  (client)
+    Encrypted (any -t): add -k server.key -P client.pub on the server and
+             -k client.key -P server.pub on the client.
     """
     if ctx.invoked_subcommand is not None:
         if iface or server or client:
@@ -101,7 +115,7 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
                       reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
                       worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout,
-                      transport=transport)
+                      transport=transport, key_file=key_file, peer_specs=peer_specs)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,17 +14,19 @@ from dataclasses import dataclass, field
 
 import click
 
+from ..control.uapi import DeviceSet, PeerSet, UapiError
 from ..device import holders, isolate, link, routing, tuntap
-from ..device.side import OFFLOADS, DeviceSide, probe_offloads
-from ..errors import DeviceBusy, DeviceMismatch, SimpletunError
+from ..device.side import DeviceSide, probe_offloads
+from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
 from ..signals import STOP_SIGNALS
-from ..transport import icmp, tcp, udp
-from ..tunnel import datagram as datagram_loop
+from ..transport import icmp, tcp, tcp_link
+from ..transport.link import Address, Link
+from ..transport.tcp import TransportError
 from ..tunnel import mtu as mtu_limits
 from ..tunnel import stream, workers
-from ..wire import datagram, native
-from ..wire import icmp as icmp_wire
 from ..wire.classic import CLASSIC_PEER_MAX
+from ..wireguard import keys as wg_keys
+from ..wireguard.engine import Engine
 from ._common import configure, parse_addresses, sigterm_as_interrupt
 
 
@@ -127,20 +130,23 @@ def _refuse_busy(iface: str) -> None:
                          "device")
 
 
-def _check_mtu(mtu: int | None, transport: str, *, tap: bool, family: int | None) -> None:
+def _check_mtu(mtu: int | None, transport: str, *, tap: bool, family: int | None,
+               encrypted: bool = True) -> None:
     """Refuse an MTU the transport cannot carry (``family``: the underlay's IP version, None
     for a server, which may hear either: the smaller limit)."""
     if mtu is None:
         return
     families = (4, 6) if family is None else (family,)
-    limit = min(mtu_limits.max_mtu(transport, tap=tap, family=f) for f in families)
+    limit = min(mtu_limits.max_mtu(transport, tap=tap, family=f, encrypted=encrypted)
+                for f in families)
     if mtu <= limit:
         return
     kind = "tap" if tap else "tun"
     if limit == mtu_limits.DEVICE_MAX[tap]:
         why = f"a {kind} device takes at most {limit}"
     else:
-        over = "IPv4" if limit == mtu_limits.max_mtu(transport, tap=tap, family=4) else "IPv6"
+        over = "IPv4" if limit == mtu_limits.max_mtu(transport, tap=tap, family=4,
+                                                      encrypted=encrypted) else "IPv6"
         why = (f"{transport.upper()} over {over} carries {kind} packets of at most {limit} "
                "bytes; larger ones would be lost")
     raise click.BadParameter(f"{mtu}: {why}: use --mtu {limit} or less", param_hint="--mtu")
@@ -159,7 +165,8 @@ def _server_address(client: str, port: int | None, transport: str) -> tuple[str,
 
 
 def _report(name: str, done: Configured, addresses: list[link.IPInterface],
-            routes: list[link.IPNetwork], servers: tuple[str, ...]) -> None:
+            routes: list[link.IPNetwork], servers: tuple[str, ...], *,
+            encrypted: bool = False) -> None:
     """One line each: overlay addresses that overlap the server's underlay address, host
     routes kept to it, a device left without address and down, and that it is unencrypted."""
     for server in servers:
@@ -175,7 +182,8 @@ def _report(name: str, done: Configured, addresses: list[link.IPInterface],
         what = "has no address and " if not done.addressed else ""
         log(f"{name} {what}is down: give --address CIDR (e.g. 10.0.0.1/24), or configure it "
             f"yourself (ip addr add CIDR dev {name}; ip link set {name} up)")
-    log(UNENCRYPTED)
+    if not encrypted:
+        log(UNENCRYPTED)
 
 
 def _pump_factory(*, mtu: int, debug: bool, offloads: int, keepalive: float,
@@ -231,10 +239,12 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         once: bool, reconnect: bool, classic_wire: bool = False, offload: bool = True,
         worker_count: int | None = None, keepalive: float = stream.KEEPALIVE_INTERVAL,
         peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp",
-        mac: str | None = None) -> int:
-    """The tunnel. ``port`` None: not given (the default port; ICMP has none). Everything
-    the flags say is checked, and the server's name resolved, before the device is
-    touched."""
+        mac: str | None = None, key_file: str | None = None,
+        peer_specs: tuple[str, ...] = ()) -> int:
+    """The tunnel. ``port`` None: not given (the default port; ICMP has none). With
+    ``key_file`` (and ``peer_specs``) it is encrypted, on the WireGuard engine, over any
+    transport; without, the plaintext native or classic wire over TCP. Everything the flags
+    say is checked, and the server's name resolved, before the device is touched."""
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -256,15 +266,25 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     nets = routing.split_default(link.parse_network(r) for r in routes)
     host, port = _server_address(client, port, transport) if client else ("", port)
     port = tcp.DEFAULT_PORT if port is None else port
+    encrypted = key_file is not None or bool(peer_specs)
+    if encrypted and key_file is None:
+        raise click.UsageError("--peer needs this side's private key too: --key FILE (make "
+                               "one with 'simpletun genkey > FILE')")
+    if not encrypted and transport != "tcp":
+        raise click.UsageError(
+            f"-t {transport} is encrypted only: give --key FILE (this side's private key, "
+            "'simpletun genkey > FILE') and --peer KEY (the other side's public key)")
+    if encrypted:
+        _encrypted_checks(server=server, transport=transport, classic_wire=classic_wire,
+                          worker_count=worker_count, once=once)
     _refuse_busy(iface)
-    if transport != "tcp":
-        return _run_datagram(iface=iface, server=server, host=host, port=port, tap=tap,
-                             debug=debug, addresses=wanted, mtu=mtu, routes=nets, once=once,
-                             reconnect=reconnect, classic_wire=classic_wire,
-                             worker_count=worker_count, keepalive=keepalive,
-                             peer_timeout=peer_timeout, transport=transport, offload=offload,
-                             mac=mac)
-    _check_mtu(mtu, transport, tap=tap, family=None)
+    if encrypted:
+        assert key_file is not None
+        return run_encrypted(iface=iface, server=server, host=host, port=port, tap=tap,
+                             addresses=wanted, mtu=mtu, routes=nets, reconnect=reconnect,
+                             keepalive=keepalive, transport=transport, offload=offload,
+                             mac=mac, key_file=key_file, peer_specs=peer_specs)
+    _check_mtu(mtu, transport, tap=tap, family=None, encrypted=False)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     # the server's addresses, resolved before the device is touched (a bad name fails here)
     servers = tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port))) if client \
@@ -319,84 +339,219 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     return 0
 
 
-def _run_datagram(*, iface: str, server: bool, host: str, port: int, tap: bool, debug: bool,
-                  addresses: list[link.IPInterface], mtu: int | None,
-                  routes: list[link.IPNetwork], once: bool, reconnect: bool,
-                  classic_wire: bool, worker_count: int | None, keepalive: float,
-                  peer_timeout: float, transport: str, offload: bool,
-                  mac: str | None = None) -> int:
-    """The tunnel over UDP or ICMP: one packet per datagram (see simpletun.tunnel.datagram)."""
+# --- the encrypted tunnel (the WireGuard engine over any transport) --------------------------
+ALL_IPS = ("0.0.0.0/0", "::/0")
+HANDSHAKE_WAIT = 15.0  # a client without --reconnect gives up without a session by then
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """One ``--peer KEY[:ALLOWED-IPS]``: the public key and its allowed IPs."""
+
+    public: bytes
+    allowed: tuple[link.IPNetwork, ...]
+
+
+def read_private_key(path: str) -> bytes:
+    """The private key in ``path`` (one base64 line, as 'wg genkey' writes it)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(4096)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}",
+                                 param_hint="--key") from None
+    try:
+        return wg_keys.from_base64(text.strip())
+    except BadKey:
+        raise click.BadParameter(f"{path} holds no WireGuard private key (make one with "
+                                 "'simpletun genkey > FILE')", param_hint="--key") from None
+
+
+def parse_peer(spec: str) -> PeerSpec:
+    """``KEY[:NET,NET...]``: KEY is a base64 public key or a file holding one (as 'wg pubkey'
+    writes it); the networks (CIDR) are the addresses the peer may send from and that are
+    routed to it."""
+    key_text, _, nets = spec.partition(":")
+    try:
+        public = wg_keys.from_base64(key_text.strip())
+    except BadKey:
+        try:
+            with open(key_text, encoding="ascii", errors="replace") as f:
+                public = wg_keys.from_base64(f.read(4096).strip())
+        except (OSError, BadKey):
+            raise click.BadParameter(
+                f"{key_text!r} is neither a public key (base64, as 'simpletun pubkey' prints "
+                "it) nor a file holding one", param_hint="--peer") from None
+    allowed: list[link.IPNetwork] = []
+    for net in filter(None, (n.strip() for n in nets.split(","))):
+        try:
+            allowed.append(link.parse_network(net))
+        except SimpletunError as exc:
+            raise click.BadParameter(f"{spec}: {exc}", param_hint="--peer") from None
+    return PeerSpec(public, tuple(allowed))
+
+
+def _peer_specs(specs: tuple[str, ...], *, server: bool, tap: bool) -> list[PeerSpec]:
+    peers = [parse_peer(s) for s in specs]
+    if not peers:
+        raise click.UsageError("an encrypted tunnel needs the other side's public key: "
+                               "--peer KEY (its 'simpletun pubkey' output)")
+    if not server and len(peers) > 1:
+        raise click.UsageError("a client has one peer, its server: give --peer once")
+    if len({p.public for p in peers}) != len(peers):
+        raise click.UsageError("--peer: the same key is given twice")
+    if len(peers) == 1 and not peers[0].allowed:
+        return [PeerSpec(peers[0].public, tuple(link.parse_network(n) for n in ALL_IPS))]
+    if not tap:
+        for p in peers:
+            if not p.allowed:
+                raise click.UsageError(
+                    f"--peer {wg_keys.to_base64(p.public)}: give the addresses it may use "
+                    "(KEY:10.0.0.2/32,...): with several peers the server routes by them")
+    return peers
+
+
+def _encrypted_checks(*, server: bool, transport: str, classic_wire: bool,
+                      worker_count: int | None, once: bool) -> None:
     if classic_wire:
-        raise click.UsageError("the classic wire is TCP only: drop --classic or use "
-                               "--transport tcp")
+        raise click.UsageError("the classic wire is plaintext: drop --classic, or drop --key "
+                               "and --peer for a plaintext TCP tunnel")
     if worker_count is not None and worker_count > 1:
-        raise click.UsageError(f"--workers is for the TCP transport; {transport} runs one")
+        raise click.UsageError("--workers is for the plaintext TCP wire; the encrypted "
+                               "engine runs one")
     if once:
-        raise click.UsageError(f"--once is for the TCP transport; {transport} serves one "
-                               "session at a time and forgets it when it goes silent")
-    if server:  # before anything is changed (the ICMP server turns echo replies off)
-        _check_mtu(mtu, transport, tap=tap, family=None)
-    endpoint: datagram_loop.Endpoint
+        raise click.UsageError("--once is for the plaintext TCP wire; an encrypted server "
+                               "serves its peers until stopped")
+
+
+def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
+                  addresses: list[link.IPInterface], mtu: int | None,
+                  routes: list[link.IPNetwork], reconnect: bool, keepalive: float,
+                  transport: str, offload: bool, mac: str | None, key_file: str,
+                  peer_specs: tuple[str, ...]) -> int:
+    """The tunnel on the WireGuard engine (:mod:`simpletun.wireguard.engine`) over
+    ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs)."""
+    private = read_private_key(key_file)
+    peers = _peer_specs(peer_specs, server=server, tap=tap)
+    link_: Link | None = None
     restore = None
-    if transport == "icmp":
+    where: Address | None = None  # the client's server, in the link's form
+    family: int | None = None
+    if transport == "udp" and not server:
+        family = 6 if tcp.addresses(host, port)[0][0] == socket.AF_INET6 else 4
+    elif transport == "tcp":
+        if server:
+            link_ = tcp_link.server(port)
+        else:
+            client = tcp_link.client(host, port)
+            link_, where = client, client.server_address
+            family = 6 if ":" in str(where[0]) else 4
+    elif transport == "icmp":
         if server:
             icmp_server = icmp.Server()  # fails without the privilege, before any change
-            # from here every stop signal is a KeyboardInterrupt: the finally below (or, if
-            # it comes sooner, quiet_kernel's exit hook) puts the echo settings back
             sigterm_as_interrupt()
             icmp_server.answer_pings, restore = icmp.quiet_kernel()
-            endpoint, where = icmp_server, None
+            link_ = icmp_server
         else:
-            client = icmp.Client(host)
-            endpoint, where = client, client.server
-        default_mtu = icmp_wire.DEFAULT_MTU
-    else:
-        if server:
-            endpoint, where = udp.server(port), None  # fail early on a busy port
-        else:
-            endpoint, where = udp.client(host, port)
-        default_mtu = datagram.DEFAULT_MTU
-    servers: tuple[str, ...] = () if where is None else (str(where[0]),)
-    if where is not None:
-        try:
-            _check_mtu(mtu, transport, tap=tap, family=6 if ":" in str(where[0]) else 4)
-        except BaseException:
-            endpoint.close()
-            raise
-    overlay_mtu = mtu if mtu is not None else default_mtu
+            icmp_client = icmp.Client(host)
+            icmp_client.polling = True
+            link_, where = icmp_client, icmp_client.server
+            family = 6 if ":" in str(where[0]) else 4
+    try:
+        _check_mtu(mtu, transport, tap=tap, family=family)
+    except BaseException:
+        if link_ is not None:
+            link_.close()
+        if restore is not None:
+            restore()
+        raise
+    servers: tuple[str, ...] = () if server else \
+        tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port)))
+    overlay_mtu = mtu if mtu is not None else mtu_limits.DEFAULT_MTU.get(transport)
     configured: list[Configured] = []
     name = iface
-    listening = ("listening on ICMP echo requests (the kernel's own echo replies are off "
-                 "until exit)" if transport == "icmp" else f"listening on UDP port {port}")
-    # from here every stop signal is a KeyboardInterrupt: the finally puts back what changed
     sigterm_as_interrupt()
+    engine: Engine | None = None
     try:
-        # offloads (tun only): TCP super-packets in, cut into segments for the datagrams
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
             name = dev.name
             done = _set_up(dev.name, addresses, overlay_mtu, routes, servers, mac, configured)
-            dev_mtu = done.mtu
-            _report(dev.name, done, addresses, routes, servers)
-            side = DeviceSide(dev, mtu=dev_mtu, debug=debug_line if debug else None,
-                              offloads=probe_offloads(dev) & OFFLOADS)
-            timing = {"keepalive": keepalive or None, "timeout": peer_timeout or None}
-            session = stream.Session(features=native.FEATURE_KEEPALIVE | native.FEATURE_VNET)
-            kind = "tap" if dev.tap else "tun"
+            _report(dev.name, done, addresses, routes, servers, encrypted=True)
             try:
-                if where is None:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): {listening}")
-                    datagram_loop.serve(endpoint, side, session, log=log, **timing)
-                else:
-                    log(f"{dev.name} ({kind}, mtu {dev_mtu}): talking to "
-                        f"{endpoint.show(where)} over {endpoint.name}")
-                    datagram_loop.run_client(endpoint, where, side, session,
-                                             reconnect=reconnect, log=log, **timing)
+                engine = Engine(dev, link=link_, tap=tap, listen_port=port if server else 0,
+                                super_packets=transport == "tcp" and offload, log=log)
+            except UapiError as exc:
+                raise TransportError(exc.message) from None
+            link_ = engine.link
+            engine.core.set_private_key(private)
+            now = time.monotonic()
+            for p in peers:
+                ps = PeerSet(public_key=p.public, allowed_ips=list(p.allowed))
+                engine.uapi_set(DeviceSet(peers=[ps]))
+                peer = engine.core.peers[p.public]
+                if not server:
+                    if where is None:  # UDP: the server in the engine socket's form
+                        peer.endpoint = engine.endpoint(host, port)
+                    else:
+                        peer.endpoint = where
+                    if keepalive:
+                        engine.core.set_persistent(peer, max(1, round(keepalive)), now)
+            public = wg_keys.to_base64(engine.core.public or b"")
+            kind = "tap" if dev.tap else "tun"
+            head = f"{dev.name} ({kind}, mtu {done.mtu}, public key {public})"
+            if server:
+                what = ("ICMP echo requests (the kernel's own echo replies are off until "
+                        "exit)" if transport == "icmp" else
+                        f"{transport.upper()} port {engine.listen_port}")
+                log(f"{head}: encrypted, listening on {what}, {len(peers)} "
+                    f"peer{'s' if len(peers) != 1 else ''}")
+                _note_forwarding(len(peers), tap)
+            else:
+                target = engine.link.show(where or engine.endpoint(host, port))
+                log(f"{head}: encrypted, talking to {target} over {transport.upper()}")
+                for peer in engine.core.peers.values():
+                    engine.core.send_keepalive(peer, now)  # the handshake, at once
+                if not reconnect:
+                    engine.deadline = now + HANDSHAKE_WAIT
+            try:
+                engine.run()
             except KeyboardInterrupt:
-                log(f"shutting down: {side.counters.summary()}")
+                log(f"shutting down: {engine.side.counters.summary()}")
                 return 0
+            if engine.failed:
+                raise HandshakeFailed(_no_session(engine, target, public))
+            log(f"stopped: {engine.stop_reason}")
     finally:
-        endpoint.close()
+        if engine is not None:
+            engine.close()
+        elif link_ is not None:
+            link_.close()
         if restore is not None:
             restore()
         _tear_down(name, configured)
     return 0
+
+
+def _no_session(engine: Engine, target: str, public: str) -> str:
+    """Why a client gave up: the link never came up, or the server did not answer."""
+    last_error = getattr(engine.link, "last_error", "")
+    if last_error and not getattr(engine.link, "up", True):
+        return f"cannot reach {target}: {last_error}; use --reconnect to keep trying"
+    return (f"no answer to the handshake from {target} within {HANDSHAKE_WAIT:g} s: check "
+            f"that the server runs with --peer {public} (this side's public key) and that "
+            "--peer here is the server's public key; use --reconnect to keep trying")
+
+
+def _note_forwarding(count: int, tap: bool) -> None:
+    """Several tun peers reach each other through this host's routing: say so if it is off."""
+    if count < 2 or tap:
+        return
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            on = f.read().strip() == "1"
+    except OSError:
+        return
+    if not on:
+        log("note: net.ipv4.ip_forward is 0: peers reach this host but not each other; "
+            "'sysctl -w net.ipv4.ip_forward=1' (and net.ipv6.conf.all.forwarding=1) routes "
+            "between them by their allowed IPs")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +177,14 @@ class Lab:
     def __init__(self, prefix: str = "st") -> None:
         self.prefix = f"{prefix}-{os.getpid()}-{next(_counter)}"
         self.hosts: list[Namespace] = []
+        self._directory: str | None = None
+
+    @property
+    def directory(self) -> str:
+        """A private directory for the lab's files (keys), removed with the lab."""
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        return self._directory
 
     def host(self, label: str) -> Namespace:
         ns = Namespace.create(f"{self.prefix}-{label}")
@@ -188,6 +197,9 @@ class Lab:
         for ns in reversed(self.hosts):
             ns.remove()
         self.hosts.clear()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
     def __enter__(self) -> Lab:
         return self

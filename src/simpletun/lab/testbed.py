@@ -12,6 +12,8 @@ namespaces; nothing leaves the machine.
 
 from __future__ import annotations
 
+import itertools
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 from ..errors import SimpletunError
 from ..transport.tcp import DEFAULT_PORT
+from ..wireguard import keys as wg_keys
 from .netns import Lab, Namespace, veth
 
 UNDERLAY = ("192.0.2.1/24", "192.0.2.2/24")
@@ -82,6 +85,25 @@ class Watched:
             return "\n".join(self.lines)
 
 
+_names = itertools.count()
+
+
+def unique_iface(prefix: str = "wt") -> str:
+    """An interface name no other test process uses: encrypted tunnels have a UAPI socket
+    named for their interface in /var/run/wireguard, which network namespaces share."""
+    return f"{prefix}{os.getpid() % 100000}x{next(_names) % 1000}"
+
+
+def key_pair(directory: str, name: str) -> tuple[str, str]:
+    """A new private key in ``directory``/``name``.key (mode 600) and its public key (base64)."""
+    private = wg_keys.generate_private()
+    path = os.path.join(directory, f"{name}.key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(wg_keys.to_base64(private) + "\n")
+    return path, wg_keys.to_base64(wg_keys.public_from_private(private))
+
+
 def simpletun_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "simpletun", *args]
 
@@ -93,10 +115,20 @@ class Testbed:
 
     def __init__(self, lab: Lab, *, tap: bool = False, iface: str | None = None,
                  port: int = 55555, ipv6_overlay: bool = True, mtu: int | None = None,
-                 underlay: int = 4) -> None:
+                 underlay: int = 4, keys: bool = False) -> None:
         self.lab = lab
         self.tap = tap
-        self.iface = iface or ("tap0" if tap else "tun0")
+        #: encrypted (``keys``): each side has a key pair and names the other's with --peer;
+        #: the two interfaces get names of their own (their UAPI sockets share a directory)
+        self.keys = keys
+        if keys:
+            self.iface = iface or unique_iface()
+            self.client_iface = unique_iface()
+            self.server_key, self.server_public = key_pair(lab.directory, "server")
+            self.client_key, self.client_public = key_pair(lab.directory, "client")
+        else:
+            self.iface = iface or ("tap0" if tap else "tun0")
+            self.client_iface = self.iface
         self.port = port
         self.ipv6_overlay = ipv6_overlay
         self.mtu = mtu
@@ -114,7 +146,10 @@ class Testbed:
         self.client_proc: Watched | None = None
 
     def _args(self, index: int) -> list[str]:
-        args = ["-i", self.iface, "--address", OVERLAY[index]]
+        args = ["-i", self.client_iface if index else self.iface, "--address", OVERLAY[index]]
+        if self.keys:
+            args += (["-k", self.client_key, "-P", self.server_public] if index else
+                     ["-k", self.server_key, "-P", self.client_public])
         if self.port != DEFAULT_PORT:  # (-t icmp has no port and refuses -p)
             args += ["-p", str(self.port)]
         if self.ipv6_overlay:
@@ -144,7 +179,7 @@ class Testbed:
     def start_client(self, *extra: str, wait: bool = True) -> Watched:
         self.client_proc = self._start(self.client, self.client_command(*extra), "client")
         if wait:
-            self.client_proc.wait_for("connected to")
+            self.client_proc.wait_for("session up" if self.keys else "connected to")
         return self.client_proc
 
     def start(self, server_extra: Sequence[str] = (), client_extra: Sequence[str] = ()) -> None:
@@ -156,8 +191,8 @@ class Testbed:
         """Both ends configured and IPv6 duplicate address detection over."""
         from ..device import link
 
-        for ns in (self.server, self.client):
-            link.wait_usable(self.iface, netns=ns.name)
+        link.wait_usable(self.iface, netns=self.server.name)
+        link.wait_usable(self.client_iface, netns=self.client.name)
 
     def transfer(self, size: int, *, to: str | None = None, port: int = 5001,
                  from_server: bool = False) -> tuple[int, str, float]:

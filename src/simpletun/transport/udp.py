@@ -14,6 +14,7 @@ from collections import Counter
 
 from ..wire import datagram
 from . import tcp
+from .link import Address
 
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (sendmsg cmsg / sockopt)
@@ -22,7 +23,6 @@ _INT = struct.Struct("@i")
 _U16 = struct.Struct("@H")
 SOCKET_BUFFER = 4 * 1024 * 1024
 
-Address = tuple[str, int]
 
 
 def _tune(sock: socket.socket, gro: bool) -> bool:
@@ -47,6 +47,8 @@ class Endpoint:
     name = "UDP"
     hint = "is 'simpletun -s --transport udp' running there, on this port?"
 
+    blocked = False  # a datagram socket drops what it cannot take: never backpressure
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.drops: Counter[str] = Counter()  # nothing is counted here
@@ -54,6 +56,10 @@ class Endpoint:
         self.gro = _tune(sock, gro=not os.environ.get("SIMPLETUN_UDP_NO_GRO"))
         # switched off by the first send that the kernel refuses
         self.gso = not os.environ.get("SIMPLETUN_UDP_NO_GSO")
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -90,9 +96,11 @@ class Endpoint:
             except OSError:
                 continue
 
-    def send(self, data: bytes, address: Address) -> None:
-        with contextlib.suppress(OSError):
+    def send(self, data: bytes | bytearray | memoryview, address: Address) -> None:
+        try:  # noqa: SIM105 (suppress() costs three calls more per packet)
             self.sock.sendto(data, address)
+        except OSError:  # no route now, a full buffer: dropped, as a network would
+            pass
 
     def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
         """One receive: the datagrams (several when GRO coalesced them) and their source,
@@ -109,6 +117,12 @@ class Endpoint:
     def tick(self, now: float) -> float | None:
         """Nothing to do on a timer over UDP."""
         return None
+
+    def connected(self) -> list[Address]:
+        return []  # no connections over UDP
+
+    def peers(self, endpoints: frozenset[Address]) -> None:
+        """Nothing to keep: a UDP socket holds no state per peer."""
 
     def show(self, address: Address) -> str:
         return tcp.show(address)

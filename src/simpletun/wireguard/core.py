@@ -15,7 +15,7 @@ import heapq
 import random
 import secrets
 import struct
-from collections import Counter
+from collections import Counter, deque
 
 from cryptography.exceptions import InvalidTag
 
@@ -24,7 +24,16 @@ from . import crypto, keys, messages, noise, timers
 from .allowedips import AllowedIPs, Network
 from .cookie import Checker
 from .keypair import REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, Keypair
-from .messages import COOKIE_REPLY, INITIATION, TRANSPORT, TRANSPORT_HEADER
+from .messages import (
+    COOKIE_REPLY,
+    EXT_FRAME,
+    EXT_HEADER,
+    EXT_LEN,
+    EXT_SUPER,
+    INITIATION,
+    TRANSPORT,
+    TRANSPORT_HEADER,
+)
 from .peer import Address, Peer
 from .replay import REJECT_AFTER_MESSAGES
 
@@ -38,6 +47,15 @@ _ZEROS = bytes(16)
 _TRANSPORT_MAX = messages.TRANSPORT_MAX_LEN - 32
 _NONCE_PAD = b"\0\0\0\0"
 _U16 = struct.Struct("!H")
+_VNET_LEN = 10  # the virtio_net_hdr in front of an EXT_SUPER packet
+EVENTS = 64  # handshake events kept for the engine's status lines at most
+
+#: what :attr:`WireGuard.events` reports: a session with a peer began (handshake done)...
+HANDSHAKE = "handshake"
+#: ...an initiation with a key that is not a configured peer...
+UNKNOWN_PEER = "unknown-peer"
+#: ...a handshake message for another public key than ours (mac1 does not match)
+NOT_FOR_US = "not-for-us"
 
 
 class WireGuard:
@@ -46,8 +64,18 @@ class WireGuard:
     timers' jitter (seeded in tests)."""
 
     def __init__(self, *, mtu: int = 1420, wall_offset: float = 0.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, tap: bool = False,
+                 extensions: bool = False) -> None:
         self.mtu = mtu
+        #: tap: the plaintexts are Ethernet frames (EXT_FRAME); an IP packet is dropped
+        self.tap = tap
+        #: accept EXT_SUPER messages (super-packets between simpletun peers)
+        self.extensions = extensions or tap
+        #: the peer of the last message :meth:`open` returned a packet for
+        self.last_peer: Peer | None = None
+        #: (what, source, peer) of rare handshake events, for status lines (bounded: the
+        #: oldest go); the engine drains it
+        self.events: deque[tuple[str, Address, Peer | None]] = deque(maxlen=EVENTS)
         self.wall_offset = wall_offset
         self.random = rng or random.Random()
         self.local: noise.Local | None = None
@@ -185,7 +213,10 @@ class WireGuard:
         at = t_.keepalive_at
         if at is not None and (peer.heap_at is None or at < peer.heap_at):
             self._schedule(peer, at)
-        return self._inner(into, n, peer)
+        self.last_peer = peer
+        if into[0] >= 0x40 and not self.tap:
+            return self._inner(into, n, peer)
+        return self._extension(into, n, peer)
 
     def _received_aside(self, peer: Peer, kp: Keypair, now: float) -> None:
         """A message on a keypair other than a young current one: the session it confirms
@@ -218,6 +249,32 @@ class WireGuard:
             self.drops["source-not-allowed"] += 1
             return 0
         return size
+
+    def _extension(self, plain: memoryview, n: int, peer: Peer) -> int:
+        """The length of an extension message (header included) that may go on; else 0.
+        A super-packet's source must be in the peer's allowed IPs as any packet's; a frame
+        goes to the engine's switch (tap: MAC learning instead of allowed IPs)."""
+        if n < EXT_LEN or plain[0] >= 0x40 or not self.extensions:
+            self.drops["not-a-frame" if self.tap else "bad-inner"] += 1
+            return 0
+        ext: int
+        length: int
+        ext, length = EXT_HEADER.unpack_from(plain)
+        size = EXT_LEN + length
+        if size > n:
+            self.drops["bad-extension"] += 1
+            return 0
+        if ext == EXT_FRAME and self.tap and length >= 14:
+            return size
+        if ext == EXT_SUPER and not self.tap and length > _VNET_LEN:
+            start = EXT_LEN + _VNET_LEN
+            inner = self._inner(plain[start:size], length - _VNET_LEN, peer)
+            if inner == length - _VNET_LEN:
+                return size
+            if inner == 0:
+                return 0  # counted by _inner
+        self.drops["bad-extension"] += 1
+        return 0
 
     # --- device -> network ---------------------------------------------------------------
     def route(self, packet: memoryview) -> Peer | None:
@@ -269,6 +326,15 @@ class WireGuard:
         if not peer.staged:
             peer.staged.append(b"")
         self.send_staged(peer, now)
+
+    def reconnected(self, peer: Peer, now: float) -> None:
+        """The link to ``peer`` is new (a TCP connection came up): a keepalive tells the
+        other end which path it is on; without a session, the handshake goes at once (one
+        sent while there was no path was lost)."""
+        kp = peer.keypairs.current
+        if kp is None or not kp.usable_for_sending(now):
+            peer.last_initiation_sent = -1e18
+        self.send_keepalive(peer, now)
 
     def send_staged(self, peer: Peer, now: float) -> None:
         """Seal what waited for a session into the outbox (or start a handshake)."""
@@ -339,6 +405,7 @@ class WireGuard:
             return
         if not checker.mac1_ok(data):
             self.drops["bad-mac1"] += 1
+            self.events.append((NOT_FOR_US, source, None))
             return
         if self._count_handshake(now):
             where = _source_bytes(source)
@@ -367,6 +434,7 @@ class WireGuard:
         peer = self.peers.get(opened[0])
         if peer is None:
             self.drops["unknown-peer"] += 1
+            self.events.append((UNKNOWN_PEER, source, None))
             return
         consumed = noise.consume_initiation(peer.handshake, msg, opened)
         if isinstance(consumed, str):
@@ -444,6 +512,8 @@ class WireGuard:
     def _complete(self, peer: Peer, now: float) -> None:
         peer.timers.handshake_complete()
         peer.last_handshake = now
+        if peer.endpoint is not None:
+            self.events.append((HANDSHAKE, peer.endpoint, peer))
 
     # --- timers --------------------------------------------------------------------------
     def _persist(self, peer: Peer, now: float) -> None:

@@ -1,6 +1,8 @@
-"""The WireGuard engine: one loop joining a tun device and a dual-stack UDP socket through
-the sans-IO :class:`~.core.WireGuard`, for any number of peers, with the UAPI socket
-(:mod:`simpletun.control.uapi_socket`) in the same loop.
+"""The WireGuard engine: one loop joining a tun (or tap) device and a link through the
+sans-IO :class:`~.core.WireGuard`, for any number of peers, with the UAPI socket
+(:mod:`simpletun.control.uapi_socket`) in the same loop. The link
+(:class:`transport.link.Link`) is a dual-stack UDP socket (the standard wire, and
+``simpletun-wg``'s), or simpletun's TCP or ICMP carriers of the same messages.
 
 Where a packet goes:
 
@@ -16,6 +18,12 @@ Where a packet goes:
   (:meth:`DeviceSide.deliver_segments`: segments of one flow become one super-packet write).
 - **handshakes, cookies, keepalives, timers**: what the core puts in its outbox is sent
   after each step; :meth:`WireGuard.tick` runs when the next timer is due.
+
+Between simpletun peers two extensions ride in transport messages (``messages.EXT_*``):
+with ``super_packets`` (the TCP link) a TCP super-packet leaves whole, with its vnet header,
+in one message of up to 64 KiB; with ``tap`` every message is an Ethernet frame, and a
+:class:`.switch.Switch` learns which peer each MAC is behind and forwards between peers
+(flooding broadcasts and unknown destinations to every peer and the device).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
 from ..control.uapi_socket import UapiServer
@@ -36,14 +45,21 @@ from ..device.side import BATCH, OFFLOADS, DeviceSide, finish_checksum
 from ..device.tuntap import Device
 from ..packets import Malformed
 from ..transport import tcp, udp
+from ..transport.link import Link
 from ..transport.tcp import TransportError
-from ..wire import datagram, segment
-from .core import WireGuard
+from ..tunnel.ratelimit import LimitedLog
+from ..wire import segment
+from . import keys
+from .core import HANDSHAKE, NOT_FOR_US, UNKNOWN_PEER, WireGuard
+from .messages import EXT_FRAME, EXT_HEADER, EXT_LEN, EXT_SUPER, padded
 from .peer import Address, Peer
+from .switch import DEVICE, FLOOD, Switch
 
 SO_MARK = 36
 SIOCGIFMTU = 0x8921
 ROOM = 16  # transport header in front of each packet
+VNET_LEN = vnet.VNET_HDR_LEN
+MESSAGE_MAX = 65535  # the TCP link's 2-byte length: a super-packet above it is cut
 TAIL = 16 + 16  # padding and tag behind it
 SLOT = ROOM + 65535 + TAIL
 SEGMENT_SLOTS = 64
@@ -72,35 +88,61 @@ def shown(address: Address) -> tuple[str, int]:
 
 
 class Engine:
-    """One WireGuard interface on ``dev`` (a tun device, vnet_hdr for offloads), controlled
-    through its UAPI socket. :meth:`run` loops until :meth:`stop` or the device goes."""
+    """One WireGuard interface on ``dev``, controlled through its UAPI socket. :meth:`run`
+    loops until :meth:`stop` or the device goes.
+
+    ``link``: the transport (None: a UDP socket on ``listen_port``, rebound when the UAPI
+    sets another). ``tap``: ``dev`` is a tap device; frames travel as EXT_FRAME messages,
+    switched by MAC. ``super_packets``: TCP super-packets leave whole (EXT_SUPER; the peer
+    must be simpletun). ``log``: status lines (sessions, refused handshakes), rate-limited
+    per kind."""
 
     def __init__(self, dev: Device, *, uapi_directory: str = "/var/run/wireguard",
-                 listen_port: int = 0) -> None:
+                 listen_port: int = 0, link: Link | None = None, tap: bool = False,
+                 super_packets: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
         self.dev = dev
         mtu = self._device_mtu() or 1420
         self.side = DeviceSide(dev, mtu=mtu)
-        self.core = WireGuard(mtu=mtu, wall_offset=time.time() - time.monotonic())
+        self.core = WireGuard(mtu=mtu, wall_offset=time.time() - time.monotonic(), tap=tap,
+                              extensions=super_packets)
         rekey = os.environ.get("SIMPLETUN_WG_REKEY_AFTER_TIME")  # a test knob: re-key sooner
         if rekey:
             self.core.rekey_after_time = float(rekey)
         load = os.environ.get("SIMPLETUN_WG_LOAD_THRESHOLD")  # handshakes/s before cookies
         if load:
             self.core.load_threshold = int(load)
+        self.tap = tap
+        self.super_packets = super_packets and not tap
+        self.switch: Switch[Peer] | None = Switch() if tap else None
         self.fwmark = 0
-        self.sock = self._bind(listen_port)
-        self.ep = udp.Endpoint(self.sock)
+        self.sock: socket.socket | None = None  # the UDP socket when the engine owns it
+        if link is None:
+            self.sock = self._bind(listen_port)
+            link = udp.Endpoint(self.sock)
+        self.link = link
+        self.log = LimitedLog(log) if log is not None else None
         self.uapi = UapiServer(dev.name, self, directory=uapi_directory)
         self._stopping = False
         self.stop_reason = ""
-        # buffers, reused for every batch
-        self._slots = [bytearray(SLOT) for _ in range(BATCH)]
+        #: (reason) why run() stopped when it gave up; see :attr:`deadline`
+        self.failed = False
+        #: when no session has come up by this time (monotonic), run() stops with failed
+        self.deadline: float | None = None
+        #: peers with a session up, and the address they were last announced at
+        self.sessions: dict[Peer, Address] = {}
+        # buffers, reused for every batch: each slot has ``pre`` bytes in front of the
+        # packet: the transport header, and the extension header (+ vnet header) if any
+        self._pre = ROOM + (EXT_LEN + VNET_LEN if self.super_packets
+                            else EXT_LEN if tap else 0)
+        self._slots = [bytearray(SLOT + self._pre) for _ in range(BATCH)]
         self._views = [memoryview(s) for s in self._slots]
+        # the same slots seen from where a plain packet's transport header goes
+        self._bases = [v[self._pre - ROOM:] for v in self._views]
         self._vhs = [bytearray(vnet.VNET_HDR_LEN) for _ in range(BATCH)]
         self._segs = [memoryview(bytearray(ROOM + 9216 + TAIL)) for _ in range(SEGMENT_SLOTS)]
         self._rbuf = bytearray(65536 + 64)
-        self._rview = memoryview(self._rbuf)
-        self._plain = bytearray(65536 + 64)
+        self._plain = bytearray(4 * 65536)
         self._plain_view = memoryview(self._plain)
         self._out: dict[Address, list[memoryview | bytes]] = {}
         # TCP super-packets only (TSO): this engine cuts TCP; UDP ones (USO) stay the
@@ -111,7 +153,7 @@ class Engine:
         self._next_mtu_check = 0.0
         self._poller: select.epoll | None = None
         self._watched: set[int] = set()
-        self._sock_fd = -1
+        self._link_fd = -1
 
     # --- the socket ----------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
@@ -126,22 +168,34 @@ class Engine:
 
     @property
     def listen_port(self) -> int:
-        return int(self.sock.getsockname()[1])
+        if self.sock is not None:
+            return int(self.sock.getsockname()[1])
+        return self.link.port
 
     def _rebind(self, port: int) -> None:
         if port == self.listen_port:
             return
+        if self.sock is None:
+            raise UapiError(errno.EINVAL, f"the {self.link.name} link's port is set by -p, "
+                            "not through the UAPI")
         new = self._bind(port)
         self.sock.close()
         self.sock = new
-        self.ep = udp.Endpoint(new)
+        self.link = udp.Endpoint(new)
         for peer in self.core.peers.values():  # endpoints in the new socket's form
             if peer.endpoint is not None:
                 peer.endpoint = sockaddr(new, *shown(peer.endpoint))
 
     def _set_fwmark(self, mark: int) -> None:
         self.fwmark = mark
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        if self.sock is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+
+    def endpoint(self, host: str, port: int) -> Address:
+        """``host:port`` in the form the link reports its peers' addresses in."""
+        if self.sock is not None:
+            return sockaddr(self.sock, host, port)
+        return (host, port)
 
     def _device_mtu(self) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -165,6 +219,7 @@ class Engine:
         self._poller, self._watched = poller, set()
         self._sync_fds()
         next_tick: float | None = None
+        reading = True  # the device is watched (not while the link is blocked)
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -174,31 +229,43 @@ class Engine:
                 if now >= self._next_mtu_check:
                     self._housekeeping(now)
                     self._sync_fds()
+                    if self._stopping:
+                        break
+                link_wait = self.link.tick(now)
+                for address in self.link.connected():
+                    self._announce(address, now)
                 wait = 1.0 if next_tick is None else min(1.0, max(0.0, next_tick - now))
+                if link_wait is not None:
+                    wait = min(wait, max(0.0, link_wait))
+                if self.link.blocked == reading:  # backpressure: leave it in the device
+                    reading = not reading
+                    poller.modify(dev_fd, select.EPOLLIN if reading else 0)
                 try:
                     events = poller.poll(wait)
                 except InterruptedError:
                     continue
-                sock_fd = self._sock_fd
+                link_fd = self._link_fd
                 for fd, _ in events:
                     if fd == dev_fd:
                         self._from_device()
-                    elif fd == sock_fd:
+                    elif fd == link_fd:
                         self._from_network()
                     else:
                         self.uapi.ready(fd)
                         self._flush_outbox()
                         self._sync_fds()
+                if core.events:
+                    self._events()
                 next_tick = core.next_timer  # due ones fire at the top of the loop
         finally:
             poller.close()
 
     def _sync_fds(self) -> None:
-        """Watch the socket (a new one after a rebind) and the UAPI's connections."""
+        """Watch the link (a new one after a rebind) and the UAPI's connections."""
         poller, watched = self._poller, self._watched
         if poller is None:
             return
-        want = {self.sock.fileno(), *self.uapi.fds()}
+        want = {self.link.fileno(), *self.uapi.fds()}
         for fd in watched - want:
             with contextlib.suppress(OSError, ValueError):
                 poller.unregister(fd)
@@ -206,7 +273,7 @@ class Engine:
             with contextlib.suppress(OSError, ValueError):
                 poller.register(fd, select.EPOLLIN)
         self._watched = want
-        self._sock_fd = self.sock.fileno()
+        self._link_fd = self.link.fileno()
 
     def _housekeeping(self, now: float) -> None:
         self._next_mtu_check = now + MTU_CHECK
@@ -216,6 +283,45 @@ class Engine:
             self.side.mtu = mtu
             self.side.max_packet = mtu
         self.uapi.tick(now)
+        self.link.peers(frozenset(p.endpoint for p in self.core.peers.values()
+                                  if p.endpoint is not None))
+        if self.switch is not None:
+            self.switch.sweep(now)
+        if self.deadline is not None:
+            if self.sessions:
+                self.deadline = None
+            elif now >= self.deadline:
+                self.failed = True
+                self.stop("no session came up in time")
+
+    def _announce(self, address: Address, now: float) -> None:
+        """A link's new connection to ``address``: a keepalive (or a handshake) to the
+        peer there tells the other end which connection it is on."""
+        for peer in self.core.peers.values():
+            if peer.endpoint == address:
+                self.core.reconnected(peer, now)
+        self._flush_outbox()
+
+    def _events(self) -> None:
+        """Status lines for what the handshakes did (rate-limited per kind)."""
+        events, log, show = self.core.events, self.log, self.link.show
+        while events:
+            what, source, peer = events.popleft()
+            if what == HANDSHAKE and peer is not None:
+                before = self.sessions.get(peer)
+                self.sessions[peer] = source
+                if log is not None and before != source:
+                    name = keys.to_base64(peer.public)
+                    verb = "session up" if before is None else f"moved from {show(before)}"
+                    log("session", f"peer {name} at {show(source)}: {verb} "
+                        f"({self.link.name})")
+            elif log is not None and what == UNKNOWN_PEER:
+                log(what, f"refused a handshake from {show(source)}: its key is not one of "
+                    "this tunnel's peers (add it with --peer)")
+            elif log is not None and what == NOT_FOR_US:
+                log(what, f"refused a handshake from {show(source)}: it was made for another "
+                    "public key than this tunnel's (the other side's --peer key for us is "
+                    "wrong)")
 
     def _queue(self, endpoint: Address, message: memoryview) -> None:
         """A sealed message for ``endpoint``, sent with the rest of the batch."""
@@ -225,30 +331,28 @@ class Engine:
         frames.append(message)
 
     def _send(self) -> None:
-        out = self._out
+        out, link = self._out, self.link
         for address, frames in out.items():
             if len(frames) == 1:  # the common case when latency counts: no batch to build
-                try:  # noqa: SIM105 (suppress() is three calls more per packet)
-                    self.sock.sendto(frames[0], address)
-                except OSError:  # no route now: dropped, as a network would
-                    pass
+                link.send(frames[0], address)
             else:
-                self.ep.send_batch(frames, address)  # type: ignore[arg-type]
+                link.send_batch(frames, address)
         out.clear()
 
     def _flush_outbox(self) -> None:
         box = self.core.outbox
         if box:
+            link = self.link
             for msg, address in box:
-                with contextlib.suppress(OSError):
-                    self.sock.sendto(msg, address)
+                link.send(msg, address)
             box.clear()
 
     # --- device -> network ---------------------------------------------------------------
     def _from_device(self) -> None:
-        side, core, views = self.side, self.core, self._views
+        side, core, views, bases = self.side, self.core, self._views, self._bases
+        pre = self._pre
         try:
-            count = side.read_batch(views, ROOM, self._vhs if side.vnet else None)
+            count = side.read_batch(views, pre, self._vhs if side.vnet else None)
         except OSError as exc:
             if exc.errno in _DEVICE_GONE:
                 self.stop(f"{self.dev.name} was deleted")
@@ -259,24 +363,82 @@ class Engine:
         now = time.monotonic()
         segs_used = 0
         sizes = side.sizes
+        if self.switch is not None:
+            for i in range(count):
+                self._frame_out(views[i], sizes[i], now)
+            self._send()
+            self._flush_outbox()
+            return
         for i in range(count):
             view, size, vh = views[i], sizes[i], self._vhs[i]
             if side.vnet and (vh[0] or vh[1]):  # flags or gso_type: offloaded
                 h = vnet.unpack(vh)
-                packet = view[ROOM:ROOM + size]
+                packet = view[pre:pre + size]
                 if h.gso_type != vnet.GSO_NONE:
-                    segs_used = self._segment(packet, h.gso_size, segs_used, now)
+                    if self.super_packets and \
+                            ROOM + padded(EXT_LEN + VNET_LEN + size, core.mtu) + 16 \
+                            <= MESSAGE_MAX:
+                        self._super_out(view, vh, size, now)
+                    else:
+                        segs_used = self._segment(packet, h.gso_size, segs_used, now)
                     continue
                 finish_checksum(packet, h)
-            peer = core.route(view[ROOM:ROOM + size])
+            base = bases[i]
+            peer = core.route(base[ROOM:ROOM + size])
             if peer is None:
                 side.counters.drops["no-route"] += 1
                 continue
-            n = core.seal(peer, view, size, now)
+            n = core.seal(peer, base, size, now)
             if n and peer.endpoint is not None:
-                self._queue(peer.endpoint, view[:n])
+                self._queue(peer.endpoint, base[:n])
         self._send()
         self._flush_outbox()
+
+    def _super_out(self, view: memoryview, vh: bytearray, size: int, now: float) -> None:
+        """A TCP super-packet, whole, in one EXT_SUPER message (its vnet header in front)."""
+        core = self.core
+        start = ROOM + EXT_LEN + VNET_LEN
+        peer = core.route(view[start:start + size])
+        if peer is None:
+            self.side.counters.drops["no-route"] += 1
+            return
+        EXT_HEADER.pack_into(view, ROOM, EXT_SUPER, VNET_LEN + size)
+        view[ROOM + EXT_LEN:start] = vh
+        n = core.seal(peer, view, EXT_LEN + VNET_LEN + size, now)
+        if n and peer.endpoint is not None:
+            self._queue(peer.endpoint, view[:n])
+
+    def _frame_out(self, view: memoryview, size: int, now: float) -> None:
+        """A frame from the tap device: to the peer its destination MAC was learned behind,
+        or (broadcast, multicast, unknown) to every peer."""
+        switch, core = self.switch, self.core
+        assert switch is not None
+        frame = view[ROOM + EXT_LEN:ROOM + EXT_LEN + size]
+        if size < 14:
+            self.side.counters.drops["runt-frame"] += 1
+            return
+        switch.learn(frame, DEVICE, now)
+        port = switch.forward(frame, DEVICE, now)
+        EXT_HEADER.pack_into(view, ROOM, EXT_FRAME, size)
+        if port is FLOOD:
+            self._flood(view, EXT_LEN + size, None, now)
+        elif isinstance(port, Peer):
+            n = core.seal(port, view, EXT_LEN + size, now)
+            if n and port.endpoint is not None:
+                self._queue(port.endpoint, view[:n])
+
+    def _flood(self, view: memoryview, size: int, source: Peer | None, now: float) -> None:
+        """The extension message at ``view[ROOM:ROOM + size]`` sealed for every peer but
+        ``source`` (each its own copy: sealing is in place)."""
+        core = self.core
+        for peer in core.peers.values():
+            if peer is source or peer.endpoint is None:
+                continue
+            slot = memoryview(bytearray(ROOM + size + TAIL))
+            slot[ROOM:ROOM + size] = view[ROOM:ROOM + size]
+            n = core.seal(peer, slot, size, now)
+            if n:
+                self._queue(peer.endpoint, slot[:n])
 
     def _segment(self, packet: memoryview, mss: int, used: int, now: float) -> int:
         """Cut a super-packet into segments, seal each into a segment slot; returns how many
@@ -323,33 +485,100 @@ class Engine:
             self.stop(f"{self.dev.name} was deleted")
 
     def _receive(self) -> None:
-        core, side, plain, sock = self.core, self.side, self._plain_view, self.sock
-        rbuf, rview = self._rbuf, self._rview
+        core, side, plain, link = self.core, self.side, self._plain_view, self.link
+        rbuf, room = self._rbuf, len(self._plain)
         for _ in range(RECEIVES):
-            try:
-                n, ancdata, _flags, source = sock.recvmsg_into([rbuf], 64)
-            except (BlockingIOError, InterruptedError):
+            got = link.receive(rbuf)
+            if got is None:
                 break
-            except OSError:  # an ICMP error reported on the socket: nothing to read
+            messages, source = got
+            if not messages:
                 continue
             now = time.monotonic()
-            gro = udp.gro_size(ancdata) if ancdata else 0
-            if not gro:  # one datagram (the kernel coalesced nothing)
-                size = core.open(rview[:n], source, now, plain)
+            if len(messages) == 1:  # one datagram (the kernel coalesced nothing)
+                size = core.open(messages[0], source, now, plain)
                 if size:
-                    side.deliver_authenticated(plain[:size])
+                    if plain[0] >= 0x40 and not self.tap:
+                        side.deliver_authenticated(plain[:size])
+                    else:
+                        self._extension_in(plain[:size], now)
             else:
                 packets: list[memoryview] = []
                 at = 0
-                for gram in datagram.segments(rview, n, gro):
-                    size = core.open(gram, source, now, plain[at:])
-                    if size:
+                for message in messages:
+                    if at + len(message) > room and packets:
+                        side.deliver_segments(packets)
+                        packets, at = [], 0
+                    size = core.open(message, source, now, plain[at:])
+                    if not size:
+                        continue
+                    if plain[at] >= 0x40 and not self.tap:
                         packets.append(plain[at:at + size])
                         at += size
+                        continue
+                    if packets:  # in order: what came before goes first
+                        side.deliver_segments(packets)
+                        packets = []
+                    self._extension_in(plain[at:at + size], now)
+                    at = 0  # nothing held in the buffer now
                 if packets:
                     side.deliver_segments(packets)
             if core.outbox:
                 self._flush_outbox()
+        if self._out:
+            self._send()  # frames the switch forwarded between peers
+
+    def _extension_in(self, message: memoryview, now: float) -> None:
+        """An extension message the core opened and checked: a super-packet to the device
+        (whole with its vnet header, or cut when the device has none), or a frame to the
+        switch."""
+        kind = message[0]
+        if kind == EXT_SUPER:
+            body = message[EXT_LEN:]
+            if self.side.vnet and self.side.offloads:
+                self.side.deliver(body, True)
+                return
+            h = vnet.unpack(body[:VNET_LEN])
+            packet = body[VNET_LEN:]
+            if h.gso_type == vnet.GSO_NONE:
+                finish_checksum(packet, h)
+                self.side.deliver(packet, False)
+                return
+            try:
+                cut = segment.segments(packet, h.gso_size)
+            except Malformed:
+                self.side.counters.drops["unsegmentable"] += 1
+                return
+            for headers, chunk in cut:
+                whole = bytearray(headers) + chunk
+                where = segment.partial(headers)
+                if where is not None:
+                    segment.complete(memoryview(whole), *where)
+                self.side.deliver(memoryview(whole), False)
+            return
+        self._frame_in(message, now)
+
+    def _frame_in(self, message: memoryview, now: float) -> None:
+        """A frame from a peer: learned, then to the device, another peer, or (broadcast,
+        unknown) the device and every other peer."""
+        switch, peer = self.switch, self.core.last_peer
+        assert switch is not None and peer is not None
+        frame = message[EXT_LEN:]
+        switch.learn(frame, peer, now)
+        port = switch.forward(frame, peer, now)
+        if port is DEVICE:
+            self.side.deliver_authenticated(frame)
+        elif port is FLOOD:
+            self.side.deliver_authenticated(frame)
+            slot = memoryview(bytearray(ROOM + len(message) + TAIL))
+            slot[ROOM:ROOM + len(message)] = message
+            self._flood(slot, len(message), peer, now)
+        elif isinstance(port, Peer):
+            slot = memoryview(bytearray(ROOM + len(message) + TAIL))
+            slot[ROOM:ROOM + len(message)] = message
+            n = self.core.seal(port, slot, len(message), now)
+            if n and port.endpoint is not None:
+                self._queue(port.endpoint, slot[:n])
 
     # --- the UAPI ------------------------------------------------------------------------
     def uapi_get(self) -> DeviceStatus:
@@ -394,7 +623,12 @@ class Engine:
     def _set_peer(self, ps: PeerSet, now: float) -> None:
         core = self.core
         if ps.remove:
+            gone = core.peers.get(ps.public_key)
             core.remove_peer(ps.public_key)
+            if gone is not None:
+                self.sessions.pop(gone, None)
+                if self.switch is not None:
+                    self.switch.forget_port(gone)
             return
         if ps.update_only and ps.public_key not in core.peers:
             return
@@ -405,7 +639,7 @@ class Engine:
             core.set_preshared(peer, ps.preshared_key)
         if ps.endpoint is not None:
             try:
-                peer.endpoint = sockaddr(self.sock, *ps.endpoint)
+                peer.endpoint = self.endpoint(*ps.endpoint)
             except OSError as exc:
                 raise UapiError(errno.EINVAL, f"bad endpoint {ps.endpoint}: {exc}") from None
         if ps.replace_allowed_ips:
@@ -419,7 +653,7 @@ class Engine:
 
     def close(self) -> None:
         self.uapi.close()
-        self.sock.close()
+        self.link.close()
         self.core.remove_all_peers()
 
 

@@ -21,6 +21,17 @@ TRANSPORT_MIN_LEN = TRANSPORT_HEADER_LEN + TAG_LEN  # a keepalive
 #: the largest transport message: a 64 KiB packet, its padding and the tag
 TRANSPORT_MAX_LEN = TRANSPORT_HEADER_LEN + 65535 + 16 + TAG_LEN
 
+#: simpletun's extensions, for peers that are both simpletun (docs/design.md): a transport
+#: message's plaintext that starts with a byte whose high nibble is 0 (an IP packet's is 4
+#: or 6) is an extension header, the kind, a zero byte and the length of what follows (so
+#: the padding behind it is known):
+#: EXT_SUPER: a virtio_net_hdr (10 bytes) and the TCP super-packet it describes (up to
+#: 64 KiB in one message, over TCP between simpletun peers); EXT_FRAME: an Ethernet frame
+#: (tap tunnels).
+EXT_SUPER, EXT_FRAME = 0x01, 0x02
+EXT_HEADER = struct.Struct("!BxH")
+EXT_LEN = EXT_HEADER.size  # 4
+
 # type word, sender, ephemeral, static (32+16), timestamp (12+16), mac1, mac2
 _INITIATION = struct.Struct("<II32s48s28s16s16s")
 # type word, sender, receiver, ephemeral, empty (0+16), mac1, mac2
