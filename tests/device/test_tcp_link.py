@@ -327,6 +327,34 @@ def test_client_against_a_closed_port_retries_with_backoff(net: Net) -> None:
     assert client.tick(now) == pytest.approx(0.25)
 
 
+def test_a_connect_nobody_answers_times_out(net: Net) -> None:
+    # a listener whose accept queue is full drops SYNs: the connect hangs
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        queued = [socket.socket() for _ in range(2)]
+        for s in queued:
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+        client = net.add(tcp_link.client("127.0.0.1", port))
+        client.backoff = Backoff(0.25, 5.0, rand=lambda: 0.5)
+        try:
+            assert client.tick(0.0) == tcp_link.CONNECT_TIMEOUT  # under way, not waiting
+            for t in (0.5, 1.0, 2.0):
+                net.step(now=t, wait=0.2)
+            assert (client.up, client.attempts, client.last_error) == (False, 1, "")
+            assert client.tick(9.0) == pytest.approx(1.0)
+            assert client.tick(10.0) == pytest.approx(0.25)
+            assert client.last_error == ("no answer within 10 s (a firewall, or a wrong "
+                                         "address?)")
+            assert client.tick(10.25) == tcp_link.CONNECT_TIMEOUT  # the next attempt
+            assert client.attempts == 2
+        finally:
+            for s in queued:
+                s.close()
+
+
 def test_a_name_that_does_not_resolve_is_one_line() -> None:
     with pytest.raises(tcp.TransportError) as info:
         tcp_link.client("no-such-host.invalid", 55555)

@@ -370,7 +370,7 @@ class TcpServer(_Base):
             if address in self._endpoints:
                 conn.proven = True
                 continue
-            while len(self._unproven) >= MAX_UNPROVEN:
+            while self._unproven and len(self._unproven) >= MAX_UNPROVEN:
                 self._close(next(iter(self._unproven.values())))
             self._active(conn)
 
