@@ -55,18 +55,25 @@ def test_an_address_needs_a_prefix_on_the_command_line() -> None:
 
 
 def test_largest_mtu_per_transport_and_family() -> None:
-    # UDP: 65535 - IPv4 header 20 - UDP 8 - datagram header 9; IPv6's payload length
-    # leaves its own 40-byte header out
-    assert mtu.max_mtu("udp", tap=False, family=4) == 65498
-    assert mtu.max_mtu("udp", tap=False, family=6) == 65518
+    # UDP: 65535 - IPv4 header 20 - UDP 8 - WireGuard's header and tag 32; IPv6's payload
+    # length leaves its own 40-byte header out
+    assert mtu.max_mtu("udp", tap=False, family=4) == 65475
+    assert mtu.max_mtu("udp", tap=False, family=6) == 65495
     # ICMP: echo header 8 + mark 6 instead of UDP's 8
-    assert mtu.max_mtu("icmp", tap=False, family=4) == 65492
-    assert mtu.max_mtu("icmp", tap=False, family=6) == 65512
-    # a tap frame carries Ethernet (and a VLAN tag) on top
-    assert mtu.max_mtu("udp", tap=True, family=4) == 65498 - 18
-    # TCP's native frames carry whatever the device can hold
-    assert mtu.max_mtu("tcp", tap=False) == 65535
-    assert mtu.max_mtu("tcp", tap=True) == 65521
+    assert mtu.max_mtu("icmp", tap=False, family=4) == 65469
+    assert mtu.max_mtu("icmp", tap=False, family=6) == 65489
+    # a tap frame carries Ethernet (and a VLAN tag), the extension header and up to 15
+    # bytes of padding on top
+    assert mtu.max_mtu("udp", tap=True, family=4) == 65475 - 18 - 19
+    # encrypted TCP: one message behind a 2-byte length
+    assert mtu.max_mtu("tcp", tap=False) == 65535 - 32
+    # the plaintext native frames carry whatever the device can hold
+    assert mtu.max_mtu("tcp", tap=False, encrypted=False) == 65535
+    assert mtu.max_mtu("tcp", tap=True, encrypted=False) == 65521
+    # the defaults fit an outer IPv6 packet in 1500 bytes
+    assert mtu.DEFAULT_MTU["udp"] == 1420 and 1420 + 40 + 8 + 32 == 1500
+    icmp_default = mtu.DEFAULT_MTU["icmp"]
+    assert icmp_default is not None and icmp_default + 40 + 14 + 32 <= 1500
 
 
 def nets(*texts: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

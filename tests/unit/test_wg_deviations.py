@@ -14,6 +14,7 @@ from simpletun.control.uapi import PeerSet
 from simpletun.device import vnet
 from simpletun.device.side import DeviceSide
 from simpletun.packets.checksum import checksum, pseudo4
+from simpletun.transport import udp
 from simpletun.wire import segment
 from simpletun.wireguard.engine import Engine
 from simpletun.wireguard.messages import INITIATION, RESPONSE
@@ -43,6 +44,10 @@ class _StubEngine:
     def __init__(self, net: Net) -> None:
         self.core = net.nodes[("192.0.2.1", 51820)].core
         self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.switch = None
+
+    def endpoint(self, host: str, port: int) -> Any:
+        return Engine.endpoint(self, host, port)  # type: ignore[arg-type]
 
 
 def test_staged_packets_leave_when_the_endpoint_is_set() -> None:
@@ -154,8 +159,10 @@ class _NetStub:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
+        self.link = udp.Endpoint(self.sock)
+        self.tap = False
+        self._out: dict[Any, Any] = {}
         self._rbuf = bytearray(65536 + 64)
-        self._rview = memoryview(self._rbuf)
         self._plain = bytearray(65536 + 64)
         self._plain_view = memoryview(self._plain)
         self.stopped = ""

@@ -1,7 +1,6 @@
 """UDP underlay: a bound socket (dual-stack server, or a client socket for the server's
 family), batched sends with UDP GSO and batched receives with UDP GRO where the kernel has
-them. The framing is :mod:`simpletun.wire.datagram`; the loop is
-:mod:`simpletun.tunnel.datagram`."""
+them. One WireGuard message per datagram; the loop is :mod:`simpletun.wireguard.engine`."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import socket
 import struct
 from collections import Counter
 
-from ..wire import datagram
 from . import tcp
 from .link import Address
 
@@ -72,7 +70,7 @@ class Endpoint:
         (e.g. no route right now) drop the datagrams, as a network would."""
         sock = self.sock
         if self.gso and len(frames) > 1:
-            for start, end in datagram.gso_runs([len(f) for f in frames]):
+            for start, end in gso_runs([len(f) for f in frames]):
                 run = frames[start:end]
                 try:
                     if len(run) == 1:
@@ -111,7 +109,7 @@ class Endpoint:
             return None
         except OSError:  # e.g. ICMP port unreachable reported on the socket: try again later
             return [], ("", 0)
-        return datagram.segments(memoryview(buf), n, gro_size(ancdata)), address
+        return segments(memoryview(buf), n, gro_size(ancdata)), address
 
 
     def tick(self, now: float) -> float | None:
@@ -165,3 +163,31 @@ def same(a: Address, b: Address) -> bool:
 def _plain(a: Address) -> Address:
     host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
     return host, a[1]
+
+
+def segments(buf: memoryview, size: int, segment: int) -> list[memoryview]:
+    """Split what one GRO receive returned (``size`` bytes of datagrams, each ``segment``
+    long but the last) into the datagrams."""
+    if segment <= 0 or segment >= size:
+        return [buf[:size]]
+    return [buf[i:min(i + segment, size)] for i in range(0, size, segment)]
+
+
+def gso_runs(sizes: list[int], limit: int = 64, max_bytes: int = 65000) -> list[tuple[int, int]]:
+    """Group consecutive datagrams for UDP GSO: runs ``(start, end)`` in which all have the
+    same size except that the last may be shorter, at most ``limit`` datagrams and
+    ``max_bytes`` in all. Each run leaves in one sendmsg."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    while start < len(sizes):
+        size = sizes[start]
+        end, total = start + 1, size
+        while (end < len(sizes) and end - start < limit and total + sizes[end] <= max_bytes
+               and sizes[end] <= size):
+            total += sizes[end]
+            end += 1
+            if sizes[end - 1] < size:  # a shorter one ends the run
+                break
+        runs.append((start, end))
+        start = end
+    return runs

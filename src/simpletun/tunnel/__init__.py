@@ -1,2 +1,3 @@
-"""The plaintext tunnel loops: over a TCP stream (stream, workers) and over datagrams
-(datagram), with their timing helpers (liveness, backoff)."""
+"""The plaintext tunnel loops over a TCP stream (stream, workers), with their admission,
+timing and log helpers (admission, liveness, backoff, ratelimit, mtu). The encrypted
+tunnel over every transport is the WireGuard engine (simpletun.wireguard.engine)."""
