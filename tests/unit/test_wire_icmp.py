@@ -119,16 +119,19 @@ def test_credits_when_every_address_is_a_peer_new_ones_are_refused() -> None:
     assert c.senders == 2 and c.held == 2
 
 
-def test_credits_total_bound_evicts_others_then_the_oldest_of_the_address() -> None:
+def test_credits_total_bound_evicts_others_then_the_oldest_request() -> None:
     c: Credits[str, int] = Credits(cap=100, total=4)
     for i in range(3):
         c.add("junk", i, now=0.0)
-    c.protected = frozenset({"peer"})
+    c.protected = frozenset({"peer", "peer2"})
     for i in range(4):
-        assert c.add("peer", 10 + i, now=1.0)
+        assert c.add("peer", 10 + i, now=1.0 + i)
     assert c.count("junk") == 0 and c.held == 4  # junk made room for the peer
-    assert c.add("peer", 14, now=2.0)  # nobody else to evict: its own oldest goes
-    assert c.held == 4 and c.take("peer") == 11
+    assert c.add("peer", 14, now=5.0)  # nobody else to evict: the oldest request goes
+    assert c.held == 4 and c.count("peer") == 4
+    assert c.add("peer2", 20, now=6.0)  # a peer with none gets one: another's oldest went
+    assert c.held == 4 and c.count("peer") == 3 and c.count("peer2") == 1
+    assert c.take("peer") == 12 and c.take("peer2") == 20
 
 
 def test_credits_an_emptied_address_is_not_kept() -> None:
@@ -188,9 +191,10 @@ class _Model:
         if len(q) >= self.cap:
             q.pop(0)
         elif self.count_all() >= self.total and not self.evict(a):
-            if not q:
-                return False
-            q.pop(0)
+            oldest = min(self.held, key=lambda b: self.held[b][0][0])  # times are distinct
+            self.held[oldest].pop(0)
+            self.drop_empty(oldest)
+            q = self.held.get(a, [])
         if a not in self.held:
             self.held[a] = q
             self.order.append(a)
@@ -224,7 +228,7 @@ class _Model:
 
 
 _OPS = st.one_of(
-    st.tuples(st.just("add"), st.integers(0, 7), st.floats(0, 0.7)),
+    st.tuples(st.just("add"), st.integers(0, 7), st.floats(0.001, 0.7)),  # distinct times
     st.tuples(st.just("take"), st.integers(0, 7), st.just(0.0)),
     st.tuples(st.just("expire"), st.just(0), st.floats(0, 1.5)),
     st.tuples(st.just("protect"), st.integers(0, 255), st.just(0.0)),

@@ -121,7 +121,9 @@ class Credits(Generic[A, T]):
     Bounded whatever arrives: at most ``cap`` requests per address (its oldest go first),
     ``addresses`` addresses and ``total`` requests in all. Beyond those, the address least
     recently supplied goes, all its requests with it, unless it is in :attr:`protected`
-    (the server's authenticated peers): junk never evicts a peer. Every operation costs
+    (the server's authenticated peers): junk never evicts a peer. When only peers hold
+    requests and there are ``total`` of them, the oldest request goes (it would soon be
+    answered empty anyway). Every operation costs
     O(1) amortized (O(log n) for expiry), so a flood of new addresses cannot make it slow.
     """
 
@@ -149,8 +151,8 @@ class Credits(Generic[A, T]):
         return len(self._held)
 
     def add(self, address: A, token: T, now: float) -> bool:
-        """Hold a request; False when it cannot be (every address that could make room is
-        protected)."""
+        """Hold a request; False when it cannot be (there are ``addresses`` addresses
+        already, all protected)."""
         held = self._held.get(address)
         if held is not None:
             self._held.move_to_end(address)
@@ -160,10 +162,8 @@ class Credits(Generic[A, T]):
             held.popleft()
             self._count -= 1
         elif self._count >= self.total and not self._evict(address):
-            if not held:
-                return False
-            held.popleft()  # nobody else can make room: this address's oldest
-            self._count -= 1
+            self._drop_oldest()  # only peers (and this address) hold any: the oldest goes
+            held = self._held.get(address)
         if not held:
             held = self._held[address] = deque()
             heapq.heappush(self._due, (now, next(self._tie), address))
@@ -172,6 +172,15 @@ class Credits(Generic[A, T]):
         if len(self._due) > 2 * len(self._held) + 64:
             self._compact()
         return True
+
+    def _drop_oldest(self) -> None:
+        first = self._first()
+        if first is not None:
+            held = self._held[first[1]]
+            held.popleft()
+            self._count -= 1
+            if not held:
+                del self._held[first[1]]
 
     def _evict(self, keep: A) -> bool:
         """Drop the least recently supplied address that is neither protected nor ``keep``
