@@ -82,12 +82,12 @@ def test_bench_json_every_mode(lab: Lab) -> None:
 def test_bench_builtin_tool_and_narrowing(lab: Lab) -> None:
     """The built-in generator, whether iperf3 is installed or not, also on a lossy mode."""
     done = simpletun("bench", "--seconds", "0.5", "--pings", "10", "--tool", "builtin",
-                     "--modes", "bare,classic,udp-loss", "--streams", "2", "--json",
+                     "--modes", "bare,classic,enc-udp-loss", "--streams", "2", "--json",
                      timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["tool"] == "builtin"
-    _check_report(report, ["bare", "classic", "udp-loss"], [2])
+    _check_report(report, ["bare", "classic", "enc-udp-loss"], [2])
 
 
 def test_builtin_sender_gets_through_lost_syns_and_reports_nothing_moved(lab: Lab) -> None:

@@ -18,7 +18,7 @@ def test_rate_of_a_run_that_moved_nothing_is_none() -> None:
 
 def test_report_of_a_mode_that_moved_nothing() -> None:
     bare = ModeResult("bare", 0.05, 0.08, {"1": 9000.0, "4": 20000.0}, None, None)
-    lossy = ModeResult("udp-loss", 0.2, 0.4, {"1": None, "4": 800.0}, None, 30.0,
+    lossy = ModeResult("enc-udp-loss", 0.2, 0.4, {"1": None, "4": 800.0}, None, 30.0,
                        notes=["1 stream: moved nothing in 1 s (no connection got through "
                               "in time)"])
     results = [bare, lossy]
@@ -26,9 +26,9 @@ def test_report_of_a_mode_that_moved_nothing() -> None:
     assert "throughput_1" not in lossy.ratios
     assert lossy.ratios["throughput_4"] == 800.0 / 20000.0
     shown = table(results, "builtin", 1)
-    row = next(line for line in shown.splitlines() if line.startswith("udp-loss"))
+    row = next(line for line in shown.splitlines() if line.startswith("enc-udp-loss"))
     assert "moved nothing" in row and "4.0%" in row
-    assert "note: udp-loss: 1 stream: moved nothing in 1 s" in shown
+    assert "note: enc-udp-loss: 1 stream: moved nothing in 1 s" in shown
     back = json.loads(json.dumps([asdict(r) for r in results]))
     assert back[1]["throughput_mbps"] == {"1": None, "4": 800.0}
     assert back[1]["notes"] and back[0]["notes"] == []

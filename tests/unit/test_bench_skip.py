@@ -45,7 +45,7 @@ def test_skip_reason_names_the_missing_tool(monkeypatch: pytest.MonkeyPatch) -> 
     reason = bench.skip_reason("wireguard-go")
     assert reason is not None and "wireguard-go is not installed" in reason
     assert "apt-get install wireguard-go" in reason and "\n" not in reason
-    for mode in ("wg", "bare", "native", "udp-loss"):  # nothing else needs wireguard-go
+    for mode in ("wg", "bare", "native", "enc-udp-loss"):  # nothing else needs wireguard-go
         assert bench.skip_reason(mode) is None
 
     monkeypatch.setattr(shutil, "which", without("wg"))  # both WireGuard modes need wg

@@ -6,9 +6,12 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 - ``native``: simpletun's own wire between two simpletun peers, offloads on, one worker
   per CPU on each side (``--workers``);
 - ``native-1w``: the same with one worker per side;
-- ``udp``: the native wire over UDP (``-t udp``), one packet per datagram;
-- ``native-loss``, ``udp-loss``: the same with 2% of the underlay's tunnel packets dropped
-  (nft ``numgen random``), where TCP-in-TCP suffers and UDP should not;
+- ``enc-tcp``, ``enc-udp``, ``enc-icmp``: the encrypted tunnel (``-k``/``-P``: the WireGuard
+  engine) over each transport; over TCP between simpletun peers super-packets travel whole,
+  over UDP it is plain WireGuard;
+- ``native-loss``, ``enc-tcp-loss``, ``enc-udp-loss``, ``enc-icmp-loss``: the same with 2% of
+  the underlay's tunnel packets dropped (nft ``numgen random``), where TCP-in-TCP suffers and
+  UDP should not;
 - ``wg``: WireGuard, simpletun's engine (``simpletun-wg``) on both sides;
 - ``wireguard-go``: WireGuard, Debian's ``wireguard-go`` on both sides (the reference);
 - further tunnel modes as they exist.
@@ -56,12 +59,13 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "classic": (["--classic"], ["--classic"]),
     "native": ([], []),
     "native-1w": (["--workers", "1"], ["--workers", "1"]),
-    "udp": (["-t", "udp"], ["-t", "udp"]),
-    "udp-plain": (["-t", "udp", "--no-offload"], ["-t", "udp", "--no-offload"]),
-    "icmp": (["-t", "icmp"], ["-t", "icmp"]),
+    "enc-tcp": (["-t", "tcp"], ["-t", "tcp"]),
+    "enc-udp": (["-t", "udp"], ["-t", "udp"]),
+    "enc-icmp": (["-t", "icmp"], ["-t", "icmp"]),
     "native-loss": ([], []),
-    "udp-loss": (["-t", "udp"], ["-t", "udp"]),
-    "icmp-loss": (["-t", "icmp"], ["-t", "icmp"]),
+    "enc-tcp-loss": (["-t", "tcp"], ["-t", "tcp"]),
+    "enc-udp-loss": (["-t", "udp"], ["-t", "udp"]),
+    "enc-icmp-loss": (["-t", "icmp"], ["-t", "icmp"]),
 }
 #: WireGuard modes -> the implementation run on both sides (wghost's names)
 WG_MODES: dict[str, str] = {
@@ -273,7 +277,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
                  tool: str, progress: Callable[[str], None]) -> ModeResult:
     extra = MODES.get(mode)
     with Lab("bench") as lab, ExitStack() as stack:
-        bed = Testbed(lab, ipv6_overlay=False)
+        bed = Testbed(lab, ipv6_overlay=False, keys=mode.startswith("enc-"))
         procs: list[Watched] = []
         pids: list[int] = []
         if mode in WG_MODES:
