@@ -334,6 +334,9 @@ class WireGuard:
         kp = peer.keypairs.current
         if kp is None or not kp.usable_for_sending(now):
             peer.last_initiation_sent = -1e18
+        else:  # the other end may have restarted: a new handshake if nothing comes back
+            peer.timers.data_sent(now, self.random.random())
+            self._schedule(peer, peer.timers.new_handshake_at)
         self.send_keepalive(peer, now)
 
     def send_staged(self, peer: Peer, now: float) -> None:
