@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -30,8 +31,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from ..errors import BadKey
+from ..packets import ethernet, ip, l4
+from ..tools import pcap
 from ..wireguard import crypto, keys, messages, noise
 from ..wireguard.cookie import Stamper
 
@@ -248,6 +252,200 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed)
     print(json.dumps(summary), flush=True)
     return 0
+
+
+
+# --- other links: TCP frames, ICMP echo requests, sockets of any kind ----------------------
+
+def tcp_frame(*msgs: bytes) -> bytes:
+    """``msgs`` as the TCP link frames them: each behind a 2-byte big-endian length."""
+    return b"".join(struct.pack("!H", len(m)) + m for m in msgs)
+
+
+def tcp_messages(stream: bytes | bytearray) -> list[bytes]:
+    """The messages a TCP link reads from ``stream`` (2-byte lengths; empty frames are
+    skipped, a frame left incomplete at the end is never read), as the server decodes
+    them (:class:`simpletun.wire.classic.ViewDecoder`)."""
+    from ..wire.classic import ViewDecoder
+
+    return [bytes(m) for m in ViewDecoder().feed(bytes(stream))]
+
+
+def marked_request(ident: int, seq: int, payload: bytes, *, v6: bool = False,
+                   checksum: bool = True) -> bytes:
+    """An ICMP(v6) echo request with simpletun's request mark in front of ``payload`` (a
+    WireGuard message, or nothing: a poll), as a client of the ICMP link sends it. ICMPv4
+    gets its checksum (a wrong one with ``checksum=False``); ICMPv6's the kernel fills in."""
+    from ..wire import icmp
+
+    head = icmp.head(icmp.ECHO6_REQUEST if v6 else icmp.ECHO_REQUEST, ident, seq,
+                     icmp.REQUEST_MAGIC)
+    if not v6:
+        head = icmp.seal4(head, payload)
+        if not checksum:
+            head = head[:2] + bytes([head[2] ^ 0xFF]) + head[3:]
+    return head + payload
+
+
+@contextlib.contextmanager
+def any_socket_in(netns: str | None, family: int, kind: int,
+                  proto: int = 0) -> Iterator[socket.socket]:
+    """A socket of any ``kind`` (SOCK_STREAM, SOCK_RAW...) made inside namespace
+    ``netns``, as :func:`socket_in` makes UDP ones; closed on the way out."""
+    home = None
+    if netns is not None:
+        from .netns import _setns
+
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        _setns(netns)
+    try:
+        sock = socket.socket(family, kind, proto)
+    finally:
+        if home is not None:
+            from .netns import CLONE_NEWNET, _libc
+
+            _libc.setns(home, CLONE_NEWNET)
+            os.close(home)
+    with sock:
+        yield sock
+
+
+def connect_in(netns: str | None, target: Target, timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to ``target`` from namespace ``netns`` (the caller closes it)."""
+    home = None
+    if netns is not None:
+        from .netns import _setns
+
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        _setns(netns)
+    try:
+        sock = socket.socket(_family(target[0]), socket.SOCK_STREAM)
+    finally:
+        if home is not None:
+            from .netns import CLONE_NEWNET, _libc
+
+            _libc.setns(home, CLONE_NEWNET)
+            os.close(home)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+
+# --- reading captures of the other links -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Segment:
+    """One TCP segment seen on the wire (its payload only, no options)."""
+
+    time: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int
+    flags: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Echo:
+    """One ICMP or ICMPv6 echo message seen on the wire: ``payload`` is what follows the
+    8-byte echo header (simpletun's mark, if any, and the message)."""
+
+    time: float
+    src: str
+    dst: str
+    type: int
+    ident: int
+    seq: int
+    payload: bytes
+
+    @property
+    def request(self) -> bool:
+        return self.type in (8, 128)
+
+    @property
+    def mark(self) -> bytes:
+        """The 4-byte magic of simpletun's mark, if there is one (else other bytes)."""
+        return self.payload[:4]
+
+    @property
+    def message(self) -> bytes:
+        """The WireGuard message behind the 6-byte mark."""
+        return self.payload[6:]
+
+
+def _ip_packets(records: Iterable[pcap.Record]
+                ) -> Iterator[tuple[float, str, str, int, bytes]]:
+    """(time, source, destination, protocol, transport bytes) of the unfragmented IPv4 and
+    IPv6 packets in Ethernet capture records."""
+    for rec in records:
+        try:
+            frame = ethernet.parse_frame(rec.data)
+            body = rec.data[frame.offset:]
+            if frame.ethertype == 0x0800:
+                h4 = ip.parse_ipv4(body)
+                if h4.frag_offset or h4.more_fragments:
+                    continue
+                yield (rec.timestamp, str(ipaddress.IPv4Address(h4.src)),
+                       str(ipaddress.IPv4Address(h4.dst)), h4.proto,
+                       bytes(body[h4.header_len:h4.total_len]))
+            elif frame.ethertype == 0x86DD:
+                h6 = ip.parse_ipv6(body)
+                if h6.fragment:
+                    continue
+                yield (rec.timestamp, str(ipaddress.IPv6Address(h6.src)),
+                       str(ipaddress.IPv6Address(h6.dst)), h6.proto,
+                       bytes(body[h6.payload_offset:h6.total_len]))
+        except Exception:  # anything odd on the wire is not ours to read
+            continue
+
+
+def tcp_segments(records: Iterable[pcap.Record]) -> list[Segment]:
+    """The TCP segments in Ethernet capture records."""
+    out = []
+    for t, src, dst, proto, seg in _ip_packets(records):
+        if proto != 6:
+            continue
+        try:
+            h = l4.parse_tcp(seg)
+        except Exception:
+            continue
+        out.append(Segment(t, src, dst, h.sport, h.dport, h.seq, h.flags,
+                           seg[h.header_len:]))
+    return out
+
+
+def stream(segments: Iterable[Segment]) -> bytes:
+    """The bytes of one direction of one connection, from its first segment seen on, in
+    sequence order (retransmissions counted once; a gap ends it)."""
+    segs = sorted((s for s in segments if s.payload), key=lambda s: s.seq)
+    if not segs:
+        return b""
+    out = bytearray()
+    start = segs[0].seq
+    for s in segs:
+        at = (s.seq - start) & 0xFFFFFFFF
+        if at > len(out):
+            break
+        out += s.payload[len(out) - at:]
+    return bytes(out)
+
+
+def echoes(records: Iterable[pcap.Record]) -> list[Echo]:
+    """The ICMP and ICMPv6 echo requests and replies in Ethernet capture records."""
+    out = []
+    for t, src, dst, proto, msg in _ip_packets(records):
+        if proto not in (1, 58) or len(msg) < 8 or msg[0] not in (0, 8, 128, 129):
+            continue
+        kind, _code, _sum, ident, seq = struct.unpack_from("!BBHHH", msg)
+        out.append(Echo(t, src, dst, kind, ident, seq, msg[8:]))
+    return out
 
 
 
