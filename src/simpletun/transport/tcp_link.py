@@ -235,6 +235,7 @@ class TcpServer(_Base):
         self._endpoints: frozenset[Address] = frozenset()
         self._ready: list[tuple[int, int]] = []
         self._next = 0
+        self._polled = False  # the ready list is of this turn (see receive)
 
     # --- the Link protocol --------------------------------------------------------------
 
@@ -244,10 +245,14 @@ class TcpServer(_Base):
         messages are views into the link's own buffers."""
         while True:
             if self._next >= len(self._ready):
+                if self._polled:  # this turn's ready list is done: the engine's epoll
+                    self._polled = False  # says when there is more (one syscall less)
+                    return None
                 self._ready = self._ep.poll(0, _EVENTS)
                 self._next = 0
                 if not self._ready:
                     return None
+                self._polled = True
             fd, events = self._ready[self._next]
             self._next += 1
             if fd == self._listen_fd:
@@ -427,6 +432,10 @@ class TcpClient(_Base):
     def receive(self, buf: bytearray) -> tuple[list[memoryview], Address] | None:
         """The messages of one read from the server (views into the link's buffers; ``buf``
         is not used); [] when the connection closed; None when nothing is waiting."""
+        conn = self._conn
+        if conn is not None and not self._connecting and not conn.out:
+            msgs = self._read(conn)  # connected, nothing to flush: read (EAGAIN: None)
+            return None if msgs is None else (msgs, self.server_address)
         while True:
             conn = self._conn
             if conn is None:
