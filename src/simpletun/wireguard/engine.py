@@ -59,6 +59,7 @@ SO_MARK = 36
 SIOCGIFMTU = 0x8921
 ROOM = 16  # transport header in front of each packet
 VNET_LEN = vnet.VNET_HDR_LEN
+REFUSAL_QUIET = 60.0  # seconds: a refused handshake from one host is said once meanwhile
 MESSAGE_MAX = 65535  # the TCP link's 2-byte length: a super-packet above it is cut
 TAIL = 16 + 16  # padding and tag behind it
 SLOT = ROOM + 65535 + TAIL
@@ -129,6 +130,7 @@ class Engine:
         self.failed = False
         #: when no session has come up by this time (monotonic), run() stops with failed
         self.deadline: float | None = None
+        self._refusals: dict[tuple[str, str], float] = {}
         #: peers with a session up, and the address they were last announced at
         self.sessions: dict[Peer, Address] = {}
         # buffers, reused for every batch: each slot has ``pre`` bytes in front of the
@@ -315,13 +317,28 @@ class Engine:
                     verb = "session up" if before is None else f"moved from {show(before)}"
                     log("session", f"peer {name} at {show(source)}: {verb} "
                         f"({self.link.name})")
-            elif log is not None and what == UNKNOWN_PEER:
-                log(what, f"refused a handshake from {show(source)}: its key is not one of "
-                    "this tunnel's peers (add it with --peer)")
-            elif log is not None and what == NOT_FOR_US:
-                log(what, f"refused a handshake from {show(source)}: it was made for another "
-                    "public key than this tunnel's (the other side's --peer key for us is "
-                    "wrong)")
+            elif log is not None and self._first_refusal(what, source):
+                if what == UNKNOWN_PEER:
+                    log(what, f"refused a handshake from {show(source)}: its key is not one "
+                        "of this tunnel's peers (add it with --peer)")
+                elif what == NOT_FOR_US:
+                    log(what, f"refused a handshake from {show(source)}: it was made for "
+                        "another public key than this tunnel's (the other side's --peer key "
+                        "for us is wrong)")
+
+    def _first_refusal(self, what: str, source: Address) -> bool:
+        """Whether to say so: once per kind and source host in REFUSAL_QUIET seconds (a
+        peer retries every 5 s; one line says it), and never more than the LimitedLog
+        lets through."""
+        now = time.monotonic()
+        key = (what, source[0])
+        last = self._refusals.get(key)
+        if last is not None and now - last < REFUSAL_QUIET:
+            return False
+        if len(self._refusals) >= 1024:
+            self._refusals.clear()
+        self._refusals[key] = now
+        return True
 
     def _queue(self, endpoint: Address, message: memoryview) -> None:
         """A sealed message for ``endpoint``, sent with the rest of the batch."""
