@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 import subprocess
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ from simpletun.lab import wgattack
 from simpletun.lab.netns import Lab, PingResult
 from simpletun.lab.testbed import Watched, key_pair, simpletun_cmd, unique_iface
 from simpletun.lab.wghost import Capture, Switch, WgHost, parse_dump
+from simpletun.wire import icmp as icmp_wire
 from simpletun.wireguard import keys, messages
 
 OVERLAY = ("10.200.0.1/24", "10.200.0.2/24")
@@ -186,7 +188,8 @@ def under_attack(bed: Bed, attack: Callable[[], dict[str, int]], *,
                  pings: int = 60) -> tuple[Outcome, dict[str, int]]:
     """Run ``attack`` (which returns the drops it expects) while the client pings the
     server ``pings`` times, every 50 ms; wait for the ping and for those drops."""
-    drops_before = bed.wg_drops()
+    drops_before = bed.wg_drops()  # (what the CLI prints: the counts that are not zero)
+    base = bed.stats()
     rx, tx = bed.rx(), bed.client_tx()
     ping = bed.client.ns.popen(["ping", "-n", "-i", str(INTERVAL), "-c", str(pings), "-w",
                                 str(int(pings * INTERVAL) + 10), SERVER_OVERLAY],
@@ -199,12 +202,11 @@ def under_attack(bed: Bed, attack: Callable[[], dict[str, int]], *,
             ping.kill()
             ping.wait()
         bed.client.ns.procs.remove(ping)
-    base = Counter(uapi_client.stats(bed.iface))
-    for k, n in drops_before.items():
-        base[k] = n  # (the CLI prints only what is not zero)
-    wait_until(f"drops {expected}",
-               lambda: all(bed.stats()[k] - drops_before.get(k, 0) >= n
-                           for k, n in expected.items()))
+    deadline = time.monotonic() + 5
+    while not all(bed.stats()[k] - base[k] >= n for k, n in expected.items()):
+        assert time.monotonic() < deadline, \
+            f"expected drops {expected}, got {delta(bed.stats(), base)}"
+        time.sleep(0.05)
     time.sleep(0.3)  # anything unexpected shows too
     outcome = Outcome(PingResult.parse(SERVER_OVERLAY, pings, out), bed.rx() - rx,
                       bed.client_tx() - tx, delta(bed.wg_drops(), drops_before))
@@ -405,3 +407,88 @@ def test_tcp(lab: Lab) -> None:
         finally:
             for c in held + conns:
                 c.close()
+
+
+# --- ICMP --------------------------------------------------------------------------------
+
+#: the attacker's echo identifiers: for its marked requests, for its plain pings
+MARKED_ID, PLAIN_ID = 0x4141, 0x5050
+
+
+def plain_ping(seq: int, v6: bool) -> bytes:
+    """An ordinary echo request (56 bytes of payload, as ping sends)."""
+    payload = bytes(range(56))
+    if v6:
+        return struct.pack("!BBHHH", 128, 0, 0, PLAIN_ID, seq) + payload
+    head = struct.pack("!BBHHH", 8, 0, 0, PLAIN_ID, seq)
+    return icmp_wire.seal4(head, payload) + payload
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
+def test_icmp(lab: Lab, family: int) -> None:
+    v6 = family == 6
+    with attack_bed(lab, "icmp", family) as bed:
+        endpoint = bed.endpoint()
+        assert endpoint is not None and bed.client_ip in endpoint
+        with Capture(bed.attacker.ns, "eth0", "icmp or icmp6") as cap:
+            assert bed.client.ns.ping(SERVER_OVERLAY, count=4, interval=INTERVAL).ok
+            time.sleep(0.1)
+        requests = [e for e in wgattack.echoes(cap.records) if e.request
+                    and e.src == bed.client_ip and e.dst == bed.server_ip
+                    and e.mark == icmp_wire.REQUEST_MAGIC
+                    and messages.kind(e.message) == messages.TRANSPORT]
+        assert len(requests) >= 4, wgattack.echoes(cap.records)
+        live = wgattack.receiver_index(requests[0].message)
+        rng = random.Random(14)
+        groups = forged(live, rng)
+        noise = junk(rng, 40)
+        msgs, expected = flat(groups)
+        stranger = wgattack.stranger_initiation(keys.from_base64(bed.server_public))
+        ours = [*msgs, *noise, stranger]
+        # the client's requests again, its identifier and sequence numbers too (from the
+        # attacker's address: the same echo from elsewhere)
+        replays = [wgattack.marked_request(e.ident, e.seq, e.message, v6=v6)
+                   for e in requests * 2]
+        # polls: requests that carry nothing, left to expire
+        polls = [wgattack.marked_request(MARKED_ID, 1000 + n, b"", v6=v6) for n in range(10)]
+        bad_sum = [] if v6 else [wgattack.marked_request(MARKED_ID, 2000, noise[0],
+                                                         checksum=False)]
+        plain = [plain_ping(n, v6) for n in range(200)]
+        family_ = socket.AF_INET6 if v6 else socket.AF_INET
+        proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+        sent_at = [0.0]
+
+        def attack() -> dict[str, int]:
+            time.sleep(0.3)
+            with wgattack.any_socket_in(bed.attacker.ns.name, family_, socket.SOCK_RAW,
+                                        proto) as sock:
+                for seq, m in enumerate(ours):
+                    sock.sendto(wgattack.marked_request(MARKED_ID, seq, m, v6=v6),
+                                (bed.server_ip, 0))
+                    time.sleep(0.002)
+                for request in [*replays, *polls, *bad_sum, *plain]:
+                    sock.sendto(request, (bed.server_ip, 0))
+                    time.sleep(0.001)
+            sent_at[0] = time.monotonic()
+            return merge(expected, reasons(noise),
+                         {"unknown-peer": 1, "replay": len(replays)})
+
+        with Capture(bed.attacker.ns, "eth0",
+                     f"(icmp or icmp6) and dst host {bed.attacker_ip}") as cap:
+            outcome, want = under_attack(bed, attack)
+            # the attacker's requests expire unanswered (a peer's would get an empty reply)
+            time.sleep(max(0.0, sent_at[0] + icmp_wire.HOLD + 1.0 - time.monotonic()))
+        core = {k: n for k, n in outcome.drops.items() if k != "bad-icmp"}
+        assert core == want
+        answers = wgattack.echoes(cap.records)
+        marked = [e for e in answers if e.ident != PLAIN_ID
+                  or e.mark in (icmp_wire.REQUEST_MAGIC, icmp_wire.REPLY_MAGIC)]
+        assert marked == [], "the server answered the attacker's marked requests"
+        # its plain pings were answered as the kernel would have: each, with its payload
+        assert sorted(e.seq for e in answers if not e.request) == list(range(len(plain)))
+        assert all(e.payload == bytes(range(56)) for e in answers)
+        assert_unharmed(bed, outcome, endpoint)
+        assert len(bed.server_proc.lines) <= 6, bed.server_proc.text
+        # what the link itself drops (a bad ICMP checksum) is counted in wg-drops too
+        assert outcome.drops.get("bad-icmp", 0) == len(bad_sum), (
+            "the ICMP link's drops are missing from wg-drops", outcome.drops)
