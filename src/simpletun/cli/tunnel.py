@@ -472,6 +472,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     name = iface
     sigterm_as_interrupt()
     engine: Engine | None = None
+    failed: list[bool] = []  # the client gave up waiting for a session
     try:
         with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
             name = dev.name
@@ -511,14 +512,15 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                 log(f"{head}: encrypted, talking to {target} over {transport.upper()}")
                 for peer in engine.core.peers.values():
                     engine.core.send_keepalive(peer, now)  # the handshake, at once
-                if not reconnect:
-                    engine.deadline = now + HANDSHAKE_WAIT
+                engine.deadline = now + HANDSHAKE_WAIT
+                engine.on_deadline = _on_deadline(engine, target, public, reconnect,
+                                                  failed)
             try:
                 engine.run()
             except KeyboardInterrupt:
                 log(f"shutting down: {engine.side.counters.summary()}")
                 return 0
-            if engine.failed:
+            if failed:
                 raise HandshakeFailed(_no_session(engine, target, public))
             log(f"stopped: {engine.stop_reason}")
     finally:
@@ -532,14 +534,30 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     return 0
 
 
-def _no_session(engine: Engine, target: str, public: str) -> str:
+def _on_deadline(engine: Engine, target: str, public: str, reconnect: bool,
+                 failed: list[bool]) -> Callable[[], None]:
+    """What a client does when no session came up in HANDSHAKE_WAIT: give up (the caller
+    raises the line), or with --reconnect say so once and go on trying."""
+
+    def due() -> None:
+        if reconnect:
+            log(f"{_no_session(engine, target, public, trying=True)}")
+        else:
+            failed.append(True)
+            engine.stop("no session")
+
+    return due
+
+
+def _no_session(engine: Engine, target: str, public: str, *, trying: bool = False) -> str:
     """Why a client gave up: the link never came up, or the server did not answer."""
     last_error = getattr(engine.link, "last_error", "")
+    then = "still trying" if trying else "use --reconnect to keep trying"
     if last_error and not getattr(engine.link, "up", True):
-        return f"cannot reach {target}: {last_error}; use --reconnect to keep trying"
+        return f"cannot reach {target}: {last_error}; {then}"
     return (f"no answer to the handshake from {target} within {HANDSHAKE_WAIT:g} s: check "
             f"that the server runs with --peer {public} (this side's public key) and that "
-            "--peer here is the server's public key; use --reconnect to keep trying")
+            f"--peer here is the server's public key; {then}")
 
 
 def _note_forwarding(count: int, tap: bool) -> None:

@@ -126,10 +126,10 @@ class Engine:
         self.uapi = UapiServer(dev.name, self, directory=uapi_directory)
         self._stopping = False
         self.stop_reason = ""
-        #: (reason) why run() stopped when it gave up; see :attr:`deadline`
-        self.failed = False
-        #: when no session has come up by this time (monotonic), run() stops with failed
+        #: when no session has come up by this time (monotonic), :attr:`on_deadline` runs
+        #: (once; the caller's choice: give up, or say so and go on)
         self.deadline: float | None = None
+        self.on_deadline: Callable[[], None] | None = None
         self._refusals: dict[tuple[str, str], float] = {}
         #: peers with a session up, and the address they were last announced at
         self.sessions: dict[Peer, Address] = {}
@@ -293,8 +293,9 @@ class Engine:
             if self.sessions:
                 self.deadline = None
             elif now >= self.deadline:
-                self.failed = True
-                self.stop("no session came up in time")
+                self.deadline = None
+                if self.on_deadline is not None:
+                    self.on_deadline()
 
     def _announce(self, address: Address, now: float) -> None:
         """A link's new connection to ``address``: a keepalive (or a handshake) to the
