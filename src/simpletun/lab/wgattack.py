@@ -421,22 +421,6 @@ def tcp_segments(records: Iterable[pcap.Record]) -> list[Segment]:
     return out
 
 
-def stream(segments: Iterable[Segment]) -> bytes:
-    """The bytes of one direction of one connection, from its first segment seen on, in
-    sequence order (retransmissions counted once; a gap ends it)."""
-    segs = sorted((s for s in segments if s.payload), key=lambda s: s.seq)
-    if not segs:
-        return b""
-    out = bytearray()
-    start = segs[0].seq
-    for s in segs:
-        at = (s.seq - start) & 0xFFFFFFFF
-        if at > len(out):
-            break
-        out += s.payload[len(out) - at:]
-    return bytes(out)
-
-
 def echoes(records: Iterable[pcap.Record]) -> list[Echo]:
     """The ICMP and ICMPv6 echo requests and replies in Ethernet capture records."""
     out = []
