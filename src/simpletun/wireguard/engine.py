@@ -619,8 +619,9 @@ class Engine:
         )
 
     def uapi_stats(self) -> dict[str, int]:
-        """Drops by reason (the network's and the device's) and cookie replies sent."""
-        counts = dict(self.core.drops + self.side.counters.drops)
+        """Drops by reason (the core's, the link's and the device side's) and cookie
+        replies sent."""
+        counts = dict(self.core.drops + self.side.counters.drops + self.link.drops)
         counts["cookies-sent"] = self.core.cookies_sent
         return counts
 
