@@ -518,11 +518,11 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             try:
                 engine.run()
             except KeyboardInterrupt:
-                log(f"shutting down: {engine.side.counters.summary()}")
+                log(f"shutting down: {engine.summary()}")
                 return 0
             if failed:
                 raise HandshakeFailed(_no_session(engine, target, public))
-            log(f"stopped: {engine.stop_reason}")
+            log(f"stopped: {engine.stop_reason} ({engine.summary()})")
     finally:
         if engine is not None:
             engine.close()

@@ -618,6 +618,13 @@ class Engine:
             ) for p in core.peers.values()],
         )
 
+    def summary(self) -> str:
+        """Packets each way and every drop by reason (the core's, the link's, the device
+        side's), for the line a tunnel ends with."""
+        counters = self.side.counters.snapshot()
+        counters.drops.update(self.core.drops + self.link.drops)
+        return counters.summary()
+
     def uapi_stats(self) -> dict[str, int]:
         """Drops by reason (the core's, the link's and the device side's) and cookie
         replies sent."""
