@@ -433,19 +433,23 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs)."""
     private = read_private_key(key_file)
     peers = _peer_specs(peer_specs, server=server, tap=tap)
+    # the client's underlay family (the server's name resolved), and the MTU checked,
+    # before anything is changed
+    family = None if server else \
+        (6 if tcp.addresses(host, port)[0][0] == socket.AF_INET6 else 4)
+    _check_mtu(mtu, transport, tap=tap, family=family)
     link_: Link | None = None
     restore = None
     where: Address | None = None  # the client's server, in the link's form
-    family: int | None = None
-    if transport == "udp" and not server:
-        family = 6 if tcp.addresses(host, port)[0][0] == socket.AF_INET6 else 4
+    udp_socket: socket.socket | None = None
+    if transport == "udp":  # bound now: a busy port fails before anything changes
+        udp_socket = tcp.listen(port if server else 0, kind=socket.SOCK_DGRAM)
     elif transport == "tcp":
         if server:
             link_ = tcp_link.server(port)
         else:
             client = tcp_link.client(host, port)
             link_, where = client, client.server_address
-            family = 6 if ":" in str(where[0]) else 4
     elif transport == "icmp":
         if server:
             icmp_server = icmp.Server()  # fails without the privilege, before any change
@@ -456,15 +460,6 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             icmp_client = icmp.Client(host)
             icmp_client.polling = True
             link_, where = icmp_client, icmp_client.server
-            family = 6 if ":" in str(where[0]) else 4
-    try:
-        _check_mtu(mtu, transport, tap=tap, family=family)
-    except BaseException:
-        if link_ is not None:
-            link_.close()
-        if restore is not None:
-            restore()
-        raise
     servers: tuple[str, ...] = () if server else \
         tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port)))
     overlay_mtu = mtu if mtu is not None else mtu_limits.DEFAULT_MTU.get(transport)
@@ -479,7 +474,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             done = _set_up(dev.name, addresses, overlay_mtu, routes, servers, mac, configured)
             _report(dev.name, done, addresses, routes, servers, encrypted=True)
             try:
-                engine = Engine(dev, link=link_, tap=tap, listen_port=port if server else 0,
+                engine = Engine(dev, link=link_, tap=tap, udp_socket=udp_socket,
                                 super_packets=transport == "tcp" and offload, log=log)
             except UapiError as exc:
                 raise TransportError(exc.message) from None
@@ -528,6 +523,8 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             engine.close()
         elif link_ is not None:
             link_.close()
+        elif udp_socket is not None:
+            udp_socket.close()
         if restore is not None:
             restore()
         _tear_down(name, configured)

@@ -92,15 +92,15 @@ class Engine:
     """One WireGuard interface on ``dev``, controlled through its UAPI socket. :meth:`run`
     loops until :meth:`stop` or the device goes.
 
-    ``link``: the transport (None: a UDP socket on ``listen_port``, rebound when the UAPI
-    sets another). ``tap``: ``dev`` is a tap device; frames travel as EXT_FRAME messages,
-    switched by MAC. ``super_packets``: TCP super-packets leave whole (EXT_SUPER; the peer
-    must be simpletun). ``log``: status lines (sessions, refused handshakes), rate-limited
-    per kind."""
+    ``link``: the transport (None: a UDP socket, ``udp_socket`` or one bound on
+    ``listen_port``, rebound when the UAPI sets another). ``tap``: ``dev`` is a tap
+    device; frames travel as EXT_FRAME messages, switched by MAC. ``super_packets``: TCP
+    super-packets leave whole (EXT_SUPER; the peer must be simpletun). ``log``: status
+    lines (sessions, refused handshakes), rate-limited per kind."""
 
     def __init__(self, dev: Device, *, uapi_directory: str = "/var/run/wireguard",
                  listen_port: int = 0, link: Link | None = None, tap: bool = False,
-                 super_packets: bool = False,
+                 super_packets: bool = False, udp_socket: socket.socket | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.dev = dev
         mtu = self._device_mtu() or 1420
@@ -118,8 +118,9 @@ class Engine:
         self.switch: Switch[Peer] | None = Switch() if tap else None
         self.fwmark = 0
         self.sock: socket.socket | None = None  # the UDP socket when the engine owns it
-        if link is None:
-            self.sock = self._bind(listen_port)
+        if link is None:  # UDP: ``udp_socket`` (bound already), or bound here
+            self.sock = udp_socket if udp_socket is not None else self._bind(listen_port)
+            self.sock.setblocking(False)
             link = udp.Endpoint(self.sock)
         self.link = link
         self.log = LimitedLog(log) if log is not None else None
