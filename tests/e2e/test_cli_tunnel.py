@@ -4,6 +4,7 @@ cannot carry), --mac, and a full tunnel (--route default) that keeps the server 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from simpletun.device import link
 from simpletun.lab.netns import Lab, Namespace, veth
-from simpletun.lab.testbed import Testbed, Watched, simpletun_cmd
+from simpletun.lab.testbed import Testbed, Watched, key_pair, simpletun_cmd
 
 from ..conftest import simpletun
 
@@ -36,12 +37,14 @@ def test_start_says_unencrypted_and_debug_lines_have_a_time(lab: Lab) -> None:
 @pytest.mark.parametrize("args", [
     ["-s", "-p", "5556"],
     ["-c", "192.0.2.1", "-p", "5556"],
-    ["-s", "-t", "udp", "-p", "5556"],
+    ["-s", "-t", "udp", "-p", "5556", "-k", "{key}", "-P", "{pub}"],
 ], ids=["server", "client", "udp"])
 def test_a_device_another_tunnel_serves_is_refused_naming_it(lab: Lab,
                                                              args: list[str]) -> None:
     bed = Testbed(lab, ipv6_overlay=False)
     first = bed.start_server()
+    key, pub = key_pair(lab.directory, "k")
+    args = [a.format(key=key, pub=pub) for a in args]
     second = bed.server.run(simpletun_cmd("-i", bed.iface, *args), timeout=20)
     assert second.returncode == 1, second.stderr
     pid = first.proc.pid
@@ -62,6 +65,9 @@ def test_workers_on_a_single_queue_device_say_how_to_fix_it(lab: Lab) -> None:
         "--multi-queue', or drop --workers")
 
 
+KEYED = ["-k", "{key}", "-P", "{pub}"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["-c", "[fd00::1"], "'[' without ']'"),
     (["-c", "[fd00::1]:x"], "bad port"),
@@ -70,19 +76,42 @@ def test_workers_on_a_single_queue_device_say_how_to_fix_it(lab: Lab) -> None:
     (["-c", "192.0.2.1", "-t", "icmp", "-p", "5556"], "-p is not used by -t icmp"),
     (["-c", "192.0.2.1:5556", "-t", "icmp"], "ICMP has no ports"),
     (["-s", "-a", "--mtu", "65535"], "a tap device takes at most 65521"),
-    (["-s", "-t", "udp", "--mtu", "65499"], "UDP over IPv4 carries tun packets of at most "
-                                            "65498 bytes"),
-    (["-c", "[::1]", "-t", "udp", "--mtu", "65519"], "UDP over IPv6 carries tun packets of "
-                                                    "at most 65518 bytes"),
-    (["-s", "-t", "icmp", "--mtu", "65493"], "ICMP over IPv4 carries tun packets of at most "
-                                             "65492 bytes"),
-    (["-s", "-t", "udp", "-a", "--mtu", "65481"], "at most 65480 bytes"),
+    (["-s", "-t", "udp", "--mtu", "65476", *KEYED], "UDP over IPv4 carries tun packets of at "
+                                                    "most 65475 bytes"),
+    (["-c", "[::1]", "-t", "udp", "--mtu", "65496", *KEYED], "UDP over IPv6 carries tun "
+                                                             "packets of at most 65495 bytes"),
+    (["-s", "-t", "icmp", "--mtu", "65470", *KEYED], "ICMP over IPv4 carries tun packets of "
+                                                     "at most 65469 bytes"),
+    (["-s", "-t", "udp", "-a", "--mtu", "65439", *KEYED], "at most 65438 bytes"),
     (["-s", "--mac", "02:00:00:00:00:01"], "--mac is for a tap device"),
     (["-s", "-a", "--mac", "01:00:00:00:00:01"], "multicast"),
+    # the encrypted tunnel's flags
+    (["-s", "-t", "udp"], "-t udp is encrypted only: give --key FILE"),
+    (["-c", "192.0.2.1", "-t", "icmp"], "-t icmp is encrypted only"),
+    (["-s", "-P", "{pub}"], "--peer needs this side's private key too: --key FILE"),
+    (["-s", "-k", "{key}"], "needs the other side's public key: --peer KEY"),
+    (["-s", "-k", "/nonexistent/key", "-P", "{pub}"], "cannot read /nonexistent/key"),
+    (["-s", "-k", "{junk_file}", "-P", "{pub}"], "holds no WireGuard private key"),
+    (["-s", "-k", "{key}", "-P", "not-a-key"], "'not-a-key' is neither a public key"),
+    (["-s", "-k", "{key}", "-P", "{pub}:10.0.0.300/32"], "--peer"),
+    (["-c", "192.0.2.1", "-k", "{key}", "-P", "{pub}", "-P", "{pub2}"],
+     "a client has one peer, its server: give --peer once"),
+    (["-s", "-k", "{key}", "-P", "{pub}", "-P", "{pub}"], "the same key is given twice"),
+    (["-s", "-k", "{key}", "-P", "{pub}:10.0.0.2/32", "-P", "{pub2}"],
+     "give the addresses it may use"),
+    (["-s", "--classic", *KEYED], "the classic wire is plaintext"),
+    (["-s", "--workers", "2", *KEYED], "--workers is for the plaintext TCP wire"),
+    (["-s", "--once", *KEYED], "--once is for the plaintext TCP wire"),
 ])
 def test_unusable_input_is_a_usage_error_before_anything_changes(
         lab: Lab, args: list[str], message: str) -> None:
     ns = lab.host("use")
+    key, pub = key_pair(lab.directory, "k")
+    _key2, pub2 = key_pair(lab.directory, "k2")
+    junk_file = os.path.join(lab.directory, "junk")
+    with open(junk_file, "w") as f:
+        f.write("PrivateKey = not one\n")
+    args = [a.format(key=key, pub=pub, pub2=pub2, junk_file=junk_file) for a in args]
     done = simpletun("-i", "stx0", *args, ns=ns, timeout=20)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
@@ -90,6 +119,21 @@ def test_unusable_input_is_a_usage_error_before_anything_changes(
     assert not link.exists("stx0", netns=ns.name)
     echo = "/proc/sys/net/ipv4/icmp_echo_ignore_all"
     assert ns.run(["cat", echo]).stdout.strip() == "0"
+
+
+def test_a_peer_key_may_be_a_file(lab: Lab) -> None:
+    """-P takes the file 'simpletun pubkey' wrote, as well as the key itself."""
+    bed = Testbed(lab, keys=True, ipv6_overlay=False)
+    for name, public in (("server", bed.server_public), ("client", bed.client_public)):
+        path = os.path.join(lab.directory, f"{name}.pub")
+        with open(path, "w") as f:
+            f.write(public + "\n")
+    bed.server_public = os.path.join(lab.directory, "server.pub")
+    bed.client_public = os.path.join(lab.directory, "client.pub") + ":10.200.0.2/32"
+    bed.start(server_extra=["-t", "udp"], client_extra=["-t", "udp"])
+    assert bed.client.ping(bed.server_overlay, count=2, interval=0.05).ok
+    shown = bed.server.run(["wg", "show", bed.iface, "allowed-ips"]).stdout
+    assert shown.split()[1:] == ["10.200.0.2/32"], shown
 
 
 def test_a_bad_server_name_fails_before_the_device_is_touched(lab: Lab) -> None:
@@ -109,7 +153,7 @@ def test_a_bad_server_name_fails_before_the_device_is_touched(lab: Lab) -> None:
 
 def test_no_address_says_the_device_is_down_and_how_to_set_it_up(lab: Lab) -> None:
     ns = lab.host("bare")
-    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s", "-t", "udp"),
+    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s"),
                             stderr=subprocess.PIPE, text=True), "server")
     proc.wait_for("listening on")
     assert sum("stb0 has no address and is down: give --address CIDR" in x
@@ -117,7 +161,7 @@ def test_no_address_says_the_device_is_down_and_how_to_set_it_up(lab: Lab) -> No
     assert not link.state("stb0", netns=ns.name).up
     proc.stop()
     # with an address: no such line
-    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s", "-t", "udp", "--address",
+    proc = Watched(ns.popen(simpletun_cmd("-i", "stb0", "-s", "--address",
                                           "10.0.0.1/24"), stderr=subprocess.PIPE, text=True),
                    "server")
     proc.wait_for("listening on")
