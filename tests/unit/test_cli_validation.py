@@ -12,6 +12,7 @@ from simpletun.cli._common import parse_addresses
 from simpletun.device import routing
 from simpletun.transport.tcp import TransportError, split_host_port
 from simpletun.tunnel import mtu
+from simpletun.wireguard.messages import padded
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -74,6 +75,13 @@ def test_largest_mtu_per_transport_and_family() -> None:
     assert mtu.DEFAULT_MTU["udp"] == 1420 and 1420 + 40 + 8 + 32 == 1500
     icmp_default = mtu.DEFAULT_MTU["icmp"]
     assert icmp_default is not None and icmp_default + 40 + 14 + 32 <= 1500
+    # a tap device's full-size frame (Ethernet, a VLAN tag, the extension header, padded
+    # as the core pads a packet above the MTU) fits as well
+    for transport, outer in (("udp", 40 + 8 + 32), ("icmp", 40 + 14 + 32)):
+        tap_mtu = mtu.default_mtu(transport, tap=True)
+        assert tap_mtu is not None
+        assert padded(tap_mtu + 18 + 4, tap_mtu) + outer <= 1500, transport
+    assert mtu.default_mtu("tcp", tap=True) is None
 
 
 def nets(*texts: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

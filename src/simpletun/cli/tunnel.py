@@ -462,7 +462,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             link_, where = icmp_client, icmp_client.server
     servers: tuple[str, ...] = () if server else \
         tuple(dict.fromkeys(a[0] for _f, a in tcp.addresses(host, port)))
-    overlay_mtu = mtu if mtu is not None else mtu_limits.DEFAULT_MTU.get(transport)
+    overlay_mtu = mtu if mtu is not None else mtu_limits.default_mtu(transport, tap=tap)
     configured: list[Configured] = []
     name = iface
     sigterm_as_interrupt()

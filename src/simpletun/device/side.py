@@ -58,10 +58,6 @@ def finish_checksum(packet: memoryview, h: vnet.VnetHeader) -> None:
         segment.complete(packet, h.csum_start, h.csum_offset)
 
 
-#: vnet_hdr asking the kernel to finish a checksum, by (start, offset)
-_PARTIAL_HEADERS: dict[tuple[int, int], bytes] = {}
-
-
 #: why a write was refused (tuntap.Queue.write_parts names the same errnos): the interface
 #: is down (someone took it down: the tunnel carries on), or the kernel refused the packet
 _REFUSED = {errno.EIO: "device-down", errno.EINVAL: "rejected", errno.EMSGSIZE: "rejected",
@@ -212,40 +208,6 @@ class DeviceSide:
             self._write(1, len(packet), vnet.ZERO, packet)
         else:
             self._write(1, len(packet), packet)
-
-    def deliver_partial(self, packet: bytes | memoryview) -> None:
-        """Check one IP packet whose TCP/UDP checksum is partial (a segment the peer cut
-        from a super-packet) and give it to the device, which finishes the checksum (or
-        finish it here when the device has no vnet_hdr)."""
-        why = check(packet, False) if not self.dev.tap else "bad-partial"
-        where = segment.partial(packet) if why is None else None
-        if where is None:
-            self.counters.drops[why or "bad-partial"] += 1
-            return
-        if self.vnet:
-            head = _PARTIAL_HEADERS.get(where)
-            if head is None:
-                head = _PARTIAL_HEADERS[where] = vnet.pack(vnet.VnetHeader(
-                    vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, *where))
-            self._write(1, len(packet), head, packet)
-        else:
-            whole = bytearray(packet)
-            segment.complete(whole, *where)
-            self._write(1, len(packet), whole)
-
-    def deliver_partials(self, packets: list[memoryview]) -> None:
-        """Segments with partial checksums, in arrival order: those that make a super-packet
-        again (:func:`segment.runs`) go to the device as one, with a vnet_hdr asking the
-        kernel to treat it as the segments it was; the rest one by one."""
-        if not self.vnet or self.dev.tap:
-            for p in packets:
-                self.deliver_partial(p)
-            return
-        for start, end in segment.runs(packets):
-            if end - start == 1:
-                self.deliver_partial(packets[start])
-                continue
-            self._merged(packets[start:end])
 
     def deliver_segments(self, packets: list[memoryview]) -> None:
         """Whole IP packets (checksums complete, e.g. decrypted from WireGuard messages), in

@@ -34,6 +34,18 @@ DEFAULT_MTU: dict[str, int | None] = {"tcp": None, "udp": 1420,
                                       "icmp": icmp_wire.DEFAULT_MTU}
 
 
+#: a tap device's default is this much smaller: its frames carry an Ethernet header (and
+#: maybe a VLAN tag), the extension header and up to 15 bytes of padding on top
+TAP_LESS = 44
+
+
+def default_mtu(transport: str, *, tap: bool) -> int | None:
+    """The MTU a new device gets without --mtu (None: the device's own): the outer packet
+    of a full-size packet or frame fits 1500 bytes over IPv6."""
+    base = DEFAULT_MTU[transport]
+    return base - TAP_LESS if base is not None and tap else base
+
+
 def max_mtu(transport: str, *, tap: bool, family: int = 4, encrypted: bool = True) -> int:
     """The largest MTU that ``transport`` carries over an IPv4 (``family=4``) or IPv6
     underlay for a tun (or ``tap``) device; ``encrypted`` False: the plaintext native TCP
