@@ -1,6 +1,6 @@
-"""Every way out of the ICMP server (SIGHUP from a closed terminal, SIGINT, SIGTERM,
-SIGQUIT, an error) puts back the kernel's echo settings it changed, and the stopped server
-prints its summary."""
+"""Every way out of the (encrypted) ICMP server (SIGHUP from a closed terminal, SIGINT,
+SIGTERM, SIGQUIT, an error) puts back the kernel's echo settings it changed, and the
+stopped server prints its summary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from simpletun.lab.netns import Lab, Namespace
-from simpletun.lab.testbed import Watched, simpletun_cmd
+from simpletun.lab.testbed import Watched, key_pair, simpletun_cmd, unique_iface
 from simpletun.transport.icmp import ECHO_SYSCTL
 
 
@@ -19,8 +19,12 @@ def _echo(ns: Namespace) -> tuple[str, str]:
             ns.run(["cat", ECHO_SYSCTL[6]]).stdout.strip())
 
 
-def _start(ns: Namespace, iface: str, *args: str) -> Watched:
-    proc = ns.popen(simpletun_cmd("-i", iface, "-s", "-t", "icmp", *args),
+def _start(lab: Lab, ns: Namespace, iface: str, *args: str) -> Watched:
+    """An ICMP server with a key of its own and a client's key as its peer."""
+    key, _public = key_pair(lab.directory, "server")
+    _client_key, client_public = key_pair(lab.directory, "client")
+    proc = ns.popen(simpletun_cmd("-i", iface, "-s", "-t", "icmp", "-k", key,
+                                  "-P", client_public, *args),
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return Watched(proc, "server")
 
@@ -31,7 +35,7 @@ def test_icmp_server_puts_echo_settings_back_on_every_signal(lab: Lab, signo: in
     ns = lab.host("srv")
     ns.sysctl("net.ipv6.icmp.echo_ignore_all", "0")
     ns.sysctl("net.ipv4.icmp_echo_ignore_all", "0")
-    server = _start(ns, "tun0", "--address", "10.9.0.1/24")
+    server = _start(lab, ns, unique_iface(), "--address", "10.9.0.1/24")
     server.wait_for("listening on ICMP echo requests")
     assert _echo(ns) == ("1", "1")
     server.proc.send_signal(signo)
@@ -44,7 +48,7 @@ def test_icmp_server_puts_echo_settings_back_on_every_signal(lab: Lab, signo: in
 def test_icmp_server_puts_echo_settings_back_on_an_error(lab: Lab) -> None:
     ns = lab.host("srv")
     ns.sysctl("net.ipv4.icmp_echo_ignore_all", "0")
-    server = _start(ns, "lo")  # lo is no tun device: fails after the echo replies went off
+    server = _start(lab, ns, "lo")  # lo is no tun device: fails after the echo replies went off
     assert server.proc.wait(20) == 1, server.text
     server.stop()
     assert server.lines[-1].startswith("simpletun: "), server.text
