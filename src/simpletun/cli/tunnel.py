@@ -475,7 +475,8 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             _report(dev.name, done, addresses, routes, servers, encrypted=True)
             try:
                 engine = Engine(dev, link=link_, tap=tap, udp_socket=udp_socket,
-                                super_packets=transport == "tcp" and offload, log=log)
+                                super_packets=transport == "tcp" and offload,
+                                extensions=transport == "tcp", log=log)
             except UapiError as exc:
                 raise TransportError(exc.message) from None
             link_ = engine.link

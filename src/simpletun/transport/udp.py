@@ -84,15 +84,21 @@ class Endpoint:
                     if exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                         self.gso = False  # no GSO here: one datagram per sendto from now
                         self.send_batch(run, address)
+                    elif exc.errno == errno.EMSGSIZE:  # larger than the path: GSO will
+                        self._one_by_one(run, address)  # not, the kernel fragments one
                     continue
             return
+        self._one_by_one(frames, address)
+
+    def _one_by_one(self, frames: list[bytes | memoryview], address: Address) -> None:
+        sock = self.sock
         for f in frames:
             try:
                 sock.sendto(f, address)
             except BlockingIOError:
                 return
             except OSError:
-                continue
+                self.drops["send-failed"] += 1
 
     def send(self, data: bytes | bytearray | memoryview, address: Address) -> None:
         try:  # noqa: SIM105 (suppress() costs three calls more per packet)

@@ -95,18 +95,20 @@ class Engine:
     ``link``: the transport (None: a UDP socket, ``udp_socket`` or one bound on
     ``listen_port``, rebound when the UAPI sets another). ``tap``: ``dev`` is a tap
     device; frames travel as EXT_FRAME messages, switched by MAC. ``super_packets``: TCP
-    super-packets leave whole (EXT_SUPER; the peer must be simpletun). ``log``: status
+    super-packets leave whole (EXT_SUPER; the peer must be simpletun); ``extensions``: take
+    them from peers (cut into segments when this device has no offloads). ``log``: status
     lines (sessions, refused handshakes), rate-limited per kind."""
 
     def __init__(self, dev: Device, *, uapi_directory: str = "/var/run/wireguard",
                  listen_port: int = 0, link: Link | None = None, tap: bool = False,
-                 super_packets: bool = False, udp_socket: socket.socket | None = None,
+                 super_packets: bool = False, extensions: bool = False,
+                 udp_socket: socket.socket | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.dev = dev
         mtu = self._device_mtu() or 1420
         self.side = DeviceSide(dev, mtu=mtu)
         self.core = WireGuard(mtu=mtu, wall_offset=time.time() - time.monotonic(), tap=tap,
-                              extensions=super_packets)
+                              extensions=extensions or super_packets)
         rekey = os.environ.get("SIMPLETUN_WG_REKEY_AFTER_TIME")  # a test knob: re-key sooner
         if rekey:
             self.core.rekey_after_time = float(rekey)
