@@ -10,7 +10,6 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simpletun.wireguard import timers
 from simpletun.wireguard.core import HANDSHAKE, NOT_FOR_US, UNKNOWN_PEER
 from simpletun.wireguard.messages import EXT_FRAME, EXT_HEADER, EXT_SUPER, INITIATION
 
@@ -164,17 +163,39 @@ def test_reconnected_without_a_session_initiates_at_once() -> None:
     assert pb.keypairs.current is not None  # the handshake went through
 
 
-def test_reconnected_with_a_session_keeps_it_and_rekeys_if_nothing_answers() -> None:
+def test_reconnected_with_a_session_keeps_it_and_shakes_hands_again() -> None:
     net, a, b = session()
-    pb = a.core.peers[b.public]
+    pb, pa = a.core.peers[b.public], b.core.peers[a.public]
     kp = pb.keypairs.current
-    net.now += 1
+    net.now += 6
     start = net.now
+    rx = pa.rx_bytes
     a.core.reconnected(pb, net.now)
     net.run()
-    assert keepalives(net, a, since=start) and pb.keypairs.current is kp  # the same session
-    assert not sent(net, a, INITIATION, since=start)
-    # the other end restarted: nothing comes back; a new handshake after 15 s (+ jitter)
-    del net.nodes[b.address]  # gone: it neither answers nor sends
-    net.advance(timers.KEEPALIVE_TIMEOUT + timers.REKEY_TIMEOUT + 1)
-    assert sent(net, a, INITIATION, since=start)
+    # the keepalive went on the old session (b took it), and new keys were made at once
+    assert keepalives(net, a, since=start) and pa.rx_bytes > rx
+    assert len(sent(net, a, INITIATION, since=start)) == 1
+    assert pb.keypairs.current is not kp and pb.keypairs.previous is kp
+    before = len(b.delivered)
+    net.send(a, A_TO_B)
+    net.run()
+    assert b.delivered[before:] == [A_TO_B]
+
+
+def test_reconnected_heals_a_restarted_peer_at_once() -> None:
+    net, a, b = session()
+    pb = a.core.peers[b.public]
+    net.now += 6
+    # b restarts: the same key, no session
+    private = b.private
+    b.core.remove_all_peers()
+    b.core.set_private_key(None)
+    b.core.set_private_key(private)
+    pa = b.core.add_peer(a.public)
+    b.core.add_allowed(pa, ipaddress.ip_network("10.0.0.1/32"))
+    a.core.reconnected(pb, net.now)
+    net.run()
+    before = len(b.delivered)
+    net.send(a, A_TO_B)
+    net.run()
+    assert b.delivered[before:] == [A_TO_B]  # no 15 s wait for the keepalive timer

@@ -328,16 +328,16 @@ class WireGuard:
         self.send_staged(peer, now)
 
     def reconnected(self, peer: Peer, now: float) -> None:
-        """The link to ``peer`` is new (a TCP connection came up): a keepalive tells the
-        other end which path it is on; without a session, the handshake goes at once (one
-        sent while there was no path was lost)."""
+        """The link to ``peer`` is new (a TCP connection came up): a keepalive on the
+        session tells the other end which path it is on, and a handshake goes at once
+        (one sent while there was no path was lost, and the other end may have restarted
+        and lost the session: the session goes on meanwhile, its keys kept as previous)."""
         kp = peer.keypairs.current
-        if kp is None or not kp.usable_for_sending(now):
+        if kp is None or not kp.usable_for_sending(now) or \
+                now - peer.last_initiation_sent >= timers.REKEY_TIMEOUT:
             peer.last_initiation_sent = -1e18
-        else:  # the other end may have restarted: a new handshake if nothing comes back
-            peer.timers.data_sent(now, self.random.random())
-            self._schedule(peer, peer.timers.new_handshake_at)
         self.send_keepalive(peer, now)
+        self.initiate(peer, now)
 
     def send_staged(self, peer: Peer, now: float) -> None:
         """Seal what waited for a session into the outbox (or start a handshake)."""
