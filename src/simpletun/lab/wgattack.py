@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
 import random
@@ -34,10 +33,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import BadKey
-from ..packets import ethernet, ip, l4
+from ..packets import l4
 from ..tools import pcap
 from ..wireguard import crypto, keys, messages, noise
 from ..wireguard.cookie import Stamper
+from .wghost import ip_packets
 
 Target = tuple[str, int]
 
@@ -142,10 +142,9 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-@contextlib.contextmanager
-def socket_in(netns: str | None, family: int = socket.AF_INET) -> Iterator[socket.socket]:
-    """A UDP socket made inside namespace ``netns`` (this thread enters it for the call
-    only and comes back; the socket stays in it), closed on the way out."""
+def _made_in(netns: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket made inside namespace ``netns`` (this thread enters it for the call only
+    and comes back; the socket stays in it)."""
     home = None
     if netns is not None:
         from .netns import _setns
@@ -153,14 +152,19 @@ def socket_in(netns: str | None, family: int = socket.AF_INET) -> Iterator[socke
         home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         _setns(netns)
     try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        return socket.socket(family, kind, proto)
     finally:
         if home is not None:
             from .netns import CLONE_NEWNET, _libc
 
             _libc.setns(home, CLONE_NEWNET)
             os.close(home)
-    with sock:
+
+
+@contextlib.contextmanager
+def socket_in(netns: str | None, family: int = socket.AF_INET) -> Iterator[socket.socket]:
+    """A UDP socket made inside namespace ``netns``, closed on the way out."""
+    with _made_in(netns, family, socket.SOCK_DGRAM) as sock:
         yield sock
 
 
@@ -292,40 +296,13 @@ def any_socket_in(netns: str | None, family: int, kind: int,
                   proto: int = 0) -> Iterator[socket.socket]:
     """A socket of any ``kind`` (SOCK_STREAM, SOCK_RAW...) made inside namespace
     ``netns``, as :func:`socket_in` makes UDP ones; closed on the way out."""
-    home = None
-    if netns is not None:
-        from .netns import _setns
-
-        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        _setns(netns)
-    try:
-        sock = socket.socket(family, kind, proto)
-    finally:
-        if home is not None:
-            from .netns import CLONE_NEWNET, _libc
-
-            _libc.setns(home, CLONE_NEWNET)
-            os.close(home)
-    with sock:
+    with _made_in(netns, family, kind, proto) as sock:
         yield sock
 
 
 def connect_in(netns: str | None, target: Target, timeout: float = 5.0) -> socket.socket:
     """A TCP connection to ``target`` from namespace ``netns`` (the caller closes it)."""
-    home = None
-    if netns is not None:
-        from .netns import _setns
-
-        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        _setns(netns)
-    try:
-        sock = socket.socket(_family(target[0]), socket.SOCK_STREAM)
-    finally:
-        if home is not None:
-            from .netns import CLONE_NEWNET, _libc
-
-            _libc.setns(home, CLONE_NEWNET)
-            os.close(home)
+    sock = _made_in(netns, _family(target[0]), socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(target)
@@ -380,36 +357,10 @@ class Echo:
         return self.payload[6:]
 
 
-def _ip_packets(records: Iterable[pcap.Record]
-                ) -> Iterator[tuple[float, str, str, int, bytes]]:
-    """(time, source, destination, protocol, transport bytes) of the unfragmented IPv4 and
-    IPv6 packets in Ethernet capture records."""
-    for rec in records:
-        try:
-            frame = ethernet.parse_frame(rec.data)
-            body = rec.data[frame.offset:]
-            if frame.ethertype == 0x0800:
-                h4 = ip.parse_ipv4(body)
-                if h4.frag_offset or h4.more_fragments:
-                    continue
-                yield (rec.timestamp, str(ipaddress.IPv4Address(h4.src)),
-                       str(ipaddress.IPv4Address(h4.dst)), h4.proto,
-                       bytes(body[h4.header_len:h4.total_len]))
-            elif frame.ethertype == 0x86DD:
-                h6 = ip.parse_ipv6(body)
-                if h6.fragment:
-                    continue
-                yield (rec.timestamp, str(ipaddress.IPv6Address(h6.src)),
-                       str(ipaddress.IPv6Address(h6.dst)), h6.proto,
-                       bytes(body[h6.payload_offset:h6.total_len]))
-        except Exception:  # anything odd on the wire is not ours to read
-            continue
-
-
 def tcp_segments(records: Iterable[pcap.Record]) -> list[Segment]:
     """The TCP segments in Ethernet capture records."""
     out = []
-    for t, src, dst, proto, seg in _ip_packets(records):
+    for t, src, dst, proto, seg in ip_packets(records):
         if proto != 6:
             continue
         try:
@@ -424,7 +375,7 @@ def tcp_segments(records: Iterable[pcap.Record]) -> list[Segment]:
 def echoes(records: Iterable[pcap.Record]) -> list[Echo]:
     """The ICMP and ICMPv6 echo requests and replies in Ethernet capture records."""
     out = []
-    for t, src, dst, proto, msg in _ip_packets(records):
+    for t, src, dst, proto, msg in ip_packets(records):
         if proto not in (1, 58) or len(msg) < 8 or msg[0] not in (0, 8, 128, 129):
             continue
         kind, _code, _sum, ident, seq = struct.unpack_from("!BBHHH", msg)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -644,32 +644,43 @@ class Datagram:
         return self.wg_type == "data" and len(self.payload) == 32
 
 
-def udp_datagrams(records: Sequence[pcap.Record]) -> list[Datagram]:
-    """The UDP datagrams (IPv4 or IPv6, unfragmented) in Ethernet capture records."""
-    out: list[Datagram] = []
+def ip_packets(records: Iterable[pcap.Record]
+                ) -> Iterator[tuple[float, str, str, int, bytes]]:
+    """(time, source, destination, protocol, transport bytes) of the unfragmented IPv4 and
+    IPv6 packets in Ethernet capture records."""
     for rec in records:
         try:
             frame = ethernet.parse_frame(rec.data)
             body = rec.data[frame.offset:]
             if frame.ethertype == 0x0800:
                 h4 = ip.parse_ipv4(body)
-                if h4.proto != 17 or h4.frag_offset or h4.more_fragments:
+                if h4.frag_offset or h4.more_fragments:
                     continue
-                src, dst = ipaddress.IPv4Address(h4.src), ipaddress.IPv4Address(h4.dst)
-                seg = body[h4.header_len:h4.total_len]
+                yield (rec.timestamp, str(ipaddress.IPv4Address(h4.src)),
+                       str(ipaddress.IPv4Address(h4.dst)), h4.proto,
+                       bytes(body[h4.header_len:h4.total_len]))
             elif frame.ethertype == 0x86DD:
                 h6 = ip.parse_ipv6(body)
-                if h6.proto != 17 or h6.fragment:
+                if h6.fragment:
                     continue
-                src, dst = ipaddress.IPv6Address(h6.src), ipaddress.IPv6Address(h6.dst)  # type: ignore[assignment]
-                seg = body[h6.payload_offset:h6.total_len]
-            else:
-                continue
+                yield (rec.timestamp, str(ipaddress.IPv6Address(h6.src)),
+                       str(ipaddress.IPv6Address(h6.dst)), h6.proto,
+                       bytes(body[h6.payload_offset:h6.total_len]))
+        except Exception:  # anything odd on the wire is not ours to read
+            continue
+
+
+def udp_datagrams(records: Sequence[pcap.Record]) -> list[Datagram]:
+    """The UDP datagrams (IPv4 or IPv6, unfragmented) in Ethernet capture records."""
+    out: list[Datagram] = []
+    for t, src, dst, proto, seg in ip_packets(records):
+        if proto != 17:
+            continue
+        try:
             udp = l4.parse_udp(seg)
         except Exception:  # anything odd on the wire is not ours to read
             continue
-        out.append(Datagram(rec.timestamp, str(src), str(dst), udp.sport, udp.dport,
-                            bytes(seg[8:udp.length])))
+        out.append(Datagram(t, src, dst, udp.sport, udp.dport, bytes(seg[8:udp.length])))
     return out
 
 

@@ -140,6 +140,14 @@ class _Base:
         self._ep.modify(conn.fd, _INOUT)
         self._weigh(conn)
 
+    def _send_one(self, conn: _Conn, data: Buffer) -> None:
+        size = len(data)
+        if not 0 < size <= MAX_LENGTH:
+            if size:
+                self.drops["too-large"] += 1
+            return
+        self._write(conn, [encode_header(size), data], HEADER_LEN + size, 1)
+
     def _send_frames(self, conn: _Conn, frames: Sequence[Buffer]) -> None:
         bufs: list[Buffer] = []
         total = count = 0
@@ -278,12 +286,7 @@ class TcpServer(_Base):
         if conn is None:
             self.drops["no-connection"] += 1
             return
-        size = len(data)
-        if not 0 < size <= MAX_LENGTH:
-            if size:
-                self.drops["too-large"] += 1
-            return
-        self._write(conn, [encode_header(size), data], HEADER_LEN + size, 1)
+        self._send_one(conn, data)
 
     def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         conn = self._by_addr.get(address)
@@ -459,14 +462,8 @@ class TcpClient(_Base):
 
     def send(self, data: Buffer, address: Address) -> None:
         conn = self._usable(address, 1)
-        if conn is None:
-            return
-        size = len(data)
-        if not 0 < size <= MAX_LENGTH:
-            if size:
-                self.drops["too-large"] += 1
-            return
-        self._write(conn, [encode_header(size), data], HEADER_LEN + size, 1)
+        if conn is not None:
+            self._send_one(conn, data)
 
     def send_batch(self, frames: list[bytes | memoryview], address: Address) -> None:
         conn = self._usable(address, len(frames))
