@@ -66,6 +66,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
                    "and after a colon the networks it may send from and that route to it "
                    "(10.0.0.2/32,fd00::2/128; default: everything when there is one peer). "
                    "A server takes it once per client; only these keys get an answer.")
+@click.option("--handshake-timeout", "handshake_wait", type=click.FloatRange(0.5, 3600),
+              metavar="SECONDS",
+              help="Encrypted client: give up with one line when no session came up within "
+                   "this long (default 15; with --reconnect: say so once and keep trying).")
 @click.option("-t", "--transport", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp",
               show_default=True,
               help="Underlay: tcp (plaintext and classic-compatible without --key; WireGuard "
@@ -92,7 +96,7 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
         routes: tuple[str, ...], mac: str | None, once: bool, reconnect: bool,
         no_offload: bool, classic_wire: bool, worker_count: int | None, keepalive: float,
         peer_timeout: float, transport: str, key_file: str | None,
-        peer_specs: tuple[str, ...]) -> int | None:
+        peer_specs: tuple[str, ...], handshake_wait: float | None) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
 
@@ -115,7 +119,8 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
                       reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
                       worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout,
-                      transport=transport, key_file=key_file, peer_specs=peer_specs)
+                      transport=transport, key_file=key_file, peer_specs=peer_specs,
+                      handshake_wait=handshake_wait)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,

@@ -240,7 +240,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         worker_count: int | None = None, keepalive: float = stream.KEEPALIVE_INTERVAL,
         peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp",
         mac: str | None = None, key_file: str | None = None,
-        peer_specs: tuple[str, ...] = ()) -> int:
+        peer_specs: tuple[str, ...] = (), handshake_wait: float | None = None) -> int:
     """The tunnel. ``port`` None: not given (the default port; ICMP has none). With
     ``key_file`` (and ``peer_specs``) it is encrypted, on the WireGuard engine, over any
     transport; without, the plaintext native or classic wire over TCP. Everything the flags
@@ -274,6 +274,9 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         raise click.UsageError(
             f"-t {transport} is encrypted only: give --key FILE (this side's private key, "
             "'simpletun genkey > FILE') and --peer KEY (the other side's public key)")
+    if handshake_wait is not None and (server or not encrypted):
+        raise click.UsageError("--handshake-timeout is for an encrypted client (-c with "
+                               "--key)")
     if encrypted:
         _encrypted_checks(server=server, transport=transport, classic_wire=classic_wire,
                           worker_count=worker_count, once=once)
@@ -283,7 +286,9 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         return run_encrypted(iface=iface, server=server, host=host, port=port, tap=tap,
                              addresses=wanted, mtu=mtu, routes=nets, reconnect=reconnect,
                              keepalive=keepalive, transport=transport, offload=offload,
-                             mac=mac, key_file=key_file, peer_specs=peer_specs)
+                             mac=mac, key_file=key_file, peer_specs=peer_specs,
+                             handshake_wait=HANDSHAKE_WAIT if handshake_wait is None
+                             else handshake_wait)
     _check_mtu(mtu, transport, tap=tap, family=None, encrypted=False)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     # the server's addresses, resolved before the device is touched (a bad name fails here)
@@ -341,7 +346,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
 
 # --- the encrypted tunnel (the WireGuard engine over any transport) --------------------------
 ALL_IPS = ("0.0.0.0/0", "::/0")
-HANDSHAKE_WAIT = 15.0  # a client without --reconnect gives up without a session by then
+HANDSHAKE_WAIT = 15.0  # default: a client without --reconnect gives up without a session
 
 
 @dataclass(frozen=True)
@@ -428,7 +433,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                   addresses: list[link.IPInterface], mtu: int | None,
                   routes: list[link.IPNetwork], reconnect: bool, keepalive: float,
                   transport: str, offload: bool, mac: str | None, key_file: str,
-                  peer_specs: tuple[str, ...]) -> int:
+                  peer_specs: tuple[str, ...], handshake_wait: float = HANDSHAKE_WAIT) -> int:
     """The tunnel on the WireGuard engine (:mod:`simpletun.wireguard.engine`) over
     ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs)."""
     private = read_private_key(key_file)
@@ -508,16 +513,16 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                 log(f"{head}: encrypted, talking to {target} over {transport.upper()}")
                 for peer in engine.core.peers.values():
                     engine.core.send_keepalive(peer, now)  # the handshake, at once
-                engine.deadline = now + HANDSHAKE_WAIT
+                engine.deadline = now + handshake_wait
                 engine.on_deadline = _on_deadline(engine, target, public, reconnect,
-                                                  failed)
+                                                  failed, handshake_wait)
             try:
                 engine.run()
             except KeyboardInterrupt:
                 log(f"shutting down: {engine.summary()}")
                 return 0
             if failed:
-                raise HandshakeFailed(_no_session(engine, target, public))
+                raise HandshakeFailed(_no_session(engine, target, public, handshake_wait))
             log(f"stopped: {engine.stop_reason} ({engine.summary()})")
     finally:
         if engine is not None:
@@ -533,13 +538,13 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
 
 
 def _on_deadline(engine: Engine, target: str, public: str, reconnect: bool,
-                 failed: list[bool]) -> Callable[[], None]:
-    """What a client does when no session came up in HANDSHAKE_WAIT: give up (the caller
+                 failed: list[bool], wait: float) -> Callable[[], None]:
+    """What a client does when no session came up in ``wait`` seconds: give up (the caller
     raises the line), or with --reconnect say so once and go on trying."""
 
     def due() -> None:
         if reconnect:
-            log(f"{_no_session(engine, target, public, trying=True)}")
+            log(f"{_no_session(engine, target, public, wait, trying=True)}")
         else:
             failed.append(True)
             engine.stop("no session")
@@ -547,13 +552,14 @@ def _on_deadline(engine: Engine, target: str, public: str, reconnect: bool,
     return due
 
 
-def _no_session(engine: Engine, target: str, public: str, *, trying: bool = False) -> str:
+def _no_session(engine: Engine, target: str, public: str, wait: float, *,
+                trying: bool = False) -> str:
     """Why a client gave up: the link never came up, or the server did not answer."""
     last_error = getattr(engine.link, "last_error", "")
     then = "still trying" if trying else "use --reconnect to keep trying"
     if last_error and not getattr(engine.link, "up", True):
         return f"cannot reach {target}: {last_error}; {then}"
-    return (f"no answer to the handshake from {target} within {HANDSHAKE_WAIT:g} s: check "
+    return (f"no answer to the handshake from {target} within {wait:g} s: check "
             f"that the server runs with --peer {public} (this side's public key) and that "
             f"--peer here is the server's public key; {then}")
 
