@@ -160,7 +160,7 @@ def test_identity(lab: Lab, hubs: list[Hub], transport: str) -> None:
 
     # (b) the stranger: nothing comes back to it, while client 2 pings on
     with Capture(server.ns, "eth0", f"host {stranger.underlay4}") as wire:
-        hub.start_client(stranger, wait=False)
+        hub.start_client(stranger, "--handshake-timeout", "8", wait=False)
         steady = background_ping(c2, c3.overlay4, 80)  # 8 s: (a) and (c) happen meanwhile
 
         # (a) client 1 comes back with its key, from a new process (and a new port or id)

@@ -332,10 +332,9 @@ class WireGuard:
         session tells the other end which path it is on, and a handshake goes at once
         (one sent while there was no path was lost, and the other end may have restarted
         and lost the session: the session goes on meanwhile, its keys kept as previous)."""
-        kp = peer.keypairs.current
-        if kp is None or not kp.usable_for_sending(now) or \
-                now - peer.last_initiation_sent >= timers.REKEY_TIMEOUT:
-            peer.last_initiation_sent = -1e18
+        # a new connection is a new path: no REKEY_TIMEOUT to wait (the link's reconnect
+        # backoff spaces them)
+        peer.last_initiation_sent = -1e18
         self.send_keepalive(peer, now)
         self.initiate(peer, now)
 
