@@ -215,6 +215,35 @@ def test_backpressure_blocks_then_clears(net: Net, monkeypatch: pytest.MonkeyPat
     _fill_then_drain(net, client, server, client.server_address)
 
 
+def test_one_stalled_peer_does_not_stop_the_others(net: Net,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with two peers, one of which stops reading: no backpressure (the device
+    goes on being read for the other), the stalled one's messages beyond HIGH_WATER are
+    dropped and counted; only when every peer is backed up does the link block."""
+    monkeypatch.setattr(tcp_link, "HIGH_WATER", 256 * 1024)
+    monkeypatch.setattr(tcp_link, "HARD_CAP", 1024 * 1024)
+    server = net.add(tcp_link.server(0, "127.0.0.1"))
+    stalled, a = _up(net, server)
+    alive, b = _up(net, server)
+    server.peers(frozenset({a, b}))
+    sent = 0
+    while not server.drops["tcp-backlog"]:
+        assert sent < 5000, "never dropped"
+        server.send_batch([FILL] * 4, a)
+        sent += 4
+        assert not server.blocked  # the other peer still gets its traffic
+        net.step(wait=0, skip=(stalled,))
+    before = len(net.received(alive))
+    server.send(b"for the live one", b)
+    net.until(lambda: len(net.received(alive)) > before, skip=(stalled,))
+    assert net.received(alive)[-1][0] == b"for the live one"
+    # now the other one stops reading too: every peer is backed up, the link blocks
+    while not server.blocked:
+        server.send_batch([FILL] * 4, b)
+        net.step(wait=0, skip=(stalled, alive))
+    net.until(lambda: not server.blocked)  # both read again: it drains
+
+
 def _raw(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
     s.setblocking(False)

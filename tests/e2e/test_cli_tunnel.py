@@ -65,7 +65,7 @@ def test_workers_on_a_single_queue_device_say_how_to_fix_it(lab: Lab) -> None:
         "--multi-queue', or drop --workers")
 
 
-KEYED = ["-k", "{key}", "-P", "{pub}"]
+KEYED = ["-k", "{key}", "-P", "{pub2}"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -102,6 +102,7 @@ KEYED = ["-k", "{key}", "-P", "{pub}"]
     (["-s", "--classic", *KEYED], "the classic wire is plaintext"),
     (["-s", "--workers", "2", *KEYED], "--workers is for the plaintext TCP wire"),
     (["-s", "--once", *KEYED], "--once is for the plaintext TCP wire"),
+    (["-s", "-k", "{key}", "-P", "{pub}"], "is this side's own public key (of --key)"),
 ])
 def test_unusable_input_is_a_usage_error_before_anything_changes(
         lab: Lab, args: list[str], message: str) -> None:

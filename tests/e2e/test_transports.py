@@ -271,6 +271,32 @@ def test_udp_and_icmp_need_keys(lab: Lab) -> None:
         assert "--key" in last and "--peer" in last, done.stderr
 
 
+def test_a_server_name_is_resolved_and_the_first_handshake_goes_at_once(lab: Lab) -> None:
+    """-c takes a name (here localhost: server and client in one namespace, over
+    loopback); neither device has an address, so nothing but the first handshake itself
+    makes the client send: it must leave at once, not with the 5 s retry."""
+    ns = lab.host("one")
+    server_key, server_public = key_pair(lab.directory, "server")
+    client_key, client_public = key_pair(lab.directory, "client")
+    procs: list[Watched] = []
+    try:
+        for t in TRANSPORTS:
+            port = [] if t == "icmp" else ["-p", str(56000 + len(procs))]
+            server = _watched(ns, f"{t} server", "-i", unique_iface(), "-s", "-t", t,
+                              "-k", server_key, "-P", client_public, *port)
+            procs.append(server)
+            server.wait_for("listening on")
+            procs.append(_watched(ns, f"{t} client", "-i", unique_iface(), "-c", "localhost",
+                                  "-t", t, "-k", client_key, "-P", server_public, *port))
+        for proc in procs[1::2]:
+            proc.wait_for("session up", timeout=4)
+    finally:
+        for proc in procs:
+            proc.stop()
+    for proc in procs:
+        assert "Traceback" not in proc.text, proc.text
+
+
 # --- what the client says when there is nothing to talk to -------------------------------
 
 def test_client_without_a_server_gives_up_with_one_line(lab: Lab) -> None:

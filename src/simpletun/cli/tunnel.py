@@ -438,10 +438,17 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs)."""
     private = read_private_key(key_file)
     peers = _peer_specs(peer_specs, server=server, tap=tap)
-    # the client's underlay family (the server's name resolved), and the MTU checked,
-    # before anything is changed
-    family = None if server else \
-        (6 if tcp.addresses(host, port)[0][0] == socket.AF_INET6 else 4)
+    own = wg_keys.public_from_private(private)
+    if any(p.public == own for p in peers):
+        raise click.BadParameter(f"{wg_keys.to_base64(own)} is this side's own public key "
+                                 "(of --key): give the other side's", param_hint="--peer")
+    # the client's server resolved (its underlay family), and the MTU checked, before
+    # anything is changed
+    server_ip = ""
+    family = None
+    if not server:
+        found_family, (server_ip, _port) = tcp.addresses(host, port)[0]
+        family = 6 if found_family == socket.AF_INET6 else 4
     _check_mtu(mtu, transport, tap=tap, family=family)
     link_: Link | None = None
     restore = None
@@ -493,7 +500,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                 peer = engine.core.peers[p.public]
                 if not server:
                     if where is None:  # UDP: the server in the engine socket's form
-                        peer.endpoint = engine.endpoint(host, port)
+                        peer.endpoint = engine.endpoint(server_ip, port)
                     else:
                         peer.endpoint = where
                     if keepalive:
@@ -509,7 +516,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                     f"peer{'s' if len(peers) != 1 else ''}")
                 _note_forwarding(len(peers), tap)
             else:
-                target = engine.link.show(where or engine.endpoint(host, port))
+                target = engine.link.show(where or engine.endpoint(server_ip, port))
                 log(f"{head}: encrypted, talking to {target} over {transport.upper()}")
                 for peer in engine.core.peers.values():
                     engine.core.send_keepalive(peer, now)  # the handshake, at once

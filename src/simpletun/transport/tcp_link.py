@@ -113,7 +113,8 @@ class _Base:
         the kernel does not take in its out buffer, in order."""
         out = conn.out
         if out:
-            if len(out) + total > HARD_CAP:
+            # past the hard cap, or backed up while the device is still read for others
+            if len(out) + total > HARD_CAP or (conn.heavy and not self.blocked):
                 self.drops["tcp-backlog"] += count
                 return
             for b in bufs:
@@ -190,7 +191,7 @@ class _Base:
         if heavy != conn.heavy:
             conn.heavy = heavy
             self._heavy += 1 if heavy else -1
-            self.blocked = self._heavy > 0
+            self._update_blocked()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -209,12 +210,16 @@ class _Base:
             return []
         return conn.decoder.feed(self._rview[:n])
 
+    def _update_blocked(self) -> None:
+        """Backpressure (stop reading the device) while a connection is backed up."""
+        self.blocked = self._heavy > 0
+
     def _drop_conn(self, conn: _Conn) -> None:
         """Forget ``conn`` and close its socket."""
         if conn.heavy:
             conn.heavy = False
             self._heavy -= 1
-            self.blocked = self._heavy > 0
+            self._update_blocked()
         with contextlib.suppress(OSError, ValueError):  # never registered, or closed
             self._ep.unregister(conn.fd)
         conn.sock.close()
@@ -316,6 +321,13 @@ class TcpServer(_Base):
     def connected(self) -> list[Address]:
         return []
 
+    def _update_blocked(self) -> None:
+        """Backpressure only while every peer's connection is backed up: one stalled peer
+        must not stop the device for the others (what it cannot take beyond HIGH_WATER is
+        dropped, counted ``tcp-backlog``, as a network would)."""
+        peers = len(self._conns) - len(self._unproven)
+        self.blocked = self._heavy > 0 and self._heavy >= max(1, peers)
+
     def peers(self, endpoints: frozenset[Address]) -> None:
         """Connections at ``endpoints`` are proven: past the limits on unproven ones."""
         old = self._endpoints
@@ -330,6 +342,7 @@ class TcpServer(_Base):
             if conn is not None and not conn.proven:
                 conn.proven = True
                 self._unproven.pop(conn.fd, None)
+        self._update_blocked()
 
     def close(self) -> None:
         for conn in list(self._conns.values()):

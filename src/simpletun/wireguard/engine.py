@@ -227,6 +227,8 @@ class Engine:
         reading = True  # the device is watched (not while the link is blocked)
         try:
             while not self._stopping:
+                if core.outbox:  # e.g. a first handshake queued before the loop began
+                    self._flush_outbox()
                 now = time.monotonic()
                 if next_tick is not None and next_tick <= now:
                     next_tick = core.tick(now)
@@ -288,8 +290,7 @@ class Engine:
             self.side.mtu = mtu
             self.side.max_packet = mtu
         self.uapi.tick(now)
-        self.link.peers(frozenset(p.endpoint for p in self.core.peers.values()
-                                  if p.endpoint is not None))
+        self._tell_link_peers()
         if self.switch is not None:
             self.switch.sweep(now)
         if self.deadline is not None:
@@ -311,9 +312,11 @@ class Engine:
     def _events(self) -> None:
         """Status lines for what the handshakes did (rate-limited per kind)."""
         events, log, show = self.core.events, self.log, self.link.show
+        handshakes = False
         while events:
             what, source, peer = events.popleft()
             if what == HANDSHAKE and peer is not None:
+                handshakes = True
                 before = self.sessions.get(peer)
                 self.sessions[peer] = source
                 if log is not None and before != source:
@@ -329,6 +332,12 @@ class Engine:
                     log(what, f"refused a handshake from {show(source)}: it was made for "
                         "another public key than this tunnel's (the other side's --peer key "
                         "for us is wrong)")
+        if handshakes:  # a TCP server keeps the new peer's connection from then on
+            self._tell_link_peers()
+
+    def _tell_link_peers(self) -> None:
+        self.link.peers(frozenset(p.endpoint for p in self.core.peers.values()
+                                  if p.endpoint is not None))
 
     def _first_refusal(self, what: str, source: Address) -> bool:
         """Whether to say so: once per kind and source host in REFUSAL_QUIET seconds (a
@@ -646,6 +655,9 @@ class Engine:
             self._set_fwmark(request.fwmark)
         if request.replace_peers:
             core.remove_all_peers()
+            self.sessions.clear()
+            if self.switch is not None:
+                self.switch = Switch()  # nothing learned points at a removed peer
         for ps in request.peers:
             self._set_peer(ps, now)
 
