@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import types
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simpletun.control.uapi import DeviceSet
 from simpletun.wireguard.core import HANDSHAKE, NOT_FOR_US, UNKNOWN_PEER
+from simpletun.wireguard.engine import Engine
 from simpletun.wireguard.messages import EXT_FRAME, EXT_HEADER, EXT_SUPER, INITIATION
+from simpletun.wireguard.switch import Switch
 
 from .wgsim import A_TO_B, B_ADDR, Net, Node, ipv4, keepalives, pair, sent, session
 
@@ -199,3 +203,16 @@ def test_reconnected_heals_a_restarted_peer_at_once() -> None:
     net.send(a, A_TO_B)
     net.run()
     assert b.delivered[before:] == [A_TO_B]  # no 15 s wait for the keepalive timer
+
+
+def test_replacing_all_peers_forgets_their_sessions_and_learned_macs() -> None:
+    """wg setconf (replace_peers): nothing the engine keeps may point at a removed peer,
+    or frames to a MAC learned behind it would be staged on it and lost."""
+    _net, a, b = session()
+    peer = a.core.peers[b.public]
+    stub = types.SimpleNamespace(core=a.core, sessions={peer: b.address}, switch=Switch())
+    frame = bytes.fromhex("ffffffffffff" "020000000002" "0800") + bytes(46)
+    stub.switch.learn(frame, peer, 0.0)
+    assert len(stub.switch) == 1
+    Engine.uapi_set(stub, DeviceSet(replace_peers=True))  # type: ignore[arg-type]
+    assert not a.core.peers and stub.sessions == {} and len(stub.switch) == 0
