@@ -111,6 +111,16 @@ def test_any_plaintext_is_delivered_whole_or_counted(plain: bytes, tap: bool) ->
         assert sum(b.core.drops.values()) == before + 1
 
 
+def _caller(net: Net, name: str, address: tuple[str, int], target: Node,
+            key: bytes) -> Node:
+    """A node b does not know, that takes ``key`` for ``target``'s public key."""
+    node = net.node(name, address)
+    peer = node.core.add_peer(key)
+    node.core.add_allowed(peer, ipaddress.ip_network("0.0.0.0/0"))
+    peer.endpoint = target.address
+    return node
+
+
 def test_events_say_who_came_and_who_was_refused() -> None:
     net, a, b = pair()
     net.send(a, A_TO_B)
@@ -119,19 +129,13 @@ def test_events_say_who_came_and_who_was_refused() -> None:
     assert (HANDSHAKE, a.address, b.core.peers[a.public]) in b.core.events
     b.core.events.clear()
     # a stranger with its own key, knowing b's public key: unknown peer
-    stranger = net.node("s", ("192.0.2.9", 1))
-    ps = stranger.core.add_peer(b.public)
-    stranger.core.add_allowed(ps, ipaddress.ip_network("0.0.0.0/0"))
-    ps.endpoint = b.address
+    stranger = _caller(net, "s", ("192.0.2.9", 1), b, b.public)
     net.send(stranger, A_TO_B)
     net.run()
     assert list(b.core.events) == [(UNKNOWN_PEER, stranger.address, None)]
     # one that took another key for b's: its mac1 does not match
     b.core.events.clear()
-    wrong = net.node("w", ("192.0.2.10", 1))
-    pw = wrong.core.add_peer(stranger.public)
-    wrong.core.add_allowed(pw, ipaddress.ip_network("0.0.0.0/0"))
-    pw.endpoint = b.address
+    wrong = _caller(net, "w", ("192.0.2.10", 1), b, stranger.public)
     net.send(wrong, A_TO_B)
     net.run()
     assert list(b.core.events) == [(NOT_FOR_US, wrong.address, None)]
@@ -139,10 +143,7 @@ def test_events_say_who_came_and_who_was_refused() -> None:
 
 def test_events_are_bounded() -> None:
     net, _a, b = pair()
-    stranger = net.node("s", ("192.0.2.9", 1))
-    ps = stranger.core.add_peer(b.public)
-    stranger.core.add_allowed(ps, ipaddress.ip_network("0.0.0.0/0"))
-    ps.endpoint = b.address
+    stranger = _caller(net, "s", ("192.0.2.9", 1), b, b.public)
     net.send(stranger, A_TO_B)
     initiation = sent(net, stranger, INITIATION)[0][1]
     b.core.load_threshold = 10**6  # never under load here: each one reaches the lookup
