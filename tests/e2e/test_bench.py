@@ -64,7 +64,7 @@ def _wg_row(report: dict[str, Any], mode: str, streams: list[int]) -> dict[str, 
 
 
 def test_bench_json_every_mode(lab: Lab) -> None:
-    done = simpletun("bench", "--seconds", "0.5", "--streams", "1", "--pings", "10", "--json",
+    done = simpletun("bench", "--seconds", "1", "--streams", "1", "--pings", "10", "--json",
                      timeout=400)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -47,3 +47,26 @@ def test_a_failed_iperf3_run_is_one_error_and_its_server_is_reaped(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize("seconds,given", [(0.5, "1"), (1.0, "1"), (2.6, "3"), (10, "10")])
+def test_iperf3_is_given_whole_seconds(monkeypatch: pytest.MonkeyPatch, seconds: float,
+                                       given: str) -> None:
+    """iperf3 reads -t as an integer: "0.5" would be 0, which it runs forever."""
+    asked: list[list[str]] = []
+
+    class Answering:
+        def run(self, cmd: list[str], **_kw: Any) -> subprocess.CompletedProcess[str]:
+            asked.append(cmd)
+            report = '{"end": {"sum_received": {"bytes": 1000, "bits_per_second": 8000.0}}}'
+            return subprocess.CompletedProcess(cmd, 0, report, "")
+
+    server = Server()
+    try:
+        assert bench.throughput(server, Answering(), "192.0.2.1", 1, seconds,  # type: ignore[arg-type]
+                                "iperf3") == (0.008, 1000)
+    finally:
+        for p in server.procs:
+            p.kill()
+            p.wait()
+    assert asked[0][asked[0].index("-t") + 1] == given

@@ -157,10 +157,12 @@ def throughput(server: Namespace, client: Namespace, address: str, streams: int,
     if tool == "iperf3":
         srv = server.popen(["iperf3", "-s", "-1", "-B", address, "-p", str(PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # iperf3 takes whole seconds (its -t 0.5 is 0: forever)
+        whole = str(max(1, round(seconds)))
         try:
             for _ in range(50):
                 done = client.run(["iperf3", "-c", address, "-p", str(PORT), "-t",
-                                   str(seconds), "-P", str(streams), "-J"],
+                                   whole, "-P", str(streams), "-J"],
                                   timeout=seconds + 60)
                 if done.returncode == 0:
                     break
