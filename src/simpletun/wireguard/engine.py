@@ -451,24 +451,29 @@ class Engine:
         port = switch.forward(frame, DEVICE, now)
         EXT_HEADER.pack_into(view, ROOM, EXT_FRAME, size)
         if port is FLOOD:
-            self._flood(view, EXT_LEN + size, None, now)
+            self._flood(view[ROOM:ROOM + EXT_LEN + size], None, now)
         elif isinstance(port, Peer):
             n = core.seal(port, view, EXT_LEN + size, now)
             if n and port.endpoint is not None:
                 self._queue(port.endpoint, view[:n])
 
-    def _flood(self, view: memoryview, size: int, source: Peer | None, now: float) -> None:
-        """The extension message at ``view[ROOM:ROOM + size]`` sealed for every peer but
-        ``source`` (each its own copy: sealing is in place)."""
-        core = self.core
-        for peer in core.peers.values():
-            if peer is source or peer.endpoint is None:
-                continue
-            slot = memoryview(bytearray(ROOM + size + TAIL))
-            slot[ROOM:ROOM + size] = view[ROOM:ROOM + size]
-            n = core.seal(peer, slot, size, now)
-            if n:
-                self._queue(peer.endpoint, slot[:n])
+    def _flood(self, message: memoryview, source: Peer | None, now: float) -> None:
+        """The extension ``message`` (plaintext) to every peer but ``source``."""
+        for peer in self.core.peers.values():
+            if peer is not source:
+                self._seal_copy(peer, message, now)
+
+    def _seal_copy(self, peer: Peer, message: memoryview, now: float) -> None:
+        """A copy of the plaintext ``message`` sealed for ``peer`` and queued (sealing is in
+        place: the original stays for the device or the next peer)."""
+        if peer.endpoint is None:
+            return
+        size = len(message)
+        slot = memoryview(bytearray(ROOM + size + TAIL))
+        slot[ROOM:ROOM + size] = message
+        n = self.core.seal(peer, slot, size, now)
+        if n:
+            self._queue(peer.endpoint, slot[:n])
 
     def _segment(self, packet: memoryview, mss: int, used: int, now: float) -> int:
         """Cut a super-packet into segments, seal each into a segment slot; returns how many
@@ -600,15 +605,9 @@ class Engine:
             self.side.deliver_authenticated(frame)
         elif port is FLOOD:
             self.side.deliver_authenticated(frame)
-            slot = memoryview(bytearray(ROOM + len(message) + TAIL))
-            slot[ROOM:ROOM + len(message)] = message
-            self._flood(slot, len(message), peer, now)
+            self._flood(message, peer, now)
         elif isinstance(port, Peer):
-            slot = memoryview(bytearray(ROOM + len(message) + TAIL))
-            slot[ROOM:ROOM + len(message)] = message
-            n = self.core.seal(port, slot, len(message), now)
-            if n and port.endpoint is not None:
-                self._queue(port.endpoint, slot[:n])
+            self._seal_copy(port, message, now)
 
     # --- the UAPI ------------------------------------------------------------------------
     def uapi_get(self) -> DeviceStatus:
