@@ -28,7 +28,7 @@ def _check_report(report: dict[str, Any], modes: list[str], streams: list[int]) 
     assert [r["mode"] for r in report["results"]] == modes
     for r in report["results"]:
         assert set(r) == {"mode", "rtt_p50_ms", "rtt_p99_ms", "throughput_mbps", "cpu_s_per_gb",
-                          "peak_rss_mb", "ratios", "notes"}
+                          "peak_rss_mb", "ratios", "notes", "breakdown"}
         assert 0 < r["rtt_p50_ms"] <= r["rtt_p99_ms"]
         assert set(r["throughput_mbps"]) == {str(n) for n in streams}
         # a run that moved nothing (lost SYNs on a lossy link) is null, with a note
@@ -81,14 +81,27 @@ def test_bench_json_every_mode(lab: Lab) -> None:
 
 
 def test_bench_builtin_tool_and_narrowing(lab: Lab) -> None:
-    """The built-in generator, whether iperf3 is installed or not, also on a lossy mode."""
+    """The built-in generator, whether iperf3 is installed or not, also on a lossy mode;
+    --breakdown times the engine's passes during the pings (and only the engine's)."""
     done = simpletun("bench", "--seconds", "0.5", "--pings", "10", "--tool", "builtin",
                      "--modes", "bare,classic,enc-udp-loss", "--streams", "2", "--json",
-                     timeout=300)
+                     "--breakdown", timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["tool"] == "builtin"
     _check_report(report, ["bare", "classic", "enc-udp-loss"], [2])
+    bare, classic, enc = report["results"]
+    assert bare["breakdown"] == classic["breakdown"] == {}
+    assert set(enc["breakdown"]) == {"server", "client"}
+    for side in enc["breakdown"].values():
+        assert set(side) == {"out", "in"}
+        for m in side.values():
+            # at least the pings (some lost on this lossy link); each pass made system
+            # calls and took longer than they did
+            assert m["passes"] >= 5 and m["syscalls"] >= 1
+            assert 0 < m["syscalls_us"] < m["pass_us"] and m["python_us"] > 0
+    assert "enc-udp-loss: one ping's round trip, pass by pass" in report["table"]
+    assert "server socket -> device" in report["table"]
 
 
 def test_builtin_sender_gets_through_lost_syns_and_reports_nothing_moved(lab: Lab) -> None:

@@ -52,15 +52,20 @@ def _progress(message: str) -> None:
               help="Pings per mode for the RTT percentiles.")
 @click.option("--tool", type=click.Choice(["auto", "iperf3", "builtin"]), default="auto",
               show_default=True, help="Traffic generator: iperf3 if installed, else built in.")
+@click.option("--breakdown", is_flag=True,
+              help="Also time each pass of the tunnel's loop during the pings (device read "
+                   "-> socket send, socket receive -> device write: system calls and Python, "
+                   "in us) in the modes that run the WireGuard engine, and print where one "
+                   "round trip goes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(modes: list[str], streams: list[int], seconds: float, pings: int, tool: str,
-            as_json: bool) -> None:
+            breakdown: bool, as_json: bool) -> None:
     """Measure the bare veth link and each tunnel mode, one after the other, each on fresh
     namespaces: ping RTT p50/p99, TCP throughput, CPU seconds per GB and peak RSS of the
     tunnel processes, and every figure as a ratio to the bare link. A mode whose tool is not
     installed is skipped with a one-line reason. Needs root."""
     report = bench.run(modes=modes, streams=streams, seconds=seconds, pings=pings, tool=tool,
-                       progress=_progress)
+                       progress=_progress, breakdown=breakdown)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     if as_json:

@@ -34,10 +34,12 @@ null, "moved nothing" in the table) with a note, never a made-up number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -49,6 +51,7 @@ from typing import Any
 
 from ..device.holders import parent_pid
 from ..errors import SimpletunError
+from ..tunnel import breakdown as passes
 from .netns import Lab, Namespace
 from .testbed import OVERLAY, Testbed, Watched
 from .wghost import WgInterface, WgLabError, implementation_cmd, wg_exe
@@ -94,6 +97,9 @@ class ModeResult:
     peak_rss_mb: float | None  # the largest of the tunnel processes (workers included)
     ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what went wrong, e.g. "moved nothing"
+    #: ``--breakdown``: each side's per-pass medians during the pings ({"server": ..,
+    #: "client": ..}, see :mod:`simpletun.tunnel.breakdown`); empty when not asked for
+    breakdown: dict[str, Any] = field(default_factory=dict)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -238,15 +244,58 @@ def skip_reason(mode: str) -> str | None:
     return None
 
 
-def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack) -> list[int]:
+#: modes whose tunnel processes run the WireGuard engine: the ones --breakdown can time
+ENGINE_MODES = ("enc-tcp", "enc-udp", "enc-icmp", "enc-tcp-loss", "enc-udp-loss",
+                "enc-icmp-loss", "wg")
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Any:
+    """``name=value`` in the environment of processes started inside (None: as it was)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _collect(pids: Sequence[int], paths: Sequence[str]) -> dict[str, Any]:
+    """Ask the tunnel processes for their per-pass medians (SIGUSR2) and read them."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)
+    got: dict[str, Any] = {}
+    for who, path in zip(("server", "client"), paths, strict=True):
+        for _ in range(100):
+            try:
+                with open(path) as f:
+                    got[who] = json.load(f)
+                break
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.02)
+    return got
+
+
+def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack,
+              breakdown: Sequence[str] = ()) -> list[int]:
     """WireGuard between the testbed's hosts on their veth underlay: ``impl`` in the
     foreground on each side (stopped, socket removed, when ``stack`` closes), peers of each
     other, the testbed's overlay addresses, the handshake made. Returns the two daemons'
     pids (the processes started with ``-f``)."""
     ends = []
-    for ns in (bed.server, bed.client):
+    for i, ns in enumerate((bed.server, bed.client)):
         try:
-            ends.append(stack.enter_context(WgInterface(ns, impl, listen_port=WG_PORT)))
+            with _environment(passes.ENV, breakdown[i] if breakdown else None):
+                ends.append(stack.enter_context(WgInterface(ns, impl, listen_port=WG_PORT)))
         except WgLabError as exc:  # one line: what failed, and the last thing it said
             said = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise SimpletunError(" ".join(said[:1] + said[1:][-1:])) from None
@@ -276,20 +325,27 @@ def wg_tunnel(bed: Testbed, impl: str, stack: ExitStack) -> list[int]:
 
 
 def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: int,
-                 tool: str, progress: Callable[[str], None]) -> ModeResult:
+                 tool: str, progress: Callable[[str], None],
+                 breakdown: bool = False) -> ModeResult:
     extra = MODES.get(mode)
     with Lab("bench") as lab, ExitStack() as stack:
         bed = Testbed(lab, ipv6_overlay=False, keys=mode.startswith("enc-"))
         procs: list[Watched] = []
         pids: list[int] = []
+        timed = [os.path.join(lab.directory, f"passes-{who}.json") for who in
+                 ("server", "client")] if breakdown and mode in ENGINE_MODES else []
         if mode in WG_MODES:
             progress(f"{mode}: starting {WG_MODES[mode]} on both sides")
-            pids = wg_tunnel(bed, WG_MODES[mode], stack)
+            pids = wg_tunnel(bed, WG_MODES[mode], stack, timed)
             target = bed.server_overlay
         elif extra is None:
             target = bed.server_underlay
         else:
-            bed.start(server_extra=extra[0], client_extra=extra[1])
+            with _environment(passes.ENV, timed[0] if timed else None):
+                bed.start_server(*extra[0])
+            with _environment(passes.ENV, timed[1] if timed else None):
+                bed.start_client(*extra[1])
+            bed.wait_ready()
             if mode.endswith("-loss"):
                 for ns in (bed.server, bed.client):
                     lossy(ns, bed.port, LOSS_PERCENT, icmp_on="veth0")
@@ -304,6 +360,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         p = bed.client.ping(target, count=pings, interval=0.01, deadline=pings * 0.05 + 10)
         if not p.ok and not (mode.endswith("-loss") and p.received > pings // 2):
             raise SimpletunError(f"{mode}: ping failed ({p.received}/{p.sent})")
+        timings = _collect(pids, timed) if timed else {}
         results: dict[str, float | None] = {}
         notes: list[str] = []
         moved = 0
@@ -329,6 +386,7 @@ def measure_mode(mode: str, *, streams: Sequence[int], seconds: float, pings: in
         cpu_s_per_gb=cpu / (moved / 1e9) if pids and moved else None,
         peak_rss_mb=rss,
         notes=notes,
+        breakdown=timings,
     )
 
 
@@ -370,13 +428,24 @@ def table(results: list[ModeResult], tool: str, seconds: float,
         lines.append(line)
     lines.extend(f"{mode:<{w}} skipped: {reason}" for mode, reason in skipped)
     lines.extend(f"note: {r.mode}: {note}" for r in results for note in r.notes)
+    bare = next((r for r in results if r.mode == "bare"), None)
+    for r in results:
+        if r.breakdown:
+            least = min((m.get("passes", 0) for side in r.breakdown.values()
+                         for m in side.values()), default=0)
+            lines.append(f"{r.mode}: one ping's round trip, pass by pass (medians of "
+                         f"{least:.0f} passes or more)")
+            lines.extend(passes.summarise(
+                r.breakdown.get("server", {}), r.breakdown.get("client", {}),
+                r.ratios.get("rtt_p50_added_us", 0.0) if bare else 0.0,
+                bare.rtt_p50_ms * 1000 if bare else r.rtt_p50_ms * 1000))
     lines.append(f"throughput by {tool}, {seconds:g} s per run; 'added' is the RTT p50 over "
                  "the bare link; CPU: all tunnel processes; RSS: the largest one")
     return "\n".join(lines)
 
 
 def run(*, modes: Sequence[str], streams: Sequence[int], seconds: float, pings: int,
-        tool: str, progress: Callable[[str], None]) -> dict[str, Any]:
+        tool: str, progress: Callable[[str], None], breakdown: bool = False) -> dict[str, Any]:
     if os.geteuid() != 0:
         raise SimpletunError("the benchmark needs root (network namespaces): run it with sudo")
     unknown = [m for m in modes if m not in MODE_NAMES]
@@ -393,7 +462,7 @@ def run(*, modes: Sequence[str], streams: Sequence[int], seconds: float, pings: 
             skipped.append((m, reason))
             continue
         results.append(measure_mode(m, streams=streams, seconds=seconds, pings=pings,
-                                    tool=tool, progress=progress))
+                                    tool=tool, progress=progress, breakdown=breakdown))
     add_ratios(results)
     return {"tool": tool, "seconds": seconds, "streams": list(streams),
             "cpus": os.cpu_count(), "kernel": os.uname().release,

@@ -47,6 +47,7 @@ from ..packets import Malformed
 from ..transport import tcp, udp
 from ..transport.link import Link
 from ..transport.tcp import TransportError
+from ..tunnel import breakdown
 from ..tunnel.ratelimit import LimitedLog
 from ..wire import segment
 from . import keys
@@ -159,6 +160,9 @@ class Engine:
         self._poller: select.epoll | None = None
         self._watched: set[int] = set()
         self._link_fd = -1
+        #: per-pass timings, only with SIMPLETUN_BREAKDOWN set (``simpletun bench
+        #: --breakdown``): then the pass methods and their system calls are wrapped
+        self._breakdown = breakdown.install(self)
 
     # --- the socket ----------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
@@ -187,6 +191,7 @@ class Engine:
         self.sock.close()
         self.sock = new
         self.link = udp.Endpoint(new)
+        breakdown.wrap_link(self._breakdown, self.link)
         for peer in self.core.peers.values():  # endpoints in the new socket's form
             if peer.endpoint is not None:
                 peer.endpoint = sockaddr(new, *shown(peer.endpoint))
@@ -692,6 +697,7 @@ class Engine:
             core.send_staged(peer, now)
 
     def close(self) -> None:
+        breakdown.dump(self._breakdown)
         self.uapi.close()
         self.link.close()
         self.core.remove_all_peers()
