@@ -5,8 +5,6 @@ behaviour is :mod:`.core`'s."""
 
 from __future__ import annotations
 
-from collections import deque
-
 from . import noise
 from .cookie import Stamper
 from .keypair import Keypairs
@@ -16,6 +14,20 @@ STAGED_LIMIT = 128  # packets held for a peer while its handshake runs (wireguar
 
 #: a socket address as the socket module gives it: (host, port) or (host, port, flow, scope)
 Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+class Staged(list[bytes]):
+    """Packets waiting for a session, the oldest dropped beyond :data:`STAGED_LIMIT` (as a
+    ``deque(maxlen=...)`` would). A list, not a deque: an empty deque holds a 64-slot
+    block (about 0.8 KiB) from the start, and most of a server's peers never stage
+    anything, so with 10,000 peers that was a sixth of the memory per configured peer."""
+
+    __slots__ = ()
+
+    def append(self, packet: bytes) -> None:
+        if len(self) >= STAGED_LIMIT:
+            del self[0]
+        super().append(packet)
 
 
 class Peer:
@@ -31,7 +43,7 @@ class Peer:
         self.timers = Timers()
         self.endpoint: Address | None = None
         self.persistent = 0  # persistent keepalive interval, seconds (0: off)
-        self.staged: deque[bytes] = deque(maxlen=STAGED_LIMIT)
+        self.staged = Staged()
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.last_handshake: float | None = None  # when the last handshake completed
