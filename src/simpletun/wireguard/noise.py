@@ -10,11 +10,13 @@ mac1/mac2 are :mod:`.cookie`'s."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import crypto, messages
 from .crypto import ZERO_KEY, hash_, kdf1, kdf2, kdf3
-from .keys import generate_private, public_from_private
+from .keys import generate_private
 
 INITIAL_CHAIN = hash_(crypto.CONSTRUCTION)
 INITIAL_HASH = hash_(INITIAL_CHAIN, crypto.IDENTIFIER)
@@ -33,16 +35,36 @@ def tai64n(unix_ns: int) -> bytes:
     return struct.pack(">QI", _TAI64_BASE + seconds, nanos & ~_WHITEN)
 
 
+def _exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes | None:
+    """X25519 with a loaded private key (:func:`crypto.dh` loads it from bytes each time,
+    which costs as much as the exchange: the library derives the public key on loading);
+    None for a low-order point."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError:
+        return None
+
+
+def _ephemeral() -> tuple[bytes, X25519PrivateKey, bytes]:
+    """A new ephemeral key: its bytes, the key loaded (once), and its public key."""
+    private = generate_private()
+    key = X25519PrivateKey.from_private_bytes(private)
+    return private, key, key.public_key().public_bytes_raw()
+
+
 @dataclass(slots=True)
 class Local:
-    """Our identity: the static key pair and the hashes that depend on it."""
+    """Our identity: the static key pair (and the private key loaded once: every
+    handshake and every peer added uses it)."""
 
     private: bytes
     public: bytes
+    key: X25519PrivateKey = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, private: bytes) -> Local:
-        return cls(private, public_from_private(private))
+        key = X25519PrivateKey.from_private_bytes(bytes(private))
+        return cls(private, key.public_key().public_bytes_raw(), key)
 
 
 @dataclass(slots=True)
@@ -64,7 +86,7 @@ class Handshake:
     last_timestamp: bytes = bytes(12)
 
     def precompute(self, local: Local | None) -> None:
-        self.static_static = (crypto.dh(local.private, self.remote_static)
+        self.static_static = (_exchange(local.key, self.remote_static)
                               if local is not None else None)
 
     def clear(self) -> None:
@@ -79,12 +101,11 @@ def create_initiation(local: Local, hs: Handshake, sender: int, timestamp: bytes
     unusable (a low-order point)."""
     if hs.static_static is None:
         return None
-    e_priv = generate_private()
-    e_pub = public_from_private(e_priv)
+    e_priv, e_key, e_pub = _ephemeral()
     h = hash_(INITIAL_HASH, hs.remote_static)
     ck = kdf1(INITIAL_CHAIN, e_pub)
     h = hash_(h, e_pub)
-    shared = crypto.dh(e_priv, hs.remote_static)
+    shared = _exchange(e_key, hs.remote_static)
     if shared is None:
         return None
     ck, k = kdf2(ck, shared)
@@ -117,7 +138,7 @@ def open_initiation(local: Local, msg: messages.Initiation) -> tuple[bytes, byte
     h = hash_(INITIAL_HASH, local.public)
     ck = kdf1(INITIAL_CHAIN, msg.ephemeral)
     h = hash_(h, msg.ephemeral)
-    shared = crypto.dh(local.private, msg.ephemeral)
+    shared = _exchange(local.key, msg.ephemeral)
     if shared is None:
         return "bad-ephemeral"
     ck, k = kdf2(ck, shared)
@@ -154,12 +175,11 @@ def create_response(hs: Handshake, sender: int) -> bytearray | None:
     """The response to a consumed initiation (macs still zero)."""
     if hs.state != INITIATION_CONSUMED:
         return None
-    e_priv = generate_private()
-    e_pub = public_from_private(e_priv)
+    e_priv, e_key, e_pub = _ephemeral()
     h = hash_(hs.hash, e_pub)
     ck = kdf1(hs.chain, e_pub)
-    ee = crypto.dh(e_priv, hs.remote_ephemeral)
-    se = crypto.dh(e_priv, hs.remote_static)
+    ee = _exchange(e_key, hs.remote_ephemeral)
+    se = _exchange(e_key, hs.remote_static)
     if ee is None or se is None:
         return None
     ck = kdf1(ck, ee)
@@ -181,7 +201,7 @@ def consume_response(local: Local, hs: Handshake, msg: messages.Response) -> str
     h = hash_(hs.hash, msg.ephemeral)
     ck = kdf1(hs.chain, msg.ephemeral)
     ee = crypto.dh(hs.ephemeral_private, msg.ephemeral)
-    se = crypto.dh(local.private, msg.ephemeral)
+    se = _exchange(local.key, msg.ephemeral)
     if ee is None or se is None:
         return "bad-ephemeral"
     ck = kdf1(ck, ee)
