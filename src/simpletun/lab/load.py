@@ -261,6 +261,8 @@ class Report:
             f"configured, {self.rss_sessions_kb} KiB with sessions; per configured peer "
             f"{self.rss_per_configured_peer_bytes / 1024:.1f} KiB configured, "
             f"{self.rss_per_peer_bytes / 1024:.1f} KiB with sessions",
+            "server drops: " + (", ".join(f"{n} {why}" for why, n in
+                                          sorted(self.server_drops.items())) or "none"),
             f"allowed-IPs lookup: {self.lookup_ns_1:.0f} ns with 1 peer, "
             f"{self.lookup_ns_n:.0f} ns with {self.setconf_peers}",
         ]
