@@ -16,7 +16,7 @@ server's RSS (``VmRSS`` of the ``simpletun-wg`` process) before configuring, aft
 configuring and after all sessions, RSS per configured peer, and the time of one
 allowed-IPs lookup (``AllowedIPs.lookup_v4``) with 1 and with M peers, in this process.
 
-**Pacing, and what is honest.** The server treats more than ``core.LOAD_THRESHOLD`` (256)
+**Pacing, and what is honest.** The server treats more than ``core.LOAD_THRESHOLD`` (2048)
 handshake messages in one second as load: an initiation without a valid mac2 then gets a
 cookie reply instead of a Diffie-Hellman. A real WireGuard initiator (wireguard-go, the
 Linux module, and our core) takes the cookie and sends nothing more until its
@@ -25,9 +25,10 @@ admitted only at a per-source-host rate. The driver's initiators are unmodified 
 they behave exactly so: nothing here shortcuts a cookie. What the driver chooses is when
 each peer *starts*: ``rate`` initiations per second (default :data:`DEFAULT_RATE`, just
 under the server's load threshold, as a fleet of peers that does not all boot in the
-same millisecond), or all at once with ``rate=0`` (a storm: every peer after the 256th
-gets a cookie and comes through on its 5 s retry, which the report shows as cookie
-replies and retransmissions). Both are real behaviour; the report says which was used.
+same millisecond), or all at once with ``rate=0`` (a storm: every peer
+past the threshold gets a cookie and comes through on its 5 s retry, which the report
+shows as cookie replies and retransmissions). Both are real behaviour; the report says
+which was used.
 
 A lost echo request or reply is sent again once a second (as ping does), counted; a peer
 that is not through at the deadline is a failure by the reason it got stuck at.

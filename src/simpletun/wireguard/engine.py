@@ -151,11 +151,13 @@ class Engine:
         self._plain = bytearray(4 * 65536)
         self._plain_view = memoryview(self._plain)
         self._out: dict[Address, list[memoryview | bytes]] = {}
-        # TCP super-packets only (TSO): this engine cuts TCP; UDP ones (USO) stay the
-        # kernel's to segment before they reach us
+        # Super-packets from the device only where they leave whole (TCP: EXT_SUPER); a
+        # datagram link's messages must fit the path, and the kernel cuts them, checksums
+        # included, in C for less than this engine cuts them in Python (enc-udp: 17.5 ->
+        # 14.6 CPU s/GB). Writing super-packets to the device needs no offload set.
         self.side.offloads &= OFFLOADS
         if self.side.vnet and self.side.offloads and not dev.tap:
-            self.side.set_offloads(True)
+            self.side.set_offloads(self.super_packets)
         self._next_mtu_check = 0.0
         self._poller: select.epoll | None = None
         self._watched: set[int] = set()
