@@ -211,7 +211,8 @@ def test_replacing_all_peers_forgets_their_sessions_and_learned_macs() -> None:
     or frames to a MAC learned behind it would be staged on it and lost."""
     _net, a, b = session()
     peer = a.core.peers[b.public]
-    stub = types.SimpleNamespace(core=a.core, sessions={peer: b.address}, switch=Switch())
+    stub = types.SimpleNamespace(core=a.core, sessions={peer: b.address}, switch=Switch(),
+                                 companion=None)
     frame = bytes.fromhex("ffffffffffff" "020000000002" "0800") + bytes(46)
     stub.switch.learn(frame, peer, 0.0)
     assert len(stub.switch) == 1

@@ -26,6 +26,7 @@ from ..tunnel import mtu as mtu_limits
 from ..tunnel import stream, workers
 from ..wire.classic import CLASSIC_PEER_MAX
 from ..wireguard import keys as wg_keys
+from ..wireguard import workers as wg_workers
 from ..wireguard.engine import Engine
 from ._common import configure, parse_addresses, sigterm_as_interrupt
 
@@ -279,7 +280,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                                "--key)")
     if encrypted:
         _encrypted_checks(server=server, transport=transport, classic_wire=classic_wire,
-                          worker_count=worker_count, once=once)
+                          worker_count=worker_count, once=once, tap=tap)
     _refuse_busy(iface)
     if encrypted:
         assert key_file is not None
@@ -288,7 +289,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                              keepalive=keepalive, transport=transport, offload=offload,
                              mac=mac, key_file=key_file, peer_specs=peer_specs,
                              handshake_wait=HANDSHAKE_WAIT if handshake_wait is None
-                             else handshake_wait)
+                             else handshake_wait, worker_count=worker_count or 1)
     _check_mtu(mtu, transport, tap=tap, family=None, encrypted=False)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     # the server's addresses, resolved before the device is touched (a bad name fails here)
@@ -416,14 +417,40 @@ def _peer_specs(specs: tuple[str, ...], *, server: bool, tap: bool) -> list[Peer
     return peers
 
 
+def _start_workers(engine: Engine, dev: tuntap.Device, count: int, tap: bool,
+                   offload: bool) -> None:
+    """Fork the engine's followers: worker *i* gets queue *i* of ``dev`` and socket *i* of
+    the reuseport group; each writes into the queue of the packet's flow (the kernel
+    sends the flow back out there, so one peer's flows spread over the workers)."""
+    fds = [q.fileno() for q in dev.queues]
+
+    def make(i: int, sock: socket.socket) -> Engine:
+        dev.queues = [dev.queues[i]]  # this process reads its own queue
+        follower = Engine(dev, tap=tap, udp_socket=sock, log=None, uapi=False)
+        follower.side.spread(fds)
+        return follower
+    engine.side.spread(fds)
+    try:
+        wg_workers.start(engine, count, make)
+    except OSError as exc:
+        raise TransportError(f"cannot start {count} workers: {exc.strerror}") from None
+
+
 def _encrypted_checks(*, server: bool, transport: str, classic_wire: bool,
-                      worker_count: int | None, once: bool) -> None:
+                      worker_count: int | None, once: bool, tap: bool = False) -> None:
     if classic_wire:
         raise click.UsageError("the classic wire is plaintext: drop --classic, or drop --key "
                                "and --peer for a plaintext TCP tunnel")
     if worker_count is not None and worker_count > 1:
-        raise click.UsageError("--workers is for the plaintext TCP wire; the encrypted "
-                               "engine runs one")
+        if transport != "udp":
+            raise click.UsageError(f"--workers with --key runs over UDP only (the {transport} "
+                                   "link is one connection per peer): use -t udp, or drop "
+                                   "--workers")
+        if tap:
+            raise click.UsageError("--workers with --key is for tun devices (a tap's switch "
+                                   "learns in one process): drop -a or --workers")
+        if worker_count > wg_workers.MAX_WORKERS:
+            raise click.UsageError(f"--workers: at most {wg_workers.MAX_WORKERS}")
     if once:
         raise click.UsageError("--once is for the plaintext TCP wire; an encrypted server "
                                "serves its peers until stopped")
@@ -433,9 +460,11 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                   addresses: list[link.IPInterface], mtu: int | None,
                   routes: list[link.IPNetwork], reconnect: bool, keepalive: float,
                   transport: str, offload: bool, mac: str | None, key_file: str,
-                  peer_specs: tuple[str, ...], handshake_wait: float = HANDSHAKE_WAIT) -> int:
+                  peer_specs: tuple[str, ...], handshake_wait: float = HANDSHAKE_WAIT,
+                  worker_count: int = 1) -> int:
     """The tunnel on the WireGuard engine (:mod:`simpletun.wireguard.engine`) over
-    ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs)."""
+    ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs); with
+    ``worker_count`` > 1 (UDP, tun) that many processes (:mod:`simpletun.wireguard.workers`)."""
     private = read_private_key(key_file)
     peers = _peer_specs(peer_specs, server=server, tap=tap)
     own = wg_keys.public_from_private(private)
@@ -481,7 +510,9 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     engine: Engine | None = None
     failed: list[bool] = []  # the client gave up waiting for a session
     try:
-        with tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
+        with _open(iface, tap=tap, vnet=offload and not tap, queues=worker_count,
+                   auto=False) if worker_count > 1 else \
+                tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
             name = dev.name
             done = _set_up(dev.name, addresses, overlay_mtu, routes, servers, mac, configured)
             _report(dev.name, done, addresses, routes, servers, encrypted=True)
@@ -505,6 +536,8 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                         peer.endpoint = where
                     if keepalive:
                         engine.core.set_persistent(peer, max(1, round(keepalive)), now)
+            if worker_count > 1:
+                _start_workers(engine, dev, worker_count, tap, offload)
             public = wg_keys.to_base64(engine.core.public or b"")
             kind = "tap" if dev.tap else "tun"
             head = f"{dev.name} ({kind}, mtu {done.mtu}, public key {public})"
@@ -513,7 +546,8 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                         "exit)" if transport == "icmp" else
                         f"{transport.upper()} port {engine.listen_port}")
                 log(f"{head}: encrypted, listening on {what}, {len(peers)} "
-                    f"peer{'s' if len(peers) != 1 else ''}")
+                    f"peer{'s' if len(peers) != 1 else ''}"
+                    + (f", {worker_count} workers" if worker_count > 1 else ""))
                 _note_forwarding(len(peers), tap)
             else:
                 target = engine.link.show(where or engine.endpoint(server_ip, port))

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from zlib import crc32
 
 from ..errors import DeviceError
 from ..packets.check import check
@@ -118,6 +119,24 @@ class DeviceSide:
         #: payload sizes of the last :meth:`read_batch`
         self.sizes = [0] * BATCH
         self.fd = dev.fileno()
+        #: where writes go: ``fd``, or with :meth:`spread` the queue of the packet's flow
+        self.wfd = self.fd
+        self._spread: list[int] = []
+
+    def spread(self, fds: list[int]) -> None:
+        """Write each packet into one of ``fds`` (the device's queues) by its flow. The
+        kernel sends a flow's packets back out of the queue it last wrote it into
+        (tun's automatic flow steering), so this is what spreads the flows of one peer,
+        received by one worker, over the workers that read those queues."""
+        self._spread = fds
+
+    def _pick(self, packet: bytes | memoryview) -> None:
+        """The write queue for ``packet``'s flow (addresses and ports, or what stands at
+        their place: any fixed function of the flow will do)."""
+        fds = self._spread
+        v6 = len(packet) >= 44 and packet[0] >> 4 == 6
+        mixed = (crc32(packet[8:44] if v6 else packet[12:24]) * 0x9E3779B1) >> 16 & 0xFFFF
+        self.wfd = fds[mixed % len(fds)]
 
     # --- offloads -------------------------------------------------------------------
     def set_offloads(self, on: bool) -> None:
@@ -204,6 +223,8 @@ class DeviceSide:
         and checked (version, length within the message, source in the peer's allowed IPs;
         the kernel checks the rest of the header as it does for any packet). For latency:
         no second parse of what the AEAD already vouches for."""
+        if self._spread:
+            self._pick(packet)
         if self.vnet:
             self._write(1, len(packet), vnet.ZERO, packet)
         else:
@@ -215,10 +236,14 @@ class DeviceSide:
         (the kernel re-sums it), the rest one by one through :meth:`deliver`."""
         if not self.vnet or self.dev.tap or len(packets) == 1:
             for p in packets:
+                if self._spread:
+                    self._pick(p)
                 self.deliver(p, False)
             return
         for start, end in segment.runs(packets):
             run = packets[start:end]
+            if self._spread:
+                self._pick(run[0])
             if end - start == 1 or not all(segment.checksum_ok(p) for p in run):
                 for p in run:  # one by one: the kernel checks each checksum itself
                     self.deliver(p, False)
@@ -243,7 +268,7 @@ class DeviceSide:
         ``packets`` packets of ``size`` bytes in all; a refused one (or one the device, taken
         down meanwhile, cannot take) is counted as dropped."""
         try:
-            os.writev(self.fd, parts)  # straight to the fd: the hot path
+            os.writev(self.wfd, parts)  # straight to the fd: the hot path
         except OSError as exc:
             why = _REFUSED.get(exc.errno or 0)
             if why is None:

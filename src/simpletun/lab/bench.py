@@ -8,7 +8,8 @@ same run. Each mode gets a fresh pair of namespaces joined by veth:
 - ``native-1w``: the same with one worker per side;
 - ``enc-tcp``, ``enc-udp``, ``enc-icmp``: the encrypted tunnel (``-k``/``-P``: the WireGuard
   engine) over each transport; over TCP between simpletun peers super-packets travel whole,
-  over UDP it is plain WireGuard;
+  over UDP it is plain WireGuard; ``enc-udp-2w`` is the same with two worker processes per
+  side (``--workers 2``);
 - ``native-loss``, ``enc-tcp-loss``, ``enc-udp-loss``, ``enc-icmp-loss``: the same with 2% of
   the underlay's tunnel packets dropped (nft ``numgen random``), where TCP-in-TCP suffers and
   UDP should not;
@@ -64,6 +65,7 @@ MODES: dict[str, tuple[list[str], list[str]] | None] = {
     "native-1w": (["--workers", "1"], ["--workers", "1"]),
     "enc-tcp": (["-t", "tcp"], ["-t", "tcp"]),
     "enc-udp": (["-t", "udp"], ["-t", "udp"]),
+    "enc-udp-2w": (["-t", "udp", "--workers", "2"], ["-t", "udp", "--workers", "2"]),
     "enc-icmp": (["-t", "icmp"], ["-t", "icmp"]),
     "native-loss": ([], []),
     "enc-tcp-loss": (["-t", "tcp"], ["-t", "tcp"]),
@@ -245,7 +247,7 @@ def skip_reason(mode: str) -> str | None:
 
 
 #: modes whose tunnel processes run the WireGuard engine: the ones --breakdown can time
-ENGINE_MODES = ("enc-tcp", "enc-udp", "enc-icmp", "enc-tcp-loss", "enc-udp-loss",
+ENGINE_MODES = ("enc-tcp", "enc-udp", "enc-udp-2w", "enc-icmp", "enc-tcp-loss", "enc-udp-loss",
                 "enc-icmp-loss", "wg")
 
 

@@ -16,6 +16,7 @@ import random
 import secrets
 import struct
 from collections import Counter, deque
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 
@@ -36,6 +37,7 @@ from .messages import (
 )
 from .peer import Address, Peer
 from .replay import REJECT_AFTER_MESSAGES
+from .shared import Table
 
 HANDSHAKE_RATE = 1 / 50  # at most 50 initiations per second consumed from one peer
 LOAD_WINDOW = 1.0  # handshake messages are counted per this window...
@@ -52,6 +54,8 @@ _TRANSPORT_MAX = messages.TRANSPORT_MAX_LEN - 32
 _NONCE_PAD = b"\0\0\0\0"
 _U16 = struct.Struct("!H")
 _VNET_LEN = 10  # the virtio_net_hdr in front of an EXT_SUPER packet
+RESERVE = 64  # counters a worker takes from the shared table at a time (one batch)...
+RESERVE_TIME = 0.001  # ...and sends for 1 ms at most (the others' keep the window moving)
 EVENTS = 64  # handshake events kept for the engine's status lines at most
 
 #: what :attr:`WireGuard.events` reports: a session with a peer began (handshake done)...
@@ -101,6 +105,25 @@ class WireGuard:
         self._admit = AnswerLimiter(interval=0.05, per_second=5000.0)  # proven, under load
         self._heap: list[tuple[float, int, Peer]] = []
         self._seq = 0
+        #: several processes send and receive on our keypairs (:mod:`.workers`): each
+        #: keypair's counter and replay window are a slot of this table, shared by them
+        #: all, and its keys are kept to hand over
+        self.workers = 1
+        self.table: Table | None = None
+        #: the leader of n workers picks its sessions' receiver indices so that their low
+        #: byte mod n takes turns (the kernel steers by it to a worker: :mod:`.workers`)
+        self.turns = 1
+        self._turn = 0
+        #: which worker this process is: it opens only messages for indices of its turn
+        self.turn_of = 0
+        #: peers whose keypairs changed since the engine last handed them to the workers
+        self.rekeyed: set[Peer] = set()
+        #: a worker's core: no handshakes, no timers; it sends and receives on keypairs the
+        #: engine installs (:meth:`install`), and says what it needs in :attr:`wanted`
+        #: (a handshake) and :attr:`confirmed` (a responder's session it saw used)
+        self.follower = False
+        self.wanted: set[Peer] = set()
+        self.confirmed: dict[Peer, int] = {}
 
     # --- configuration -------------------------------------------------------------------
     @property
@@ -122,7 +145,7 @@ class WireGuard:
                 self.remove_peer(peer.public)
                 continue
             peer.handshake.precompute(self.local)
-            self._forget(peer.keypairs.clear())
+            self._forget(peer.keypairs.clear(), peer)
             self._drop_handshake(peer)
 
     def add_peer(self, public: bytes) -> Peer:
@@ -140,7 +163,7 @@ class WireGuard:
             return
         peer.removed = True
         self.allowed.remove_peer(peer)
-        self._forget(peer.keypairs.clear())
+        self._forget(peer.keypairs.clear(), peer)
         self._drop_handshake(peer)
         peer.staged.clear()
         peer.timers.stop()
@@ -187,6 +210,9 @@ class WireGuard:
         kp = self.indices.get(receiver)
         if type(kp) is not Keypair:
             self.drops["unknown-index"] += 1
+            return 0
+        if self.turns > 1 and (receiver & 0xFF) % self.turns != self.turn_of:
+            self.drops["steered-elsewhere"] += 1  # another worker's window checks it
             return 0
         cipher = kp.receive
         if cipher is None or now - kp.created >= REJECT_AFTER_TIME:
@@ -302,6 +328,8 @@ class WireGuard:
             self.initiate(peer, now)
             return 0
         counter = kp.send_counter
+        if counter >= kp.send_limit or (kp.shared is not None and now > kp.reserved_until):
+            counter = self._reserve(kp, now)
         kp.send_counter = counter + 1
         mtu = self.mtu
         p = (size + 15) & ~15 if size <= mtu else messages.padded(size, mtu)
@@ -362,6 +390,9 @@ class WireGuard:
     # --- handshakes ----------------------------------------------------------------------
     def initiate(self, peer: Peer, now: float, *, retry: bool = False) -> None:
         """Send a handshake initiation to ``peer``, at most one per REKEY_TIMEOUT."""
+        if self.follower:  # the leader makes handshakes
+            self.wanted.add(peer)
+            return
         if not retry:
             peer.timers.attempts = 0
         if (self.local is None or peer.endpoint is None or peer.removed
@@ -398,6 +429,9 @@ class WireGuard:
         return now < self._under_load_until
 
     def _handshake_message(self, t: int, data: memoryview, source: Address, now: float) -> None:
+        if self.follower:  # steered to the leader; one here came around the steering
+            self.drops["handshake-at-worker"] += 1
+            return
         checker, local = self.checker, self.local
         if checker is None or local is None:
             self.drops["no-private-key"] += 1
@@ -469,10 +503,8 @@ class WireGuard:
             return
         remote = peer.handshake.remote_index
         send, receive, initiator = noise.derive(peer.handshake)
-        kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
-                     remote_index=remote, owner=peer)
-        self.indices[index] = kp
-        self._forget(peer.keypairs.derived(kp))
+        kp = self._keypair(send, receive, initiator, now, index, remote, peer)
+        self._forget(peer.keypairs.derived(kp), peer)
         t_.session_derived(now)
         peer.stamper.stamp(response, now)
         self.outbox.append((response, source))
@@ -499,10 +531,8 @@ class WireGuard:
         t_.authenticated_received()
         index = peer.handshake.local_index
         send, receive, initiator = noise.derive(peer.handshake)
-        kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
-                     remote_index=msg.sender, owner=peer)
-        self.indices[index] = kp
-        self._forget(peer.keypairs.derived(kp))
+        kp = self._keypair(send, receive, initiator, now, index, msg.sender, peer)
+        self._forget(peer.keypairs.derived(kp), peer)
         t_.session_derived(now)
         self._complete(peer, now)
         self.send_keepalive(peer, now)  # confirms the session to the responder
@@ -511,7 +541,11 @@ class WireGuard:
     def _confirmed(self, peer: Peer, kp: Keypair, now: float) -> None:
         """The initiator used the session we answered: it becomes current."""
         _rotated, gone = peer.keypairs.received_with(kp)
-        self._forget(gone)
+        self._forget(gone, peer)
+        if self.follower:  # the engine tells the leader, whose handshake it was
+            self.confirmed[peer] = kp.local_index
+            self.send_staged(peer, now)
+            return
         self._complete(peer, now)
         self.send_staged(peer, now)
 
@@ -529,7 +563,7 @@ class WireGuard:
             self._schedule(peer, at)
 
     def _schedule(self, peer: Peer, at: float | None) -> None:
-        if at is not None and (peer.heap_at is None or at < peer.heap_at):
+        if at is not None and not self.follower and (peer.heap_at is None or at < peer.heap_at):
             peer.heap_at = at
             self._seq += 1
             heapq.heappush(self._heap, (at, self._seq, peer))
@@ -563,14 +597,106 @@ class WireGuard:
         elif what == timers.NEW_HANDSHAKE:
             self.initiate(peer, now)
         elif what == timers.ZERO_KEYS:
-            self._forget(peer.keypairs.clear())
+            self._forget(peer.keypairs.clear(), peer)
             self._drop_handshake(peer)
             peer.staged.clear()
+
+    # --- workers: several processes on one interface (.workers) --------------------------
+    def _keypair(self, send: bytes, receive: bytes, initiator: bool, now: float, index: int,
+                 remote: int, peer: Peer) -> Keypair:
+        """A new keypair of ours (in a shared slot when there are workers)."""
+        table = self.table
+        slot = table.allocate(now) if table is not None else None
+        kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
+                     remote_index=remote, owner=peer, shared=slot)
+        self.indices[index] = kp
+        return kp
+
+    def _reserve(self, kp: Keypair, now: float) -> int:
+        """The next counters for ``kp`` from the shared table: a run of
+        :data:`RESERVE`, used for :data:`RESERVE_TIME` at most (a run held longer would
+        fall behind what the other processes send, out of the peer's replay window)."""
+        if kp.shared is None or self.table is None:
+            return kp.send_counter  # a keypair of our own: (send_limit is 2**64)
+        start = self.table.reserve(kp.shared, RESERVE)
+        kp.send_limit = start + RESERVE
+        kp.reserved_until = now + RESERVE_TIME
+        return start
+
+    def shared(self, peer: Peer) -> list[SharedKeypair]:
+        """Leader: ``peer``'s keypairs as its workers take them (:meth:`install`)."""
+        out: list[SharedKeypair] = []
+        for slot, kp in (("previous", peer.keypairs.previous),
+                         ("current", peer.keypairs.current), ("next", peer.keypairs.next)):
+            if kp is not None and kp.secrets is not None:
+                out.append(SharedKeypair(slot, kp.local_index, kp.remote_index,
+                                         kp.secrets[0], kp.secrets[1], kp.created,
+                                         kp.initiator, kp.shared or 0))
+        return out
+
+    def install(self, peer: Peer, shared: list[SharedKeypair], now: float) -> None:
+        """Follower: the leader's keypairs for ``peer`` (their counters in the shared
+        table). One this core already holds is kept as it is; the rest are forgotten.
+        Packets that waited for a session go out."""
+        held = {kp.local_index: kp for kp in peer.keypairs.all()}
+        slots: dict[str, Keypair | None] = {"previous": None, "current": None, "next": None}
+        for sk in shared:
+            kp = held.pop(sk.local_index, None)
+            if kp is None:
+                kp = Keypair(sk.send, sk.receive, initiator=sk.initiator, created=sk.created,
+                             local_index=sk.local_index, remote_index=sk.remote_index,
+                             owner=peer, shared=sk.counter)
+                self.indices[sk.local_index] = kp
+            slots[sk.slot] = kp
+        for kp in held.values():
+            kp.zero()
+        self._forget(list(held.values()))
+        ks = peer.keypairs
+        ks.previous, ks.current, ks.next = slots["previous"], slots["current"], slots["next"]
+        self.wanted.discard(peer)
+        if peer.staged and ks.current is not None:
+            self.send_staged(peer, now)
+
+    def worked(self, peer: Peer, received: bool, sent: bool, now: float) -> None:
+        """Leader: a worker received (``received``: data, not only keepalives) or sent
+        data for ``peer`` lately; the timers run as if this process had."""
+        t_ = peer.timers
+        current = peer.keypairs.current
+        if received:
+            t_.new_handshake_at = None
+            t_.data_received(now)
+            self._schedule(peer, t_.keepalive_at)
+            if current is not None and now - current.created > REKEY_ON_RECEIVE:
+                self._received_aside(peer, current, now)
+        if sent:
+            t_.keepalive_at = None
+            if t_.new_handshake_at is None:
+                t_.data_sent(now, self.random.random())
+                self._schedule(peer, t_.new_handshake_at)
+            if current is not None and current.initiator and (
+                    now - current.created > self.rekey_after_time
+                    or current.send_counter > REKEY_AFTER_MESSAGES):
+                self.initiate(peer, now)
+        if (received or sent) and peer.persistent:
+            self._persist(peer, now)
+
+    def confirm(self, peer: Peer, local_index: int, now: float) -> None:
+        """Leader: a worker saw the initiator use the session we answered."""
+        kp = peer.keypairs.next
+        if kp is not None and kp.local_index == local_index:
+            self._confirmed(peer, kp, now)
 
     # --- indices -------------------------------------------------------------------------
     def _new_index(self, peer: Peer) -> int:
         while True:
             index = secrets.randbits(32)
+            if self.turns > 1:
+                self._turn = (self._turn + 1) % self.turns
+                low = index & 0xFF
+                low += self._turn - low % self.turns
+                if low > 0xFF:
+                    low -= self.turns
+                index = (index & ~0xFF) | low
             if index not in self.indices:
                 self.indices[index] = peer
                 return index
@@ -581,10 +707,18 @@ class WireGuard:
             del self.indices[hs.local_index]
         hs.clear()
 
-    def _forget(self, gone: list[Keypair]) -> None:
+    def _forget(self, gone: list[Keypair], peer: Peer | None = None) -> None:
+        """Drop the indices of keypairs that fell out; ``peer``'s keypairs changed (its
+        workers are told)."""
+        table = self.table
         for kp in gone:
             if self.indices.get(kp.local_index) is kp:
                 del self.indices[kp.local_index]
+            if table is not None and kp.shared is not None and not self.follower:
+                table.release(kp.shared, kp.created)  # (free after REJECT_AFTER_TIME)
+                kp.shared = None
+        if peer is not None and self.workers > 1:
+            self.rekeyed.add(peer)
 
     # --- what users see ------------------------------------------------------------------
     def last_handshake_ns(self, peer: Peer) -> int:
@@ -592,6 +726,19 @@ class WireGuard:
         if peer.last_handshake is None:
             return 0
         return int((peer.last_handshake + self.wall_offset) * 1e9)
+
+
+class SharedKeypair(NamedTuple):
+    """A keypair as a leader hands it to its workers."""
+
+    slot: str  # "previous", "current" or "next"
+    local_index: int
+    remote_index: int
+    send: bytes
+    receive: bytes
+    created: float  # monotonic (one clock for every process of the machine)
+    initiator: bool
+    counter: int  # its counter's slot in the shared table
 
 
 def _source_bytes(source: Address) -> bytes:

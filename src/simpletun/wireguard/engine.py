@@ -36,6 +36,7 @@ import select
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
@@ -55,6 +56,7 @@ from .core import HANDSHAKE, NOT_FOR_US, UNKNOWN_PEER, WireGuard
 from .messages import EXT_FRAME, EXT_HEADER, EXT_LEN, EXT_SUPER, padded
 from .peer import Address, Peer
 from .switch import DEVICE, FLOOD, Switch
+from .workers import Companion
 
 SO_MARK = 36
 SIOCGIFMTU = 0x8921
@@ -104,7 +106,7 @@ class Engine:
                  listen_port: int = 0, link: Link | None = None, tap: bool = False,
                  super_packets: bool = False, extensions: bool = False,
                  udp_socket: socket.socket | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, uapi: bool = True) -> None:
         self.dev = dev
         mtu = self._device_mtu() or 1420
         self.side = DeviceSide(dev, mtu=mtu)
@@ -127,7 +129,11 @@ class Engine:
             link = udp.Endpoint(self.sock)
         self.link = link
         self.log = LimitedLog(log) if log is not None else None
-        self.uapi = UapiServer(dev.name, self, directory=uapi_directory)
+        #: the UAPI socket (a worker's engine has none: the leader's serves the interface)
+        self.uapi: UapiServer | _NoUapi = (UapiServer(dev.name, self, directory=uapi_directory)
+                                           if uapi else _NoUapi())
+        #: the other processes of ``--workers`` (:mod:`.workers`), when there are any
+        self.companion: Companion | None = None
         self._stopping = False
         self.stop_reason = ""
         #: when no session has come up by this time (monotonic), :attr:`on_deadline` runs
@@ -176,6 +182,16 @@ class Engine:
         if self.fwmark:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
         return sock
+
+    def use_socket(self, sock: socket.socket) -> None:
+        """Send and receive on ``sock`` from now on (the engine's own UDP socket, taken
+        over into a reuseport group by :func:`.workers.start`)."""
+        self.sock = sock
+        self.link = udp.Endpoint(sock)
+        breakdown.wrap_link(self._breakdown, self.link)
+
+    def attach(self, companion: Companion) -> None:
+        self.companion = companion
 
     @property
     def listen_port(self) -> int:
@@ -251,6 +267,11 @@ class Engine:
                 wait = 1.0 if next_tick is None else min(1.0, max(0.0, next_tick - now))
                 if link_wait is not None:
                     wait = min(wait, max(0.0, link_wait))
+                companion = self.companion
+                if companion is not None:
+                    due = companion.tick(now)
+                    if due is not None:
+                        wait = min(wait, max(0.0, due))
                 if self.link.blocked == reading:  # backpressure: leave it in the device
                     reading = not reading
                     poller.modify(dev_fd, select.EPOLLIN if reading else 0)
@@ -264,6 +285,8 @@ class Engine:
                         self._from_device()
                     elif fd == link_fd:
                         self._from_network()
+                    elif companion is not None and fd in companion.fds():
+                        companion.ready(fd, time.monotonic())
                     else:
                         self.uapi.ready(fd)
                         self._flush_outbox()
@@ -279,7 +302,8 @@ class Engine:
         poller, watched = self._poller, self._watched
         if poller is None:
             return
-        want = {self.link.fileno(), *self.uapi.fds()}
+        want = {self.link.fileno(), *self.uapi.fds(),
+                *(self.companion.fds() if self.companion is not None else ())}
         for fd in watched - want:
             with contextlib.suppress(OSError, ValueError):
                 poller.unregister(fd)
@@ -640,13 +664,21 @@ class Engine:
         """Packets each way and every drop by reason (the core's, the link's, the device
         side's), for the line a tunnel ends with."""
         counters = self.side.counters.snapshot()
-        counters.drops.update(self.core.drops + self.link.drops)
+        counters.drops.update(self.core.drops + self.link.drops + self._worker_drops())
+        if self.companion is not None:
+            return (f"{counters.summary()}; "
+                    f"{self.companion.summary(counters.to_net + counters.to_dev)}")
         return counters.summary()
+
+    def _worker_drops(self) -> Counter[str]:
+        drops = getattr(self.companion, "drops", None)
+        return drops if drops is not None else Counter()
 
     def uapi_stats(self) -> dict[str, int]:
         """Drops by reason (the core's, the link's and the device side's) and cookie
         replies sent."""
-        counts = dict(self.core.drops + self.side.counters.drops + self.link.drops)
+        counts = dict(self.core.drops + self.side.counters.drops + self.link.drops
+                      + self._worker_drops())
         counts["cookies-sent"] = self.core.cookies_sent
         return counts
 
@@ -666,6 +698,8 @@ class Engine:
                 self.switch = Switch()  # nothing learned points at a removed peer
         for ps in request.peers:
             self._set_peer(ps, now)
+        if self.companion is not None:
+            self.companion.configured()
 
     def _set_peer(self, ps: PeerSet, now: float) -> None:
         core = self.core
@@ -700,9 +734,29 @@ class Engine:
 
     def close(self) -> None:
         breakdown.dump(self._breakdown)
+        if self.companion is not None:
+            self.companion.close()
         self.uapi.close()
         self.link.close()
         self.core.remove_all_peers()
+
+
+class _NoUapi:
+    """A worker engine's stand-in for the UAPI server (the leader's serves)."""
+
+    path = ""
+
+    def fds(self) -> list[int]:
+        return []
+
+    def ready(self, fd: int) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 __all__ = ["Engine", "shown", "sockaddr"]

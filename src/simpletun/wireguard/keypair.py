@@ -22,13 +22,24 @@ __all__ = ["REJECT_AFTER_MESSAGES", "REJECT_AFTER_TIME", "REKEY_AFTER_MESSAGES",
 
 class Keypair:
     __slots__ = ("created", "initiator", "local_index", "owner", "receive", "remote_index",
-                 "send", "send_counter", "window")
+                 "reserved_until", "secrets", "send", "send_counter", "send_limit", "shared",
+                 "window")
 
     def __init__(self, send: bytes, receive: bytes, *, initiator: bool, created: float,
-                 local_index: int, remote_index: int, owner: object) -> None:
+                 local_index: int, remote_index: int, owner: object,
+                 shared: int | None = None) -> None:
         self.send: ChaCha20Poly1305 | None = ChaCha20Poly1305(send)
         self.receive: ChaCha20Poly1305 | None = ChaCha20Poly1305(receive)
         self.send_counter = 0
+        #: several processes send on this keypair (:mod:`.workers`): its counter lives in
+        #: slot ``shared`` of their shared table, and this process sends the counters it
+        #: reserved there, below ``send_limit``, until ``reserved_until``
+        self.shared = shared
+        self.send_limit = 0 if shared is not None else 2**64
+        self.reserved_until = 0.0
+        #: the raw keys, kept only where workers must be given the keypair
+        self.secrets: tuple[bytes, bytes] | None = (send, receive) if shared is not None \
+            else None
         self.window = Window()
         self.initiator = initiator
         self.created = created
@@ -41,8 +52,10 @@ class Keypair:
                 and now - self.created < REJECT_AFTER_TIME)
 
     def zero(self) -> None:
-        """Forget the keys (the cipher objects hold the only copies)."""
+        """Forget the keys (the cipher objects hold the only copies, but for ``secrets``
+        where workers share the keypair)."""
         self.send = self.receive = None
+        self.secrets = None
 
 
 class Keypairs:
