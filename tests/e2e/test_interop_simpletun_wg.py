@@ -73,9 +73,10 @@ class Interop:
 
 
 @contextmanager
-def interop(lab: Lab, role: str, family: int) -> Iterator[Interop]:
-    """simpletun in ``role`` against wireguard-go over the ``family`` underlay, up to the
-    point where simpletun runs (a client has its session; a server listens)."""
+def interop(lab: Lab, role: str, family: int, extra: tuple[str, ...] = ()) -> Iterator[Interop]:
+    """simpletun in ``role`` (with ``extra`` arguments) against wireguard-go over the
+    ``family`` underlay, up to the point where simpletun runs (a client has its session; a
+    server listens)."""
     switch = wghost.Switch(lab)
     st = switch.join("st")
     go = switch.join("go")
@@ -89,7 +90,7 @@ def interop(lab: Lab, role: str, family: int) -> Iterator[Interop]:
             wg.address(cidr)
         wg.up()
         iface = unique_iface()
-        common = ["-i", iface, "-t", "udp", "-k", key,
+        common = ["-i", iface, "-t", "udp", "-k", key, *extra,
                   *(a for c in OURS for a in ("--address", c))]
         if role == "simpletun-client":
             # wireguard-go only listens: it learns our endpoint from our initiation
