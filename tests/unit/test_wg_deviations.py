@@ -165,6 +165,7 @@ class _NetStub:
         self._rbuf = bytearray(65536 + 64)
         self._plain = bytearray(65536 + 64)
         self._plain_view = memoryview(self._plain)
+        self._receives = 16
         self.stopped = ""
 
     def stop(self, reason: str = "") -> None:

@@ -145,16 +145,18 @@ class DeviceSide:
 
     # --- device -> network ------------------------------------------------------------
     def read_batch(self, views: list[memoryview], room: int,
-                   vnet_headers: list[bytearray] | None = None, *, framing: int = 0) -> int:
+                   vnet_headers: list[bytearray] | None = None, *, framing: int = 0,
+                   limit: int = BATCH) -> int:
         """Read up to ``len(views)`` packets without blocking, packet *i* into
         ``views[i][room:]``; returns how many, their sizes in :attr:`sizes`. On a device
         with vnet_hdr the header goes to ``vnet_headers[i]`` if given, else it stays in
         line in front of the packet (and counts in its size). ``framing``: the bytes the
-        caller's frame header adds (for the debug lines)."""
+        caller's frame header adds (for the debug lines). ``limit``: read at most so many
+        (1 after a pause: no read that only finds the device empty)."""
         sizes, readv, fd = self.sizes, os.readv, self.fd  # straight to the fd: the hot path
         heads = vnet_headers if self.vnet else None
         n = 0
-        limit = min(len(views), BATCH)
+        limit = min(len(views), limit)
         while n < limit:
             try:
                 if heads is not None:

@@ -139,7 +139,7 @@ def _reads(rec: Recorder, read_batch: Callable[..., int]) -> Callable[..., int]:
         start = _clock()
         n = read_batch(views, *args, **kwargs)
         rec._sys += _clock() - start
-        full = n >= len(views)
+        full = n >= min(len(views), kwargs.get("limit", len(views)))
         rec._calls += n + (0 if full else 1)
         rec._empty += 0 if full else 1
         return n

@@ -68,6 +68,7 @@ TAIL = 16 + 16  # padding and tag behind it
 SLOT = ROOM + 65535 + TAIL
 SEGMENT_SLOTS = 64
 RECEIVES = 16  # receives per turn of the loop at most
+BUSY = 0.001  # passes of one kind closer than this: under load, read in batches
 MTU_CHECK = 1.0  # seconds between looks at the device's MTU (padding depends on it)
 _DEVICE_GONE = (errno.EBADFD, errno.ENXIO, errno.ENODEV)  # the tun device was deleted
 
@@ -165,6 +166,8 @@ class Engine:
         if self.side.vnet and self.side.offloads and not dev.tap:
             self.side.set_offloads(self.super_packets)
         self._next_mtu_check = 0.0
+        self._reads, self._receives = BATCH, RECEIVES  # reads in this pass at most
+        self._out_at = self._in_at = 0.0  # when the last pass of each kind began
         self._poller: select.epoll | None = None
         self._watched: set[int] = set()
         self._link_fd = -1
@@ -281,9 +284,16 @@ class Engine:
                     continue
                 link_fd = self._link_fd
                 for fd, _ in events:
+                    # a pass right after the last one of its kind (load) reads until
+                    # the fd is empty; one after a pause (a ping, say) reads once, and
+                    # leaves the read that would only learn EAGAIN to epoll
                     if fd == dev_fd:
+                        self._reads = BATCH if now - self._out_at < BUSY else 1
+                        self._out_at = now
                         self._from_device()
                     elif fd == link_fd:
+                        self._receives = RECEIVES if now - self._in_at < BUSY else 1
+                        self._in_at = now
                         self._from_network()
                     elif companion is not None and fd in companion.fds():
                         companion.ready(fd, time.monotonic())
@@ -413,7 +423,8 @@ class Engine:
         side, core, views, bases = self.side, self.core, self._views, self._bases
         pre = self._pre
         try:
-            count = side.read_batch(views, pre, self._vhs if side.vnet else None)
+            count = side.read_batch(views, pre, self._vhs if side.vnet else None,
+                                    limit=self._reads)
         except OSError as exc:
             if exc.errno in _DEVICE_GONE:
                 self.stop(f"{self.dev.name} was deleted")
@@ -553,7 +564,7 @@ class Engine:
     def _receive(self) -> None:
         core, side, plain, link = self.core, self.side, self._plain_view, self.link
         rbuf, room = self._rbuf, len(self._plain)
-        for _ in range(RECEIVES):
+        for _ in range(self._receives):
             got = link.receive(rbuf)
             if got is None:
                 break
