@@ -36,6 +36,10 @@ def test_two_workers_each_side(lab: Lab) -> None:
         assert bed.client.ping(target, count=3, interval=0.05, deadline=5).ok
     bed.transfer(20 * MB)
     bed.transfer(20 * MB, from_server=True)
+    # the port and the mark are every worker's: refused through the UAPI while they run
+    for setting in (["listen-port", "51000"], ["fwmark", "7"]):
+        done = bed.server.run(["wg", "set", bed.iface, *setting])
+        assert done.returncode != 0, setting
     # four flows at once: the device's queues spread them over the workers
     mbps, moved = bench.throughput(bed.server, bed.client, bed.server_overlay, 4, 1.0,
                                    "builtin")

@@ -6,7 +6,9 @@ process only."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import struct
 
 from hypothesis import given
@@ -14,7 +16,6 @@ from hypothesis import strategies as st
 
 from simpletun.wireguard import workers
 from simpletun.wireguard.core import RESERVE, WireGuard
-from simpletun.wireguard.keypair import REJECT_AFTER_TIME
 from simpletun.wireguard.messages import TRANSPORT
 from simpletun.wireguard.shared import Table
 
@@ -63,19 +64,22 @@ def test_transport_messages_go_by_receiver_index_and_the_rest_to_the_leader(
 
 def test_counters_are_handed_out_once_across_processes() -> None:
     table = Table(slots=4)
+    got_slot = table.allocate()
+    assert got_slot is not None
+    slot, gen = got_slot
     pids, reads = [], []
     for _ in range(3):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            starts = [table.reserve(1, RESERVE) for _ in range(300)]
+            starts = [table.reserve(slot, gen, RESERVE) for _ in range(300)]
             os.write(w, struct.pack(f"{len(starts)}Q", *starts))
             os._exit(0)
         os.close(w)
         pids.append(pid)
         reads.append(r)
-    mine = [table.reserve(1, RESERVE) for _ in range(300)]
+    mine = [table.reserve(slot, gen, RESERVE) for _ in range(300)]
     got = list(mine)
     for pid, r in zip(pids, reads, strict=True):
         data = b""
@@ -86,24 +90,34 @@ def test_counters_are_handed_out_once_across_processes() -> None:
         got += struct.unpack(f"{len(data) // 8}Q", data)
     assert len(got) == 1200 and len(set(got)) == 1200  # every run once
     assert sorted(got) == [i * RESERVE for i in range(1200)]  # and no counter skipped
-    assert table.reserve(0, 1) == 0  # slots are apart
+    other = table.allocate()
+    assert other is not None and table.reserve(*other, 1) == 0  # slots are apart
 
 
-def test_a_released_slot_waits_until_its_keypair_is_dead() -> None:
+def test_a_released_slot_takes_no_more_counters_for_its_old_keypair() -> None:
     table = Table(slots=2)
-    a = table.allocate(100.0)
-    b = table.allocate(100.0)
-    table.reserve(a, 64)
-    table.release(a, 100.0)
-    try:
-        table.allocate(100.0 + REJECT_AFTER_TIME - 1)
-    except RuntimeError as exc:
-        assert "keypairs alive" in str(exc)
-    else:
-        raise AssertionError("a slot was given again while its keypair may be in use")
-    assert table.allocate(100.0 + REJECT_AFTER_TIME) == a
-    assert table.reserve(a, 1) == 0  # zeroed for its new keypair
-    assert b != a
+    a, b = table.allocate(), table.allocate()
+    assert a is not None and b is not None and a[0] != b[0]
+    assert table.allocate() is None  # full: None, never an exception
+    table.reserve(*a, 64)
+    table.release(a[0])
+    assert table.reserve(*a, 1) == -1  # a process still holding it gets nothing
+    again = table.allocate()
+    assert again is not None and again[0] == a[0] and again[1] != a[1]
+    assert table.reserve(*again, 1) == 0  # the new keypair counts from 0
+    assert table.reserve(*a, 1) == -1
+
+
+def test_a_full_table_refuses_the_session_and_counts_it() -> None:
+    net, a, b = pair()
+    crew = _crew(net, b)
+    assert b.core.table is not None
+    while b.core.table.allocate() is not None:
+        pass
+    net.send(a, A_TO_B)
+    _run(net, b, crew)
+    assert b.core.drops["no-counter-slot"] >= 1
+    assert b.core.peers[a.public].keypairs.all() == [] and b.delivered == []
 
 
 def _crew(net: Net, b: Node, n: int = 2) -> list[WireGuard]:
@@ -123,7 +137,7 @@ def _crew(net: Net, b: Node, n: int = 2) -> list[WireGuard]:
 
 
 def _share(net: Net, b: Node, crew: list[WireGuard]) -> None:
-    message = workers.keys_message(b.core, set(b.core.peers.values()))
+    message = workers.keys_message(b.core, set(b.core.peers))
     for f in crew:
         workers.apply(f, message, net.now)
     b.core.rekeyed.clear()
@@ -241,8 +255,52 @@ def test_the_leaders_timers_follow_what_the_followers_moved() -> None:
     net.send(a, A_TO_B)
     _run(net, b, crew)
     peer = b.core.peers[a.public]
-    peer.timers.keepalive_at = None
-    b.core.worked(peer, received=True, sent=False, now=net.now)
-    assert peer.timers.keepalive_at is not None  # a keepalive due unless we send
-    b.core.worked(peer, received=False, sent=True, now=net.now)
-    assert peer.timers.keepalive_at is None and peer.timers.new_handshake_at is not None
+    t_ = peer.timers
+    t_.keepalive_at = None
+    b.core.worked(peer, heard=True, received=True, sent=False, now=net.now)
+    assert t_.keepalive_at is not None  # a keepalive due unless we send
+    b.core.worked(peer, heard=False, received=False, sent=True, now=net.now)
+    assert t_.keepalive_at is None and t_.new_handshake_at is not None
+    # data both ways in one report: nothing to fear, no keepalive owed
+    b.core.worked(peer, heard=True, received=True, sent=True, now=net.now)
+    assert t_.new_handshake_at is None and t_.keepalive_at is None
+    # a follower moving data both ways: the leader never starts a handshake for it
+    for _ in range(60):
+        net.now += 0.5
+        b.core.worked(peer, heard=True, received=True, sent=True, now=net.now)
+        b.core.tick(net.now)
+    assert [m for m in b.core.outbox if m[0][0] == 1] == []
+
+
+def test_peers_replaced_at_once_end_the_followers_sessions() -> None:
+    net, a, b = pair()
+    crew = _crew(net, b)
+    net.send(a, A_TO_B)
+    _run(net, b, crew)
+    f = crew[0]
+    assert f.peers[a.public].keypairs.current is not None
+    # wg setconf: every peer removed and the same key added again, in one request
+    b.core.remove_all_peers()
+    b.core.add_allowed(b.core.add_peer(a.public), ipaddress.ip_network("10.0.0.1/32"))
+    for msg in (workers.config_message(b.core), workers.keys_message(b.core, b.core.rekeyed)):
+        workers.apply(f, msg, net.now)
+    assert f.peers[a.public].keypairs.all() == []
+    assert _seal(f, B_TO_A, net.now) == b""  # no session left to send on
+
+
+def test_a_control_message_of_any_size_arrives_whole_and_in_order() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sender, receiver = workers._Channel(left), workers._Channel(right)
+    try:
+        big = {"keys": [["ab" * 32, [], None]] * 20000}  # about 1.5 MB of JSON
+        for i in range(3):
+            sender.send({"n": i, **big})
+        got: list[dict[str, object]] = []
+        while len(got) < 3:  # the receiver reads as its loop would, the sender flushes
+            got += receiver.receive() or []
+            sender.flush()
+        assert [m["n"] for m in got] == [0, 1, 2] and got[2]["keys"] == big["keys"]
+        assert receiver.broken == 0
+    finally:
+        left.close()
+        right.close()

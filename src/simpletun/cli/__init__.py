@@ -80,8 +80,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
                    "1408; no port; the server turns the kernel's echo replies off while it "
                    "runs and answers pings itself). udp and icmp need --key and --peer.")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 64), metavar="N",
-              help="Processes (and device queues), each with its own connection, so flows "
-                   "spread over cores; default: one per CPU, at most 8 (1 with --classic).")
+              help="Processes (and device queues), so flows spread over cores. Plaintext: each "
+                   "with its own connection; default one per CPU, at most 8 (1 with "
+                   "--classic). With --key (-t udp, tun): one interface, one port, each "
+                   "peer's session received by one of them; default 1, at most 8.")
 @click.option("--keepalive", type=click.FloatRange(0), default=KEEPALIVE_INTERVAL,
               show_default=True, metavar="SECONDS",
               help="Native wire: send a keepalive after this long without traffic; encrypted "

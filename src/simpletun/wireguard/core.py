@@ -116,8 +116,9 @@ class WireGuard:
         self._turn = 0
         #: which worker this process is: it opens only messages for indices of its turn
         self.turn_of = 0
-        #: peers whose keypairs changed since the engine last handed them to the workers
-        self.rekeyed: set[Peer] = set()
+        #: the public keys of peers whose keypairs changed since the engine last handed
+        #: them to the workers (by key: a peer removed and added again is a new object)
+        self.rekeyed: set[bytes] = set()
         #: a worker's core: no handshakes, no timers; it sends and receives on keypairs the
         #: engine installs (:meth:`install`), and says what it needs in :attr:`wanted`
         #: (a handshake) and :attr:`confirmed` (a responder's session it saw used)
@@ -330,6 +331,10 @@ class WireGuard:
         counter = kp.send_counter
         if counter >= kp.send_limit or (kp.shared is not None and now > kp.reserved_until):
             counter = self._reserve(kp, now)
+            if counter < 0:  # no counters to send with: as without a session
+                peer.staged.append(bytes(slot[16:16 + size]))
+                self.initiate(peer, now)
+                return 0
         kp.send_counter = counter + 1
         mtu = self.mtu
         p = (size + 15) & ~15 if size <= mtu else messages.padded(size, mtu)
@@ -504,6 +509,10 @@ class WireGuard:
         remote = peer.handshake.remote_index
         send, receive, initiator = noise.derive(peer.handshake)
         kp = self._keypair(send, receive, initiator, now, index, remote, peer)
+        if kp is None:  # no counter slot (workers): no session, no answer
+            del self.indices[index]
+            peer.handshake.clear()
+            return
         self._forget(peer.keypairs.derived(kp), peer)
         t_.session_derived(now)
         peer.stamper.stamp(response, now)
@@ -532,6 +541,9 @@ class WireGuard:
         index = peer.handshake.local_index
         send, receive, initiator = noise.derive(peer.handshake)
         kp = self._keypair(send, receive, initiator, now, index, msg.sender, peer)
+        if kp is None:  # no counter slot (workers): the handshake goes, a retry may do
+            self._drop_handshake(peer)
+            return
         self._forget(peer.keypairs.derived(kp), peer)
         t_.session_derived(now)
         self._complete(peer, now)
@@ -603,12 +615,19 @@ class WireGuard:
 
     # --- workers: several processes on one interface (.workers) --------------------------
     def _keypair(self, send: bytes, receive: bytes, initiator: bool, now: float, index: int,
-                 remote: int, peer: Peer) -> Keypair:
-        """A new keypair of ours (in a shared slot when there are workers)."""
+                 remote: int, peer: Peer) -> Keypair | None:
+        """A new keypair of ours (in a shared slot when there are workers; None when the
+        table is full: the session is refused, counted)."""
         table = self.table
-        slot = table.allocate(now) if table is not None else None
+        slot, generation = None, 0
+        if table is not None:
+            got = table.allocate()
+            if got is None:
+                self.drops["no-counter-slot"] += 1
+                return None
+            slot, generation = got
         kp = Keypair(send, receive, initiator=initiator, created=now, local_index=index,
-                     remote_index=remote, owner=peer, shared=slot)
+                     remote_index=remote, owner=peer, shared=slot, generation=generation)
         self.indices[index] = kp
         return kp
 
@@ -618,7 +637,9 @@ class WireGuard:
         fall behind what the other processes send, out of the peer's replay window)."""
         if kp.shared is None or self.table is None:
             return kp.send_counter  # a keypair of our own: (send_limit is 2**64)
-        start = self.table.reserve(kp.shared, RESERVE)
+        start = self.table.reserve(kp.shared, kp.generation, RESERVE)
+        if start < 0:  # the leader dropped it (its message on the way), or a lock is stuck
+            return -1
         kp.send_limit = start + RESERVE
         kp.reserved_until = now + RESERVE_TIME
         return start
@@ -628,24 +649,25 @@ class WireGuard:
         out: list[SharedKeypair] = []
         for slot, kp in (("previous", peer.keypairs.previous),
                          ("current", peer.keypairs.current), ("next", peer.keypairs.next)):
-            if kp is not None and kp.secrets is not None:
+            if kp is not None and kp.secrets is not None and kp.shared is not None:
                 out.append(SharedKeypair(slot, kp.local_index, kp.remote_index,
                                          kp.secrets[0], kp.secrets[1], kp.created,
-                                         kp.initiator, kp.shared or 0))
+                                         kp.initiator, kp.shared, kp.generation))
         return out
 
     def install(self, peer: Peer, shared: list[SharedKeypair], now: float) -> None:
         """Follower: the leader's keypairs for ``peer`` (their counters in the shared
         table). One this core already holds is kept as it is; the rest are forgotten.
         Packets that waited for a session go out."""
-        held = {kp.local_index: kp for kp in peer.keypairs.all()}
+        held = {(kp.local_index, kp.shared, kp.generation): kp
+                for kp in peer.keypairs.all()}
         slots: dict[str, Keypair | None] = {"previous": None, "current": None, "next": None}
         for sk in shared:
-            kp = held.pop(sk.local_index, None)
+            kp = held.pop((sk.local_index, sk.counter, sk.generation), None)
             if kp is None:
                 kp = Keypair(sk.send, sk.receive, initiator=sk.initiator, created=sk.created,
                              local_index=sk.local_index, remote_index=sk.remote_index,
-                             owner=peer, shared=sk.counter)
+                             owner=peer, shared=sk.counter, generation=sk.generation)
                 self.indices[sk.local_index] = kp
             slots[sk.slot] = kp
         for kp in held.values():
@@ -657,27 +679,30 @@ class WireGuard:
         if peer.staged and ks.current is not None:
             self.send_staged(peer, now)
 
-    def worked(self, peer: Peer, received: bool, sent: bool, now: float) -> None:
-        """Leader: a worker received (``received``: data, not only keepalives) or sent
-        data for ``peer`` lately; the timers run as if this process had."""
+    def worked(self, peer: Peer, heard: bool, received: bool, sent: bool,
+               now: float) -> None:
+        """Leader: lately a worker heard from ``peer`` (``heard``: any authenticated
+        message), received data from it (``received``: and sent nothing back since) or
+        sent it data (``sent``); the timers run as if this process had. What was sent
+        comes first: a message heard in the same report says the peer is there."""
         t_ = peer.timers
         current = peer.keypairs.current
-        if received:
-            t_.new_handshake_at = None
-            t_.data_received(now)
-            self._schedule(peer, t_.keepalive_at)
-            if current is not None and now - current.created > REKEY_ON_RECEIVE:
-                self._received_aside(peer, current, now)
         if sent:
             t_.keepalive_at = None
             if t_.new_handshake_at is None:
                 t_.data_sent(now, self.random.random())
                 self._schedule(peer, t_.new_handshake_at)
             if current is not None and current.initiator and (
-                    now - current.created > self.rekey_after_time
-                    or current.send_counter > REKEY_AFTER_MESSAGES):
+                    now - current.created > self.rekey_after_time):
                 self.initiate(peer, now)
-        if (received or sent) and peer.persistent:
+        if heard:
+            t_.new_handshake_at = None
+            if current is not None and now - current.created > REKEY_ON_RECEIVE:
+                self._received_aside(peer, current, now)
+        if received and not sent:
+            t_.data_received(now)
+            self._schedule(peer, t_.keepalive_at)
+        if (heard or sent) and peer.persistent:
             self._persist(peer, now)
 
     def confirm(self, peer: Peer, local_index: int, now: float) -> None:
@@ -715,10 +740,10 @@ class WireGuard:
             if self.indices.get(kp.local_index) is kp:
                 del self.indices[kp.local_index]
             if table is not None and kp.shared is not None and not self.follower:
-                table.release(kp.shared, kp.created)  # (free after REJECT_AFTER_TIME)
+                table.release(kp.shared)  # its generation ends: nobody sends on it now
                 kp.shared = None
         if peer is not None and self.workers > 1:
-            self.rekeyed.add(peer)
+            self.rekeyed.add(peer.public)
 
     # --- what users see ------------------------------------------------------------------
     def last_handshake_ns(self, peer: Peer) -> int:
@@ -738,7 +763,8 @@ class SharedKeypair(NamedTuple):
     receive: bytes
     created: float  # monotonic (one clock for every process of the machine)
     initiator: bool
-    counter: int  # its counter's slot in the shared table
+    counter: int  # its counter's slot in the shared table...
+    generation: int  # ...while the slot's generation is this
 
 
 def _source_bytes(source: Address) -> bytes:

@@ -205,6 +205,9 @@ class Engine:
     def _rebind(self, port: int) -> None:
         if port == self.listen_port:
             return
+        if self.companion is not None:
+            raise UapiError(errno.EINVAL, "the listen port is fixed while --workers runs "
+                            "(every worker's socket is on it)")
         if self.sock is None:
             raise UapiError(errno.EINVAL, f"the {self.link.name} link's port is set by -p, "
                             "not through the UAPI")
@@ -218,6 +221,11 @@ class Engine:
                 peer.endpoint = sockaddr(new, *shown(peer.endpoint))
 
     def _set_fwmark(self, mark: int) -> None:
+        if mark == self.fwmark:
+            return
+        if self.companion is not None:
+            raise UapiError(errno.EINVAL, "the fwmark is fixed while --workers runs "
+                            "(set it before they start)")
         self.fwmark = mark
         if self.sock is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)

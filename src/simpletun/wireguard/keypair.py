@@ -21,20 +21,22 @@ __all__ = ["REJECT_AFTER_MESSAGES", "REJECT_AFTER_TIME", "REKEY_AFTER_MESSAGES",
 
 
 class Keypair:
-    __slots__ = ("created", "initiator", "local_index", "owner", "receive", "remote_index",
-                 "reserved_until", "secrets", "send", "send_counter", "send_limit", "shared",
-                 "window")
+    __slots__ = ("created", "generation", "initiator", "local_index", "owner", "receive",
+                 "remote_index", "reserved_until", "secrets", "send", "send_counter",
+                 "send_limit", "shared", "window")
 
     def __init__(self, send: bytes, receive: bytes, *, initiator: bool, created: float,
                  local_index: int, remote_index: int, owner: object,
-                 shared: int | None = None) -> None:
+                 shared: int | None = None, generation: int = 0) -> None:
         self.send: ChaCha20Poly1305 | None = ChaCha20Poly1305(send)
         self.receive: ChaCha20Poly1305 | None = ChaCha20Poly1305(receive)
         self.send_counter = 0
         #: several processes send on this keypair (:mod:`.workers`): its counter lives in
         #: slot ``shared`` of their shared table, and this process sends the counters it
-        #: reserved there, below ``send_limit``, until ``reserved_until``
+        #: reserved there, below ``send_limit``, until ``reserved_until``; ``generation``
+        #: is the slot's while it is this keypair's
         self.shared = shared
+        self.generation = generation
         self.send_limit = 0 if shared is not None else 2**64
         self.reserved_until = 0.0
         #: the raw keys, kept only where workers must be given the keypair

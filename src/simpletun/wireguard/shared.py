@@ -9,9 +9,14 @@ lock and two words, once per run) and sends it within ``core.RESERVE_TIME`` (1 m
 counter is handed out once, and none is sent further behind the newest than 64 plus what
 the others send in 1 ms.
 
-The leader gives each new keypair a free slot (:meth:`Table.allocate`, which zeroes it)
-and takes it back when the keypair goes (:meth:`Table.release`), to be given again only
-after the keypair's REJECT_AFTER_TIME, when no process may use it any more.
+The leader gives each new keypair a free slot (:meth:`Table.allocate`) and takes it back
+when the keypair goes (:meth:`Table.release`). Each slot has a generation, which both bump:
+a keypair is handed over with its slot's generation, and :meth:`Table.reserve` refuses a
+generation that is not the slot's, so a process that still holds a keypair the leader
+dropped (its message not read yet) cannot take counters from the slot's next keypair. A
+slot is thus free the moment its keypair goes, and the table holds the keypairs alive:
+three per peer at most. When it is full, a new session is refused and counted
+(``no-counter-slot``); nothing raises.
 """
 
 from __future__ import annotations
@@ -21,10 +26,9 @@ import multiprocessing
 from collections import deque
 from typing import Any
 
-from .keypair import REJECT_AFTER_TIME
-
-SLOTS = 16384  # keypairs alive at once (a peer has up to three)
-_WORDS = 1  # per slot: the send counter
+SLOTS = 65536  # keypairs alive at once (a peer has up to three): 1 MiB of shared memory
+_WORDS = 2  # per slot: the send counter, the generation
+LOCK_WAIT = 1.0  # seconds: a lock held longer was held by a process that died
 
 
 class Table:
@@ -37,32 +41,51 @@ class Table:
         self.words = memoryview(self._map).cast("Q")
         self.lock: Any = multiprocessing.get_context("fork").Lock()
         self._free: deque[int] = deque(range(slots))
-        self._waiting: deque[tuple[float, int]] = deque()  # (free again at, slot)
 
-    def allocate(self, now: float) -> int:
-        """A zeroed slot for a new keypair. Raises RuntimeError when every slot is taken
-        (more than :data:`SLOTS` keypairs alive)."""
-        waiting = self._waiting
-        while waiting and waiting[0][0] <= now:
-            self._free.append(waiting.popleft()[1])
+    def allocate(self) -> tuple[int, int] | None:
+        """A slot for a new keypair, counting from 0, and its generation; None when every
+        slot is taken."""
         if not self._free:
-            raise RuntimeError(f"more than {self.slots} keypairs alive at once")
+            return None
         slot = self._free.popleft()
-        base = slot * _WORDS
-        with self.lock:
-            self.words[base:base + _WORDS] = memoryview(bytes(_WORDS * 8)).cast("Q")
-        return slot
-
-    def release(self, slot: int, now: float) -> None:
-        self._waiting.append((now + REJECT_AFTER_TIME, slot))
-
-    def reserve(self, slot: int, count: int) -> int:
-        """``count`` counters of ``slot`` that no process will be given again; the first."""
         at = slot * _WORDS
         words = self.words
-        with self.lock:
+        if not self.lock.acquire(timeout=LOCK_WAIT):
+            self._free.appendleft(slot)
+            return None
+        try:
+            generation = words[at + 1] + 1
+            words[at] = 0
+            words[at + 1] = generation
+        finally:
+            self.lock.release()
+        return slot, int(generation)
+
+    def release(self, slot: int) -> None:
+        """The keypair of ``slot`` is gone: no process may take its counters any more."""
+        at = slot * _WORDS
+        if self.lock.acquire(timeout=LOCK_WAIT):
+            try:
+                self.words[at + 1] += 1
+            finally:
+                self.lock.release()
+        self._free.append(slot)
+
+    def reserve(self, slot: int, generation: int, count: int) -> int:
+        """``count`` counters of ``slot`` that no process will be given again; the first.
+        -1 when the slot is no longer that keypair's (``generation``), or its lock is
+        stuck (a process died holding it)."""
+        at = slot * _WORDS
+        words = self.words
+        if not self.lock.acquire(timeout=LOCK_WAIT):
+            return -1
+        try:
+            if words[at + 1] != generation:
+                return -1
             start = words[at]
             words[at] = start + count
+        finally:
+            self.lock.release()
         return int(start)
 
 

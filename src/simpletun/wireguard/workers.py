@@ -51,7 +51,7 @@ import signal
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from ipaddress import ip_network
 from typing import Any, Protocol
@@ -78,7 +78,7 @@ REPORT = 0.1  # seconds between a follower's reports (when it has something to s
 SO_ATTACH_REUSEPORT_CBPF = 51
 _PR_SET_PDEATHSIG = 1
 _TRANSPORT = 4
-_MESSAGE = 1 << 20  # a control message's size at most (keys of many peers)
+_PART = 60_000  # bytes of a control message per datagram at most
 
 # classic BPF (linux/filter.h)
 _LD_B_ABS = 0x30  # A = packet[k] (a byte)
@@ -158,12 +158,18 @@ def _endpoint(value: list[Any] | None) -> Address | None:
     return tuple(value) if value is not None else None
 
 
-def keys_message(core: WireGuard, peers: set[Peer]) -> dict[str, Any]:
-    """The leader's keypairs (and endpoints) of ``peers``, for every follower."""
-    return {"keys": [[p.public.hex(), [[sk.slot, sk.local_index, sk.remote_index,
-                                         sk.send.hex(), sk.receive.hex(), sk.created,
-                                         sk.initiator, sk.counter] for sk in core.shared(p)],
-                      _hex_endpoint(p.endpoint)] for p in peers]}
+def keys_message(core: WireGuard, publics: set[bytes]) -> dict[str, Any]:
+    """The leader's keypairs (and endpoints) of the peers with these keys, for every
+    follower: none for a peer that is gone (the followers drop theirs)."""
+    out = []
+    for public in publics:
+        p = core.peers.get(public)
+        shared = core.shared(p) if p is not None else []
+        out.append([public.hex(), [[sk.slot, sk.local_index, sk.remote_index, sk.send.hex(),
+                                    sk.receive.hex(), sk.created, sk.initiator, sk.counter,
+                                    sk.generation] for sk in shared],
+                    _hex_endpoint(p.endpoint) if p is not None else None])
+    return {"keys": out}
 
 
 def config_message(core: WireGuard) -> dict[str, Any]:
@@ -195,39 +201,69 @@ def apply(core: WireGuard, message: dict[str, Any], now: float) -> None:
         if endpoint is not None:
             found.endpoint = _endpoint(endpoint)
         core.install(found, [SharedKeypair(slot, li, ri, bytes.fromhex(s), bytes.fromhex(r),
-                                           created, initiator, counter)
-                             for slot, li, ri, s, r, created, initiator, counter in shared],
-                     now)
+                                           created, initiator, counter, generation)
+                             for slot, li, ri, s, r, created, initiator, counter, generation
+                             in shared], now)
 
 
 class _Channel:
-    """One end of a SOCK_SEQPACKET socketpair: one JSON object per message."""
+    """One end of a SOCK_SEQPACKET socketpair carrying JSON objects. An object is cut into
+    parts of at most :data:`_PART` bytes (a first byte says whether more follow), so no
+    message is too large for the socket, and parts the socket cannot take now wait in
+    order and go with the next :meth:`flush`: nothing is dropped."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         sock.setblocking(False)
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        self._out: deque[bytes] = deque()
+        self._partial = bytearray()
+        self.broken = 0  # objects received that did not parse (never expected)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":")).encode()
-        with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
-            self.sock.send(data)
+        for at in range(0, len(data), _PART):
+            last = at + _PART >= len(data)
+            self._out.append((b"\0" if last else b"\1") + data[at:at + _PART])
+        self.flush()
+
+    def flush(self) -> None:
+        out = self._out
+        while out:
+            try:
+                self.sock.send(out[0])
+            except BlockingIOError:
+                return
+            except OSError:  # the other end is gone: its EOF says so
+                out.clear()
+                return
+            out.popleft()
 
     def receive(self) -> list[dict[str, Any]] | None:
         """What is waiting; None when the other end is gone."""
-        out: list[dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
         while True:
             try:
-                data = self.sock.recv(_MESSAGE)
+                data = self.sock.recv(_PART + 1)
             except BlockingIOError:
-                return out
+                return got
             except ConnectionResetError:
                 return None
             if not data:
                 return None
-            out.append(json.loads(data))
+            self._partial += data[1:]
+            if data[0]:
+                continue
+            try:
+                got.append(json.loads(self._partial))
+            except ValueError:
+                self.broken += 1
+            self._partial.clear()
 
 
 class Leader:
@@ -240,7 +276,9 @@ class Leader:
         self.pids = pids
         self.packets = [0] * (len(channels) + 1)  # per worker: packets moved (0: ours)
         self.drops: Counter[str] = Counter()  # the followers' (the core's, the device's)
-        self._endpoints: dict[Peer, Address | None] = {}
+        self._endpoints: dict[bytes, Address | None] = {}
+        #: a follower ended: the tunnel stops, and exits non-zero
+        self.lost = ""
         self._next_look = 0.0
 
     def fds(self) -> list[int]:
@@ -253,7 +291,8 @@ class Leader:
                 continue
             got = channel.receive()
             if got is None:
-                self.engine.stop(f"worker {i} ended")
+                self.lost = f"worker {i} ended"
+                self.engine.stop(self.lost)
                 return
             for report in got:
                 self._report(core, i, report, now)
@@ -269,7 +308,7 @@ class Leader:
             ep = _endpoint(endpoint)
             if ep is not None and ep != peer.endpoint:
                 peer.endpoint = ep  # roaming, seen by a worker
-            core.worked(peer, received, tx > 0, now)
+            core.worked(peer, rx > 0, received, tx > 0, now)
         for pub, index in report.get("confirmed", []):
             peer = core.peers.get(bytes.fromhex(pub))
             if peer is not None:
@@ -291,15 +330,19 @@ class Leader:
         if now >= self._next_look:
             self._next_look = now + REPORT
             ends = self._endpoints
-            for peer in core.peers.values():
-                if ends.get(peer) != peer.endpoint:
-                    ends[peer] = peer.endpoint
-                    changed.add(peer)
+            for public, peer in core.peers.items():
+                if ends.get(public) != peer.endpoint:
+                    ends[public] = peer.endpoint
+                    changed.add(public)
+            for public in [k for k in ends if k not in core.peers]:
+                del ends[public]
         if changed:
-            message = keys_message(core, {p for p in changed if not p.removed})
+            message = keys_message(core, changed)
             for c in self.channels:
                 c.send(message)
             changed.clear()
+        for c in self.channels:
+            c.flush()
         return REPORT
 
     def configured(self) -> None:
@@ -349,12 +392,15 @@ class Follower:
 
     def tick(self, now: float) -> float | None:
         core = self.engine.core
+        self.channel.flush()
         urgent = bool(core.wanted or core.confirmed)
         if now < self._next and not urgent:
             return self._next - now
         self._next = now + REPORT
         peers = []
         told = self._told
+        for peer in [p for p in told if p.removed]:
+            del told[peer]
         for peer in core.peers.values():
             rx0, tx0 = told.get(peer, (0, 0))
             t_ = peer.timers
