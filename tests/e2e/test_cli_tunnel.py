@@ -100,7 +100,7 @@ KEYED = ["-k", "{key}", "-P", "{pub2}"]
     (["-s", "-k", "{key}", "-P", "{pub}:10.0.0.2/32", "-P", "{pub2}"],
      "give the addresses it may use"),
     (["-s", "--classic", *KEYED], "the classic wire is plaintext"),
-    (["-s", "--workers", "2", *KEYED], "--workers is for the plaintext TCP wire"),
+    (["-s", "--workers", "2", *KEYED], "--workers with --key runs over UDP only"),
     (["-s", "--once", *KEYED], "--once is for the plaintext TCP wire"),
     (["-s", "-k", "{key}", "-P", "{pub}"], "is this side's own public key (of --key)"),
 ])

@@ -37,7 +37,6 @@ that is not through at the deadline is a failure by the reason it got stuck at.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import heapq
 import ipaddress
@@ -55,6 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 
+from ..control import uapi_client
 from ..errors import SimpletunError
 from ..packets import icmp, ip
 from ..signals import STOP_SIGNALS
@@ -63,7 +63,7 @@ from ..wireguard.allowedips import AllowedIPs
 from ..wireguard.core import LOAD_THRESHOLD, LOAD_WINDOW, WireGuard
 from ..wireguard.messages import COOKIE_REPLY, INITIATION
 from ..wireguard.peer import Peer
-from .netns import Lab, Namespace, veth
+from .netns import Lab, Namespace, inside, veth
 from .wghost import WgInterface, wg_exe
 
 DEFAULT_PEERS = 1000
@@ -418,33 +418,6 @@ def drive(initiators: list[Initiator], *, rate: float, timeout: float,
 
 # --- sockets in the driver's namespace --------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-@contextlib.contextmanager
-def inside(ns: Namespace) -> Iterator[None]:
-    """Run the body in ``ns`` (this thread's network namespace), then come back: sockets
-    made inside stay in ``ns``."""
-    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/run/netns/{ns.name}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(target, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into {ns.name}: {os.strerror(err)}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            if _libc.setns(home, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back: {os.strerror(err)}")
-    finally:
-        os.close(home)
-
-
 def raise_fd_limit(needed: int) -> None:
     """Make sure this process may open ``needed`` more files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -463,7 +436,7 @@ def open_sockets(ns: Namespace, count: int) -> list[socket.socket]:
     """``count`` non-blocking UDP sockets in ``ns``, each on its own port."""
     socks: list[socket.socket] = []
     try:
-        with inside(ns):
+        with inside(ns.name):
             for _ in range(count):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 socks.append(s)
@@ -593,17 +566,10 @@ def run(*, peers: int = DEFAULT_PEERS, setconf_peers: int | None = None,
 
 
 def _server_drops(wg: WgInterface) -> dict[str, int]:
-    """``simpletun wg-drops``: the server's drop counters by reason (empty if it fails)."""
-    import sys
-
-    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        done = wg.ns.run([sys.executable, "-m", "simpletun", "wg-drops", wg.name], timeout=10)
-        out: dict[str, int] = {}
-        for line in done.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                out[parts[0]] = int(parts[1])
-        return out
+    """The server's drop counters by reason, what ``simpletun wg-drops`` prints (empty if
+    it cannot be asked)."""
+    with contextlib.suppress(OSError, ValueError, SimpletunError):
+        return {k: v for k, v in uapi_client.stats(wg.name).items() if v}
     return {}
 
 

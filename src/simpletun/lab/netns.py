@@ -8,6 +8,7 @@ namespaces are removed, which takes every device inside them along.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import math
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +31,33 @@ _counter = itertools.count()
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _setns_fd(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns {what}: {os.strerror(err)}")
+
+
 def _setns(name: str) -> None:
     fd = os.open(os.path.join(link.NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+        _setns_fd(fd, f"into {name}")
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run the body in namespace ``name`` (this thread's network namespace), then come
+    back: sockets made inside stay in ``name``."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(name)
+        try:
+            yield
+        finally:
+            _setns_fd(home, "back")
+    finally:
+        os.close(home)
 
 
 def enter(name: str) -> None:

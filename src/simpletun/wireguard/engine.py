@@ -291,6 +291,9 @@ class Engine:
                 except InterruptedError:
                     continue
                 link_fd = self._link_fd
+                if companion is not None and len(events) > 1:  # a worker: keys before data
+                    mine = companion.fds()
+                    events.sort(key=lambda event: event[0] not in mine)
                 for fd, _ in events:
                     # a pass right after the last one of its kind (load) reads until
                     # the fd is empty; one after a pause (a ping, say) reads once, and
@@ -421,6 +424,10 @@ class Engine:
     def _flush_outbox(self) -> None:
         box = self.core.outbox
         if box:
+            if self.companion is not None and self.core.rekeyed:
+                # a new session's keys reach the workers before its handshake message
+                # reaches the peer: the peer's first data may go to any of them
+                self.companion.tick(time.monotonic())
             link = self.link
             for msg, address in box:
                 link.send(msg, address)
