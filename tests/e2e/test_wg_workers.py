@@ -5,10 +5,13 @@ Debian's wireguard-go in both roles; and what --workers refuses with keys."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import pytest
 
+from simpletun.device import link
 from simpletun.lab import bench, wghost
 from simpletun.lab.netns import Lab
 from simpletun.lab.testbed import Testbed
@@ -93,3 +96,16 @@ def test_workers_with_keys_refuses_what_it_cannot_do(lab: Lab, args: list[str],
     done = simpletun(*bed.server_command(*args, *WORKERS), ns=bed.server)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_worker_that_dies_ends_the_tunnel_with_an_error(lab: Lab) -> None:
+    bed = Testbed(lab, keys=True)
+    server = bed.start_server("-t", "udp", *WORKERS)
+    pid = server.proc.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(p) for p in f.read().split()]
+    assert len(children) == 1  # the follower
+    os.kill(children[0], signal.SIGKILL)
+    assert server.proc.wait(timeout=10) == 1
+    assert "worker 1 ended" in server.text and "Traceback" not in server.text
+    assert not link.exists(bed.iface, netns=bed.server.name)  # the device went with it

@@ -56,6 +56,7 @@ from collections.abc import Callable
 from ipaddress import ip_network
 from typing import Any, Protocol
 
+from ..signals import STOP_SIGNALS
 from .core import SharedKeypair, WireGuard
 from .peer import Address, Peer
 from .shared import Table
@@ -361,9 +362,16 @@ class Leader:
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        for pid in self.pids:
+        deadline = time.monotonic() + 2.0
+        for pid in self.pids:  # each ends on SIGTERM; one that does not is killed
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+                while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    if time.monotonic() > deadline:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        break
+                    time.sleep(0.01)
 
 
 class Follower:
@@ -453,10 +461,14 @@ def start(engine: Any, workers: int,
     pids: list[int] = []
     for i in range(1, workers):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # no stop signal between the fork and the follower's own handling of it (the
+        # parent's handlers would tear down the device from the child)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the follower
             code = 0
             try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 ours.close()
                 for j, s in enumerate(group):
                     if j != i:
@@ -478,6 +490,7 @@ def start(engine: Any, workers: int,
                 code = 1
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         channels.append(_Channel(ours))
         pids.append(pid)
