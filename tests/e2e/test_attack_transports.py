@@ -123,9 +123,10 @@ class Bed:
 
 
 @contextmanager
-def attack_bed(lab: Lab, transport: str, family: int = 4) -> Iterator[Bed]:
-    """Server, client and attacker on one flooding switch; the tunnel up over the
-    ``family`` underlay with a live session (pinged)."""
+def attack_bed(lab: Lab, transport: str, family: int = 4,
+               server_extra: Sequence[str] = ()) -> Iterator[Bed]:
+    """Server (with ``server_extra`` arguments), client and attacker on one flooding
+    switch; the tunnel up over the ``family`` underlay with a live session (pinged)."""
     switch = Switch(lab)
     server, client, attacker = (switch.join(n) for n in ("server", "client", "attacker"))
     server_key, server_public = key_pair(lab.directory, "server")
@@ -134,7 +135,7 @@ def attack_bed(lab: Lab, transport: str, family: int = 4) -> Iterator[Bed]:
     port = [] if transport == "icmp" else ["-p", str(PORT)]
     server_proc = Watched(server.ns.popen(
         simpletun_cmd("-i", iface, "--address", OVERLAY[0], "-k", server_key,
-                      "-P", client_public, "-t", transport, *port, "-s"),
+                      "-P", client_public, "-t", transport, *port, "-s", *server_extra),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), "server")
     procs = [server_proc]
     try:
@@ -279,9 +280,13 @@ def to_server_udp(bed: Bed, cap: Capture) -> list[bytes]:
             and d.dst == bed.server_ip and d.wg_type == "data"]
 
 
-@pytest.mark.parametrize("family", [4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
-def test_udp(lab: Lab, family: int) -> None:
-    with attack_bed(lab, "udp", family) as bed:
+@pytest.mark.parametrize(("family", "extra"), [(4, ()), (6, ()), (4, ("--workers", "2"))],
+                         ids=["ipv4-underlay", "ipv6-underlay", "ipv4-two-workers"])
+def test_udp(lab: Lab, family: int, extra: tuple[str, ...]) -> None:
+    """(With two workers the forged and replayed messages reach the worker that owns the
+    session's index, the junk and handshakes the leader: each counted once, by the one
+    that got it, in the leader's counters.)"""
+    with attack_bed(lab, "udp", family, extra) as bed:
         endpoint = bed.endpoint()
         assert endpoint is not None and bed.client_ip in endpoint
         with Capture(bed.attacker.ns, "eth0") as cap:
