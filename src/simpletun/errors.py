@@ -87,3 +87,8 @@ class BadKey(SimpletunError):
 class ControlSocketError(SimpletunError):
     """The WireGuard control socket (``/var/run/wireguard/IFACE.sock``) cannot be served:
     another process answers on it, or the path cannot be made."""
+
+
+class ConfigError(SimpletunError):
+    """A configuration file that cannot be used: the message names the file, the line and
+    the key (``wg0.conf:7: AllowedIPs: ...``)."""

@@ -1,0 +1,1 @@
+"""Configuration files: the wg-quick format, with simpletun's own keys (:mod:`.wgconf`)."""
