@@ -123,7 +123,7 @@ def test_a_full_table_refuses_the_session_and_counts_it() -> None:
 def _crew(net: Net, b: Node, n: int = 2) -> list[WireGuard]:
     """Make ``b`` the leader of ``n`` workers; returns the followers' cores."""
     table = Table(slots=64)
-    b.core.workers = b.core.turns = n
+    b.core.turns = n
     b.core.table = table
     crew = []
     for i in range(1, n):

@@ -565,7 +565,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             if failed:
                 raise HandshakeFailed(_no_session(engine, target, public, handshake_wait))
             log(f"stopped: {engine.stop_reason} ({engine.summary()})")
-            if getattr(engine.companion, "lost", ""):
+            if engine.companion is not None and engine.companion.lost:
                 return 1  # a worker died: not a clean end
     finally:
         if engine is not None:

@@ -105,10 +105,9 @@ class WireGuard:
         self._admit = AnswerLimiter(interval=0.05, per_second=5000.0)  # proven, under load
         self._heap: list[tuple[float, int, Peer]] = []
         self._seq = 0
-        #: several processes send and receive on our keypairs (:mod:`.workers`): each
-        #: keypair's counter and replay window are a slot of this table, shared by them
-        #: all, and its keys are kept to hand over
-        self.workers = 1
+        #: several processes send on our keypairs (:mod:`.workers`): each keypair's send
+        #: counter is a slot of this table, shared by them all (and the leader keeps the
+        #: keys to hand them over)
         self.table: Table | None = None
         #: the leader of n workers picks its sessions' receiver indices so that their low
         #: byte mod n takes turns (the kernel steers by it to a worker: :mod:`.workers`)
@@ -329,8 +328,8 @@ class WireGuard:
             self.initiate(peer, now)
             return 0
         counter = kp.send_counter
-        if counter >= kp.send_limit or (kp.shared is not None and now > kp.reserved_until):
-            counter = self._reserve(kp, now)
+        if kp.shared is not None and (counter >= kp.send_limit or now > kp.reserved_until):
+            counter = self._reserve(kp, kp.shared, now)
             if counter < 0:  # no counters to send with: as without a session
                 peer.staged.append(bytes(slot[16:16 + size]))
                 self.initiate(peer, now)
@@ -631,13 +630,14 @@ class WireGuard:
         self.indices[index] = kp
         return kp
 
-    def _reserve(self, kp: Keypair, now: float) -> int:
-        """The next counters for ``kp`` from the shared table: a run of
-        :data:`RESERVE`, used for :data:`RESERVE_TIME` at most (a run held longer would
-        fall behind what the other processes send, out of the peer's replay window)."""
-        if kp.shared is None or self.table is None:
-            return kp.send_counter  # a keypair of our own: (send_limit is 2**64)
-        start = self.table.reserve(kp.shared, kp.generation, RESERVE)
+    def _reserve(self, kp: Keypair, slot: int, now: float) -> int:
+        """The next counters for ``kp`` (its counter in ``slot`` of the shared table): a
+        run of :data:`RESERVE`, used for :data:`RESERVE_TIME` at most (a run held longer
+        would fall behind what the other processes send, out of the peer's replay
+        window); -1 when there are none to take."""
+        if self.table is None:
+            return -1
+        start = self.table.reserve(slot, kp.generation, RESERVE)
         if start < 0:  # the leader dropped it (its message on the way), or a lock is stuck
             return -1
         kp.send_limit = start + RESERVE
@@ -742,8 +742,8 @@ class WireGuard:
             if table is not None and kp.shared is not None and not self.follower:
                 table.release(kp.shared)  # its generation ends: nobody sends on it now
                 kp.shared = None
-        if peer is not None and self.workers > 1:
-            self.rekeyed.add(peer.public)
+        if peer is not None and table is not None and not self.follower:
+            self.rekeyed.add(peer.public)  # a leader's: the followers are told
 
     # --- what users see ------------------------------------------------------------------
     def last_handshake_ns(self, peer: Peer) -> int:

@@ -697,8 +697,7 @@ class Engine:
         return counters.summary()
 
     def _worker_drops(self) -> Counter[str]:
-        drops = getattr(self.companion, "drops", None)
-        return drops if drops is not None else Counter()
+        return self.companion.drops if self.companion is not None else Counter()
 
     def uapi_stats(self) -> dict[str, int]:
         """Drops by reason (the core's, the link's and the device side's) and cookie

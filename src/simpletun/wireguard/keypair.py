@@ -37,7 +37,7 @@ class Keypair:
         #: is the slot's while it is this keypair's
         self.shared = shared
         self.generation = generation
-        self.send_limit = 0 if shared is not None else 2**64
+        self.send_limit = 0
         self.reserved_until = 0.0
         #: the raw keys, kept only where workers must be given the keypair
         self.secrets: tuple[bytes, bytes] | None = (send, receive) if shared is not None \

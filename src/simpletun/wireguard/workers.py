@@ -68,6 +68,11 @@ class Companion(Protocol):
     """What the engine's loop drives beside its device and link: a leader's or a
     follower's side of the control channels."""
 
+    #: what the other processes dropped, by reason (a leader's sum of its followers')
+    drops: Counter[str]
+    #: why the tunnel stopped when a process of it ended ("" while none did)
+    lost: str
+
     def fds(self) -> list[int]: ...
     def ready(self, fd: int, now: float) -> None: ...
     def tick(self, now: float) -> float | None: ...
@@ -377,11 +382,13 @@ class Leader:
 class Follower:
     """The engine's companion in a worker: takes the leader's messages, reports."""
 
-    def __init__(self, engine: Any, channel: _Channel, worker: int, workers: int) -> None:
+    #: a follower's drops go to the leader in its reports; it keeps none of its own
+    drops: Counter[str] = Counter()
+    lost = ""
+
+    def __init__(self, engine: Any, channel: _Channel) -> None:
         self.engine = engine
         self.channel = channel
-        self.worker = worker
-        self.workers = workers
         self._told: dict[Peer, tuple[int, int]] = {}
         self._dropped: Counter[str] = Counter()
         self._next = 0.0
@@ -454,7 +461,6 @@ def start(engine: Any, workers: int,
     group = reuseport_group(engine.sock, workers)
     engine.use_socket(group[0])
     core: WireGuard = engine.core
-    core.workers = workers
     table = core.table = Table()
     core.turns = workers
     channels: list[_Channel] = []
@@ -481,7 +487,7 @@ def start(engine: Any, workers: int,
                 follower.core.table = table
                 follower.core.turns, follower.core.turn_of = workers, i
                 apply(follower.core, config_message(core), time.monotonic())
-                follower.attach(Follower(follower, _Channel(theirs), i, workers))
+                follower.attach(Follower(follower, _Channel(theirs)))
                 follower.run()
             except KeyboardInterrupt:
                 pass
