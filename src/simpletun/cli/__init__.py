@@ -12,7 +12,7 @@ import click
 from ..errors import SimpletunError
 from ..transport import tcp
 from ..tunnel.stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL
-from . import bench, demo, device, dump, keys, respond, selftest, tunnel
+from . import bench, demo, device, dump, keys, respond, selftest, show, tunnel, up
 from . import load as load_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -127,7 +127,8 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,
-                bench.command, selftest.command, *keys.commands):
+                bench.command, selftest.command, *keys.commands, *up.commands,
+                *show.commands):
     cli.add_command(command)
 cli.add_command(load_command.command)
 
