@@ -19,7 +19,7 @@ from ..conftest import simpletun
 
 UNENCRYPTED = ("warning: this tunnel is not encrypted: anyone on the path can read and inject "
                "packets; use it only on trusted networks")
-STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "  # ISO 8601
 
 
 def test_start_says_unencrypted_and_debug_lines_have_a_time(lab: Lab) -> None:

@@ -6,13 +6,28 @@ from __future__ import annotations
 
 import errno
 import sys
+from typing import Any
 
 import click
 
 from ..errors import SimpletunError
+from ..service import logs
 from ..transport import tcp
 from ..tunnel.stream import DEAD_PEER_TIMEOUT, KEEPALIVE_INTERVAL
-from . import bench, demo, device, dump, keys, respond, selftest, show, tunnel, up
+from . import (
+    bench,
+    completion,
+    demo,
+    device,
+    dump,
+    keys,
+    manpage,
+    respond,
+    selftest,
+    show,
+    tunnel,
+    up,
+)
 from . import load as load_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -92,14 +107,26 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               show_default=True, metavar="SECONDS",
               help="Native wire: drop the peer after this long without hearing from it (0: "
                    "never; TCP's own timeouts still apply).")
-@click.version_option(package_name="simpletun", message="simpletun %(version)s")
+@click.option("--metrics", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics of this tunnel over HTTP at ADDR:PORT "
+                   "(127.0.0.1:9586, [::1]:9586); off by default.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Any command: only warnings and errors on stderr.")
+@click.option("-v", "--verbose", "verbosity", count=True,
+              help="Any command: debug lines too (repeatable).")
+@click.option("--log-json", is_flag=True,
+              help="Any command: log lines as JSON objects, one per line ({\"time\", "
+                   "\"level\", \"message\"}).")
+@click.version_option(None, "-V", "--version", package_name="simpletun",
+                      message="simpletun %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None, port: int,
         tun: bool, tap: bool, debug: bool, addresses: tuple[str, ...], mtu: int | None,
         routes: tuple[str, ...], mac: str | None, once: bool, reconnect: bool,
         no_offload: bool, classic_wire: bool, worker_count: int | None, keepalive: float,
         peer_timeout: float, transport: str, key_file: str | None,
-        peer_specs: tuple[str, ...], handshake_wait: float | None) -> int | None:
+        peer_specs: tuple[str, ...], handshake_wait: float | None, metrics: str | None,
+        quiet: bool, verbosity: int, log_json: bool) -> int | None:
     """A tun/tap tunnel over TCP, compatible with the classic simpletun, and tools for tun/tap
     devices.
 
@@ -108,27 +135,36 @@ def cli(ctx: click.Context, iface: str | None, server: bool, client: str | None,
              simpletun -i tun0 -c 192.0.2.1 --address 10.0.0.2/24  (client)
     Encrypted (any -t): add -k server.key -P client.pub on the server and
              -k client.key -P server.pub on the client.
+
+    Before a command, -q/-v/--log-json set how every command logs:
+    simpletun -v up wg0.
     """
+    if quiet and verbosity:
+        raise click.UsageError("-q (quiet) and -v (verbose) do not go together: choose one")
+    logs.setup(-1 if quiet else verbosity, json=log_json)
     if ctx.invoked_subcommand is not None:
-        if iface or server or client:
-            raise click.UsageError("the tunnel flags (-i, -s, -c) do not go with a command")
+        if iface or server or client or metrics:
+            raise click.UsageError("the tunnel flags (-i, -s, -c, --metrics) do not go with a "
+                                   "command")
         return None
     if not (iface or server or client):
         click.echo(ctx.get_help())
         return 0
     if tun and tap:
         raise click.UsageError("-u (tun) and -a (tap) do not go together: choose one")
+    # --metrics: passed only when given, so this works before and after run() takes it
+    extra: dict[str, Any] = {"metrics": metrics} if metrics is not None else {}
     return tunnel.run(iface=iface, server=server, client=client, port=port, tap=tap, mac=mac,
                       debug=debug, addresses=addresses, mtu=mtu, routes=routes, once=once,
                       reconnect=reconnect, classic_wire=classic_wire, offload=not no_offload,
                       worker_count=worker_count, keepalive=keepalive, peer_timeout=peer_timeout,
                       transport=transport, key_file=key_file, peer_specs=peer_specs,
-                      handshake_wait=handshake_wait)
+                      handshake_wait=handshake_wait, **extra)
 
 
 for command in (*device.commands, dump.command, respond.command, demo.command,
                 bench.command, selftest.command, *keys.commands, *up.commands,
-                *show.commands):
+                *show.commands, manpage.command, completion.command):
     cli.add_command(command)
 cli.add_command(load_command.command)
 
@@ -138,7 +174,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="simpletun", standalone_mode=False)
     except SimpletunError as exc:
-        click.echo(f"simpletun: {exc}", err=True)
+        logs.error(f"simpletun: {exc}")
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -146,13 +182,13 @@ def run(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt):
-        click.echo("simpletun: interrupted", err=True)
+        logs.error("simpletun: interrupted")
         return 130
     except BrokenPipeError:
         return 0
     except OSError as exc:  # last resort: still one line, with the system's reason
         name = errno.errorcode.get(exc.errno or 0, "error")
-        click.echo(f"simpletun: {exc.strerror or exc} ({name})", err=True)
+        logs.error(f"simpletun: {exc.strerror or exc} ({name})")
         return 1
     return result if isinstance(result, int) else 0
 

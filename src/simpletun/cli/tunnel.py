@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from ..control.uapi import DeviceSet, PeerSet, UapiError
 from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import DeviceSide, probe_offloads
 from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
+from ..service import logs
 from ..signals import STOP_SIGNALS
 from ..transport import icmp, tcp, tcp_link
 from ..transport.link import Address, Link
@@ -32,11 +32,14 @@ from ._common import configure, parse_addresses, sigterm_as_interrupt
 
 
 def log(message: str) -> None:
-    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", err=True)
+    """A status line, through :mod:`simpletun.service.logs` (levels, timestamps, journald,
+    JSON); a line starting ``warning:`` is a warning, shown under ``-q`` too."""
+    logs.log(message)
 
 
 def debug_line(message: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+    """A per-packet line (``-d``): written whatever ``-q``/``-v`` say, at debug level."""
+    logs.emit(message, "debug")
 
 
 UNENCRYPTED = ("warning: this tunnel is not encrypted: anyone on the path can read and inject "
