@@ -92,3 +92,11 @@ class ControlSocketError(SimpletunError):
 class ConfigError(SimpletunError):
     """A configuration file that cannot be used: the message names the file, the line and
     the key (``wg0.conf:7: AllowedIPs: ...``)."""
+
+
+class HookFailed(SimpletunError):
+    """A PreUp/PostUp/PreDown/PostDown line of a configuration file failed."""
+
+
+class TunnelState(SimpletunError):
+    """``up`` of a tunnel that is up already, ``down`` of one that is not."""

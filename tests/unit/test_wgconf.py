@@ -158,7 +158,11 @@ def configs(draw: st.DrawFn) -> wgconf.Config:
         save_config=draw(st.booleans()),
         transport=draw(st.sampled_from(wgconf.TRANSPORTS)), tap=draw(st.booleans()),
         workers=draw(st.none() | st.integers(1, 64)),
-        wire=draw(st.sampled_from(wgconf.WIRES)))
+        wire=draw(st.sampled_from(wgconf.WIRES)),
+        user=draw(st.none() | st.sampled_from(["nobody", "simpletun", "65534"])),
+        group=draw(st.none() | st.sampled_from(["nogroup", "vpn-users"])),
+        metrics=draw(st.none() | st.tuples(st.sampled_from(["127.0.0.1", "::1", "0.0.0.0"]),
+                                           st.integers(1, 65535))))
     publics = draw(st.lists(_KEYS, max_size=3, unique=True))
     peers = [wgconf.Peer(
         public_key=p, preshared_key=draw(st.none() | _KEYS),
@@ -196,3 +200,14 @@ def test_no_arrangement_of_valid_lines_fails_but_with_a_config_error(lines: list
         wgconf.parse("\n".join(lines), "mix.conf")
     except ConfigError as exc:
         assert str(exc).startswith("mix.conf:")
+
+
+def test_simpletun_keys_for_running_it() -> None:
+    c = wgconf.parse(f"[Interface]\nPrivateKey = {PRIV}\nUser = nobody\nGroup = nogroup\n"
+                     "Metrics = [::1]:9586\n", "s.conf")
+    assert (c.interface.user, c.interface.group, c.interface.metrics) == \
+        ("nobody", "nogroup", ("::1", 9586))
+    with pytest.raises(ConfigError, match=r"^s.conf:2: Metrics: '9586' is not HOST:PORT"):
+        wgconf.parse("[Interface]\nMetrics = 9586\n", "s.conf")
+    with pytest.raises(ConfigError, match=r"^s.conf:2: User: 'a;b' is not a user name"):
+        wgconf.parse("[Interface]\nUser = a;b\n", "s.conf")

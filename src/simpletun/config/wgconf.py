@@ -6,8 +6,10 @@ A file is what ``wg-quick`` reads, so an existing WireGuard configuration works 
   Table, PreUp, PostUp, PreDown, PostDown, SaveConfig (``wg-quick``'s);
 - ``[Peer]``: PublicKey, PresharedKey, AllowedIPs, Endpoint, PersistentKeepalive;
 - and simpletun's own, in ``[Interface]``, for what WireGuard lacks: ``Transport``
-  (udp, tcp or icmp), ``Tap`` (true or false), ``Workers`` (a count) and ``Wire``
-  (wireguard, or the plaintext ``native`` or ``classic`` TCP wire).
+  (udp, tcp or icmp), ``Tap`` (true or false), ``Workers`` (a count), ``Wire``
+  (wireguard, or the plaintext ``native`` or ``classic`` TCP wire), ``User`` and
+  ``Group`` (who the tunnel runs as once set up), ``Metrics`` (ADDR:PORT of a Prometheus
+  endpoint).
 
 As in ``wg`` and ``wg-quick``: section names and keys are case-insensitive, ``#`` starts a
 comment (but the hooks keep their whole line, as wg-quick runs it), whitespace inside a
@@ -64,6 +66,9 @@ class Interface:
     tap: bool = False
     workers: int | None = None
     wire: str = "wireguard"
+    user: str | None = None
+    group: str | None = None
+    metrics: tuple[str, int] | None = None  # (host, port)
 
 
 @dataclass
@@ -156,7 +161,7 @@ def _endpoint(at: _Line, value: str) -> tuple[str, int]:
 
 _INTERFACE_KEYS = ("privatekey", "listenport", "fwmark", "address", "dns", "mtu", "table",
                    "preup", "postup", "predown", "postdown", "saveconfig", "transport",
-                   "tap", "workers", "wire")
+                   "tap", "workers", "wire", "user", "group", "metrics")
 _PEER_KEYS = ("publickey", "presharedkey", "allowedips", "endpoint", "persistentkeepalive")
 _HOOKS = ("preup", "postup", "predown", "postdown")
 
@@ -255,6 +260,12 @@ def _interface(it: Interface, at: _Line, key: str, value: str) -> None:
         it.workers = _int(at, value, 1, MAX_WORKERS)
     elif key == "wire":
         it.wire = _choice(at, value, WIRES)
+    elif key in ("user", "group"):
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise at.error(f"{value!r} is not a {key} name or number")
+        setattr(it, key, value)
+    elif key == "metrics":
+        it.metrics = _endpoint(at, value)
 
 
 def _peer(peer: Peer, at: _Line, key: str, value: str) -> None:
@@ -302,6 +313,12 @@ def render(config: Config) -> str:
         lines.append(f"Workers = {it.workers}")
     if it.wire != "wireguard":
         lines.append(f"Wire = {it.wire}")
+    if it.user is not None:
+        lines.append(f"User = {it.user}")
+    if it.group is not None:
+        lines.append(f"Group = {it.group}")
+    if it.metrics is not None:
+        lines.append(f"Metrics = {_host_port(*it.metrics)}")
     for p in config.peers:
         lines += ["", "[Peer]", f"PublicKey = {keys.to_base64(p.public_key)}"]
         if p.preshared_key is not None:
@@ -309,11 +326,14 @@ def render(config: Config) -> str:
         if p.allowed_ips:
             lines.append(f"AllowedIPs = {', '.join(str(n) for n in p.allowed_ips)}")
         if p.endpoint is not None:
-            host, port = p.endpoint
-            lines.append(f"Endpoint = {f'[{host}]' if ':' in host else host}:{port}")
+            lines.append(f"Endpoint = {_host_port(*p.endpoint)}")
         if p.persistent_keepalive is not None:
             lines.append(f"PersistentKeepalive = {p.persistent_keepalive}")
     return "\n".join(lines) + "\n"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def load(path: str) -> Config:
