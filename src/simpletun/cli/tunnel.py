@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import click
 
+from ..control import plain
 from ..control.uapi import DeviceSet, PeerSet, UapiError
+from ..control.uapi_socket import UapiServer
 from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import DeviceSide, probe_offloads
 from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
@@ -304,8 +306,9 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     # from here every stop signal is a KeyboardInterrupt: the finally removes the routes
     sigterm_as_interrupt()
     try:
-        with _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
-                   auto=worker_count is None) as dev:
+        with contextlib.ExitStack() as stack, \
+                _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
+                      auto=worker_count is None) as dev:
             count, name = len(dev.queues), dev.name
             done = _set_up(dev.name, wanted, mtu, nets, servers, mac, configured)
             dev_mtu = done.mtu
@@ -314,6 +317,11 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                                       offloads=probe_offloads(dev),
                                       keepalive=keepalive, peer_timeout=peer_timeout)
             pump = make_pump(dev, "")
+            if count == 1:
+                control = _plain_control(dev.name, pump, server=listener is not None,
+                                         port=port)
+                stack.callback(lambda: control.close() if control is not None else None)
+                pump.control = control
             if pump.side.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
@@ -346,6 +354,24 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
             listener.close()
         _tear_down(name, configured)
     return 0
+
+
+def _plain_control(name: str, pump: stream.Pump, *, server: bool,
+                   port: int) -> UapiServer | None:
+    """The plaintext tunnel's read-only control socket (/run/simpletun/NAME.sock), served
+    from the pump's loop; None (after one line) when it cannot be."""
+
+    def connection() -> plain.Connection | None:
+        now = pump.connection
+        if now is None:
+            return None
+        peer, wire, since = now
+        return plain.Connection(peer, "native" if wire.native else "classic", since)
+
+    handler = plain.PlainControl(role="server" if server else "client",
+                                 listen_port=port if server else 0,
+                                 counters=lambda: pump.counters, connection=connection)
+    return plain.serve(name, handler, log=log)
 
 
 # --- the encrypted tunnel (the WireGuard engine over any transport) --------------------------
@@ -526,6 +552,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             except UapiError as exc:
                 raise TransportError(exc.message) from None
             link_ = engine.link
+            engine.role = "server" if server else "client"
             engine.core.set_private_key(private)
             now = time.monotonic()
             for p in peers:

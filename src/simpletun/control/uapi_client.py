@@ -7,6 +7,7 @@ import os
 import socket
 
 from ..errors import ControlSocketError
+from .status import parse_stats
 from .uapi_socket import DEFAULT_DIRECTORY
 
 
@@ -43,5 +44,9 @@ def request(interface: str, text: str, *, directory: str = DEFAULT_DIRECTORY,
 
 
 def stats(interface: str, *, directory: str = DEFAULT_DIRECTORY) -> dict[str, int]:
-    """The engine's counters: datagrams and packets dropped, by reason, and replies sent."""
-    return {k: int(v) for k, v in request(interface, "stats=1\n\n", directory=directory)}
+    """The engine's counters: datagrams and packets dropped, by reason, and the other
+    counters of ``stats=1`` (``cookies-sent``: replies sent under load)."""
+    text = "".join(f"{k}={v}\n" for k, v in request(interface, "stats=1\n\n",
+                                                     directory=directory))
+    parsed = parse_stats(text)
+    return {**parsed.drops, **parsed.counters}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from simpletun.control.status import Stats, format_stats
 from simpletun.control.uapi import (
     DeviceSet,
     DeviceStatus,
@@ -38,12 +39,15 @@ SEND_TIMEOUT = 2.0  # for the whole answer; a client that does not read loses it
 _OP_MAX = 16  # the operation line is "get=1\n" or "set=1\n"
 _GET = b"get=1\n"
 _SET = b"set=1\n"
-#: simpletun's extension: the engine's drop counters by reason, as key=value lines
+#: simpletun's extension: the transport, wire, role, counters, drops by reason and packets
+#: per peer, as key=value lines (:mod:`simpletun.control.status`)
 _STATS = b"stats=1\n\n"
 
 
 class Handler(Protocol):
     def uapi_get(self) -> DeviceStatus: ...
+
+    # optional: ``uapi_stats(self) -> Stats`` answers simpletun's ``stats=1``
 
     def uapi_set(self, request: DeviceSet) -> None:
         """Apply a request; raise :class:`UapiError` to refuse it (EADDRINUSE for a port
@@ -320,9 +324,8 @@ class UapiServer:
             return self._refuse(exc)
 
     def _stats(self) -> str:
-        counts: dict[str, int] = getattr(self._handler, "uapi_stats", dict)()
-        lines = "".join(f"{key}={value}\n" for key, value in sorted(counts.items()))
-        return lines + format_errno(0)
+        stats = getattr(self._handler, "uapi_stats", None)
+        return format_stats(stats() if stats is not None else Stats())
 
     def _set(self, body: bytes) -> str:
         try:

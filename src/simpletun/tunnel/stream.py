@@ -97,6 +97,21 @@ class Sidecar(Protocol):
     def handle(self, readable: list[int], now: float) -> Ended | None: ...
 
 
+class Control(Protocol):
+    """A control socket the tunnel's loop serves (:class:`control.uapi_socket.UapiServer`):
+    its fds are watched beside the tunnel's, never a thread."""
+
+    def fds(self) -> list[int]: ...
+
+    def ready(self, fd: int) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+#: how often a loop wakes to close idle control connections while any is open
+CONTROL_TICK = 1.0
+
+
 class Pump:
     """Moves packets between one device (its :class:`DeviceSide`) and one connected TCP
     socket."""
@@ -128,11 +143,28 @@ class Pump:
         #: seconds (a worker tells its parent this way)
         self.publish: Callable[[float], None] | None = None
         self.publish_every = min(1.0, (timeout or DEAD_PEER_TIMEOUT) / 4)
+        #: the control socket served from this pump's loop (and the server's, between
+        #: clients); None: none
+        self.control: Control | None = None
+        #: who the pump is connected to now: (peer, wire, since: UNIX time); None between
+        #: connections (what the control socket's stats=1 says)
+        self.connection: tuple[str, Wire, float] | None = None
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
             extra: tuple[socket.socket, ...] = (), sidecar: Sidecar | None = None, *,
             silent: bool = False, local: native.Hello | None = None) -> Ended:
+        """See :meth:`_run`; :attr:`connection` says who the pump serves meanwhile."""
+        self.connection = (peer, wire, time.time())
+        try:
+            return self._run(sock, peer, wire, leftover, extra, sidecar, silent=silent,
+                             local=local)
+        finally:
+            self.connection = None
+
+    def _run(self, sock: socket.socket, peer: str, wire: Wire, leftover: bytes,
+             extra: tuple[socket.socket, ...], sidecar: Sidecar | None, *,
+             silent: bool, local: native.Hello | None) -> Ended:
         """Pump until the peer leaves, misbehaves, one of ``extra`` is readable, or
         ``sidecar`` (what else the caller's loop drives meanwhile, e.g. handshakes) ends
         it. :attr:`heard` is when the peer was last heard. ``silent``: the connection was
@@ -165,6 +197,8 @@ class Pump:
                 if wire.keepalive else None)
         wait: float | None = None
         side_fds: list[int] = []
+        control = self.control
+        ctl_fds: list[int] = []
         now = time.monotonic()
         while True:
             # the peer was heard (one comparison per wake-up, no clock read per packet)
@@ -193,10 +227,15 @@ class Pump:
                     wait = hold_until - now if wait is None else min(wait, hold_until - now)
                 else:
                     hold_until = 0.0
+            if control is not None:
+                ctl_fds = control.fds()
+                if len(ctl_fds) > 1:  # connections open: wake to close idle ones
+                    control.tick(now)
+                    wait = CONTROL_TICK if wait is None else min(wait, CONTROL_TICK)
             # while the socket is backed up (or the seat is held), leave packets in the
             # device queue (backpressure)
-            rlist = [sock_fd, *extra_fds, *side_fds] if pending or hold_until else \
-                [sock_fd, dev_fd, *extra_fds, *side_fds]
+            rlist = [sock_fd, *extra_fds, *side_fds, *ctl_fds] if pending or hold_until else \
+                [sock_fd, dev_fd, *extra_fds, *side_fds, *ctl_fds]
             readable, writable, _ = select.select(rlist, [sock_fd] if pending else [], [],
                                                   wait)
             now = time.monotonic()  # one clock read per wake-up, not per packet
@@ -235,6 +274,8 @@ class Pump:
                     pending = left
                 elif fd in extra_fds:
                     return Ended("another socket is ready", wake=extra_fds[fd])
+                elif control is not None and fd in ctl_fds:
+                    control.ready(fd)
                 else:
                     woken.append(fd)
             if sidecar is not None and (woken or now >= sidecar.deadline):
@@ -503,12 +544,17 @@ def serve(dev: Device, listener: socket.socket, pump: Pump, *, once: bool = Fals
         while True:
             if ready is None:
                 gate.live = None
-                wait = gate.table.wait(time.monotonic())
-                readable, _, _ = select.select([dev_fd, *gate.fds], [], [], wait)
+                now = time.monotonic()
+                wait = gate.table.wait(now)
+                ctl_fds = control_fds(pump.control, now)
+                if len(ctl_fds) > 1:
+                    wait = CONTROL_TICK if wait is None else min(wait, CONTROL_TICK)
+                readable, _, _ = select.select([dev_fd, *gate.fds, *ctl_fds], [], [], wait)
                 if dev_fd in readable:
                     pump.side.discard()
-                ready = gate.next_client([fd for fd in readable if fd != dev_fd],
-                                         time.monotonic())
+                ready = gate.next_client(
+                    [fd for fd in readable if fd != dev_fd and not
+                     control_ready(pump.control, fd, ctl_fds)], time.monotonic())
                 if ready is None:
                     continue
             conn = gate.table.admit(ready)
@@ -607,7 +653,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
                     raise
                 delay = backoff.next()
                 log(f"{exc}; retrying in {delay:.1f} s")
-                _pause(pump.side, delay)
+                _pause(pump.side, delay, pump.control)
                 continue
         if session.queue >= queues_agreed(outcome):
             sock.close()
@@ -626,7 +672,7 @@ def run_client(dev: Device, host: str, port: int, pump: Pump, *, reconnect: bool
         delay = backoff.next()
         log(f"disconnected from {server}{where}: {ended.reason}; reconnecting in "
             f"{delay:.1f} s")
-        _pause(pump.side, delay)
+        _pause(pump.side, delay, pump.control)
 
 
 def set_queue_attached(dev: Device, on: bool) -> None:
@@ -637,12 +683,51 @@ def set_queue_attached(dev: Device, on: bool) -> None:
             dev.queues[0].attach() if on else dev.queues[0].detach()
 
 
-def _pause(side: DeviceSide, seconds: float) -> None:
+def control_fds(control: Control | None, now: float) -> list[int]:
+    """For a loop other than the pump's: the control socket's fds to watch (idle
+    connections closed first)."""
+    if control is None:
+        return []
+    control.tick(now)
+    return control.fds()
+
+
+def control_ready(control: Control | None, fd: int, fds: list[int]) -> bool:
+    """Serve ``fd`` (readable) if it is one of the control socket's ``fds``; say whether
+    it was."""
+    if control is None or fd not in fds:
+        return False
+    control.ready(fd)
+    return True
+
+
+def wait_serving(side: DeviceSide, seconds: float, control: Control | None, *,
+                 discard: bool = True) -> None:
+    """Sleep ``seconds`` serving the control socket; with ``discard`` the device is
+    drained meanwhile (a detached queue cannot be polled: then not)."""
+    deadline = time.monotonic() + seconds
+    dev_fd = side.dev.fileno()
+    while (left := deadline - time.monotonic()) > 0:
+        ctl = control_fds(control, time.monotonic())
+        fds = [*ctl, dev_fd] if discard else ctl
+        if len(ctl) > 1:
+            left = min(left, CONTROL_TICK)
+        if not fds:
+            time.sleep(left)
+            continue
+        for fd in select.select(fds, [], [], left)[0]:
+            if fd == dev_fd:
+                side.discard()
+            else:
+                control_ready(control, fd, ctl)
+
+
+def _pause(side: DeviceSide, seconds: float, control: Control | None = None) -> None:
     """Wait between connections: a worker's queue is detached meanwhile (a detached queue
-    cannot be polled); a lone device is drained."""
+    cannot be polled); a lone device is drained. The control socket is served."""
     if side.dev.multi_queue:
         side.discard()
         set_queue_attached(side.dev, False)
-        time.sleep(seconds)
+        wait_serving(side, seconds, control, discard=False)
     else:
-        side.wait_discarding(seconds)
+        wait_serving(side, seconds, control)

@@ -229,6 +229,7 @@ class WireGuard:
             return 0
         peer: Peer = kp.owner  # type: ignore[assignment]
         peer.rx_bytes += n + 32
+        peer.rx_packets += 1
         if source != peer.endpoint:
             peer.endpoint = source  # roaming: the latest authenticated source
         t_ = peer.timers
@@ -345,6 +346,7 @@ class WireGuard:
         kp.send.encrypt_into(_NONCE_PAD + counter.to_bytes(8, "little"), slot[16:16 + p], None,
                              slot[16:32 + p])
         peer.tx_bytes += p + 32
+        peer.tx_packets += 1
         t_ = peer.timers
         t_.keepalive_at = None  # any authenticated packet sent
         if peer.persistent:

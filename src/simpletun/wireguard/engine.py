@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from ..control.status import PeerStats, Stats
 from ..control.uapi import DeviceSet, DeviceStatus, PeerSet, PeerStatus, UapiError
 from ..control.uapi_socket import UapiServer
 from ..device import vnet
@@ -129,6 +130,11 @@ class Engine:
             self.sock.setblocking(False)
             link = udp.Endpoint(self.sock)
         self.link = link
+        #: what ``stats=1`` says of this tunnel: the transport (by the link's module) and
+        #: the role (the CLI's tunnel sets server or client; simpletun-wg is a peer)
+        module = type(link).__module__.rpartition(".")[2]
+        self.transport = {"tcp_link": "tcp"}.get(module, module)
+        self.role = "peer"
         self.log = LimitedLog(log) if log is not None else None
         #: the UAPI socket (a worker's engine has none: the leader's serves the interface)
         self.uapi: UapiServer | _NoUapi = (UapiServer(dev.name, self, directory=uapi_directory)
@@ -699,13 +705,17 @@ class Engine:
     def _worker_drops(self) -> Counter[str]:
         return self.companion.drops if self.companion is not None else Counter()
 
-    def uapi_stats(self) -> dict[str, int]:
-        """Drops by reason (the core's, the link's and the device side's) and cookie
-        replies sent."""
-        counts = dict(self.core.drops + self.side.counters.drops + self.link.drops
-                      + self._worker_drops())
-        counts["cookies-sent"] = self.core.cookies_sent
-        return counts
+    def uapi_stats(self) -> Stats:
+        """simpletun's ``stats=1``: transport, wire, role, drops by reason (the core's, the
+        link's and the device side's), cookie replies sent, packets per peer."""
+        drops = self.core.drops + self.side.counters.drops + self.link.drops \
+            + self._worker_drops()
+        return Stats(transport=self.transport, wire="wireguard", role=self.role,
+                     counters={"cookies-sent": self.core.cookies_sent},
+                     drops={k: v for k, v in drops.items() if v},
+                     peers=[PeerStats(p.public.hex(), rx_packets=p.rx_packets,
+                                      tx_packets=p.tx_packets)
+                            for p in self.core.peers.values()])
 
     def uapi_set(self, request: DeviceSet) -> None:
         core = self.core

@@ -33,7 +33,8 @@ class Staged(list[bytes]):
 class Peer:
     __slots__ = ("endpoint", "handshake", "heap_at", "keypairs", "last_handshake",
                  "last_initiation_consumed", "last_initiation_sent", "persistent", "public",
-                 "removed", "rx_bytes", "staged", "stamper", "timers", "tx_bytes")
+                 "removed", "rx_bytes", "rx_packets", "staged", "stamper", "timers",
+                 "tx_bytes", "tx_packets")
 
     def __init__(self, public: bytes) -> None:
         self.public = public
@@ -46,6 +47,8 @@ class Peer:
         self.staged = Staged()
         self.rx_bytes = 0
         self.tx_bytes = 0
+        self.rx_packets = 0  # transport messages authenticated (keepalives too)
+        self.tx_packets = 0  # transport messages sealed (keepalives too)
         self.last_handshake: float | None = None  # when the last handshake completed
         self.last_initiation_sent = -1e18
         self.last_initiation_consumed = -1e18

@@ -1,0 +1,137 @@
+"""``simpletun show`` and the control sockets in namespaces: an encrypted tunnel's and a
+plaintext one's fields against what was configured and moved, the plaintext socket
+read-only, and ``simpletun devices`` naming a multi-queue vnet_hdr device and its holder."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from simpletun.control import status
+from simpletun.lab.netns import Lab
+from simpletun.lab.testbed import Testbed, unique_iface
+
+from ..conftest import simpletun
+
+
+def _show_json(bed: Testbed, name: str) -> dict[str, Any]:
+    done = simpletun("show", name, "--json", ns=bed.server)
+    assert done.returncode == 0, done.stderr
+    tunnels = json.loads(done.stdout)
+    assert len(tunnels) == 1, tunnels
+    result: dict[str, Any] = tunnels[0]
+    return result
+
+
+def test_show_an_encrypted_tunnel_as_configured_and_moved(lab: Lab) -> None:
+    bed = Testbed(lab, keys=True, ipv6_overlay=False)
+    bed.start()
+    size, _digest, _secs = bed.transfer(300_000)
+    started = time.time()
+    server = _show_json(bed, bed.iface)
+    assert server["interface"] == bed.iface and server["encrypted"]
+    assert (server["transport"], server["wire"], server["role"]) == ("tcp", "wireguard",
+                                                                     "server")
+    assert server["listen_port"] == bed.port
+    [peer] = server["peers"]
+    assert peer["public_key"] == bed.client_public
+    assert peer["allowed_ips"] == ["0.0.0.0/0", "::/0"]
+    assert peer["endpoint"].startswith(bed.client_underlay + ":")
+    assert peer["rx_bytes"] >= size  # what the client sent, with headers
+    assert peer["rx_packets"] > 0 and peer["tx_packets"] > 0  # messages: super-packets
+    assert started - 60 < peer["latest_handshake"] <= started + 1
+    client = _show_json(bed, bed.client_iface)
+    assert client["role"] == "client" and client["public_key"] == bed.client_public
+    [cpeer] = client["peers"]
+    assert cpeer["public_key"] == bed.server_public
+    assert cpeer["endpoint"] == f"{bed.server_underlay}:{bed.port}"
+    assert cpeer["tx_bytes"] >= size and cpeer["persistent_keepalive"] == 10
+
+    text = simpletun("show", bed.iface, ns=bed.server)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[:3] == [f"interface: {bed.iface}", f"  public key: {bed.server_public}",
+                         "  private key: (hidden)"]
+    assert "  transport: tcp" in lines and "  wire: wireguard" in lines
+    assert f"peer: {bed.client_public}" in lines
+    assert "  allowed ips: 0.0.0.0/0, ::/0" in lines
+    handshake = [x for x in lines if x.startswith("  latest handshake: ")]
+    assert handshake and handshake[0].endswith(("seconds ago", "second ago", "Now")), lines
+    transfer = [x for x in lines if x.startswith("  transfer: ")]
+    assert transfer and " KiB received, " in transfer[0], lines
+
+
+def test_show_a_plaintext_tunnel_and_its_socket_refuses_set(lab: Lab) -> None:
+    bed = Testbed(lab, iface=unique_iface("pt"), ipv6_overlay=False)
+    bed.client_iface = unique_iface("pt")
+    bed.start(server_extra=["--workers", "1"], client_extra=["--workers", "1"])
+    size, _digest, _secs = bed.transfer(200_000)
+    server = _show_json(bed, bed.iface)
+    assert not server["encrypted"] and server["public_key"] is None
+    assert (server["transport"], server["wire"], server["role"]) == ("tcp", "native",
+                                                                     "server")
+    assert server["listen_port"] == bed.port
+    [peer] = server["peers"]
+    assert peer["public_key"] is None
+    assert peer["endpoint"].startswith(bed.client_underlay + ":")
+    assert peer["rx_bytes"] >= size and peer["rx_packets"] > 0 and peer["tx_packets"] > 0
+    assert time.time() - 60 < peer["latest_handshake"] <= time.time() + 1
+    client = _show_json(bed, bed.client_iface)
+    assert client["role"] == "client" and client["listen_port"] == 0
+    assert client["peers"][0]["endpoint"] == f"{bed.server_underlay}:{bed.port}"
+    assert client["peers"][0]["tx_bytes"] >= size
+
+    path = status.socket_path(bed.iface, status.PLAIN_DIRECTORY)
+    assert status.exchange(path, "set=1\nlisten_port=1\n\n") == "errno=-1\n\n"
+    assert status.exchange(path, "get=1\n\n") == f"listen_port={bed.port}\nerrno=0\n\n"
+    text = simpletun("show", ns=bed.server)
+    assert f"interface: {bed.iface}" in text.stdout.splitlines(), text.stdout
+    assert "peer: (plaintext)" in text.stdout
+
+    assert bed.server_proc is not None
+    bed.server_proc.stop()
+    assert not status.find(bed.iface), "the socket is removed on exit"
+
+
+def test_show_a_name_that_does_not_answer_is_one_line_and_exit_1(lab: Lab) -> None:
+    ns = lab.host("show")
+    name = unique_iface("ns")
+    done = simpletun("show", name, ns=ns)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"simpletun: no tunnel {name} is running (no control socket in /var/run/wireguard "
+        "or /run/simpletun): 'simpletun show' lists those that are"]
+    # a socket nobody serves (a tunnel killed without cleaning up)
+    path = status.socket_path(name, status.PLAIN_DIRECTORY)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+        try:
+            done = simpletun("show", name, ns=ns)
+            assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+            assert f"simpletun: {name} does not answer" in done.stderr
+            assert name not in simpletun("show", ns=ns).stdout  # listing all: skipped
+        finally:
+            import os
+            os.unlink(path)
+
+
+@pytest.mark.parametrize("queues", [2])
+def test_devices_lists_a_multi_queue_vnet_hdr_device_and_its_holder(lab: Lab,
+                                                                    queues: int) -> None:
+    bed = Testbed(lab, iface=unique_iface("dv"), ipv6_overlay=False)
+    ns = bed.server
+    name = bed.iface
+    assert simpletun("mktun", name, "--multi-queue", "--vnet-hdr", ns=ns).returncode == 0
+    proc = bed.start_server("--workers", str(queues))
+    done = simpletun("devices", ns=ns)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith(f"{name}: ")]
+    assert line == (f"{name}: tun multi_queue vnet_hdr persist; held by pid {proc.proc.pid} "
+                    f"(python) and {queues} processes it started"), line
+    proc.stop()
+    done = simpletun("devices", ns=ns)
+    assert f"{name}: tun multi_queue vnet_hdr persist; not held" in done.stdout.splitlines()
