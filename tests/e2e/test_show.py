@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -135,3 +138,107 @@ def test_devices_lists_a_multi_queue_vnet_hdr_device_and_its_holder(lab: Lab,
     proc.stop()
     done = simpletun("devices", ns=ns)
     assert f"{name}: tun multi_queue vnet_hdr persist; not held" in done.stdout.splitlines()
+
+
+def _scrape(bed: Testbed, port: int) -> dict[str, float]:
+    """The server's metrics endpoint, scraped from inside its namespace: sample -> value."""
+    code = ("import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+            f"'http://127.0.0.1:{port}/metrics',timeout=10).read().decode())")
+    done = bed.server.run([sys.executable, "-c", code], timeout=30)
+    assert done.returncode == 0, done.stderr
+    samples = {}
+    for line in done.stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _free_port(bed: Testbed) -> int:
+    done = bed.server.run([sys.executable, "-c", "import socket;s=socket.socket();"
+                          "s.bind(('127.0.0.1',0));print(s.getsockname()[1])"])
+    return int(done.stdout)
+
+
+def test_metrics_grow_during_a_transfer_with_the_right_peer_labels(lab: Lab) -> None:
+    bed = Testbed(lab, keys=True, ipv6_overlay=False)
+    port = _free_port(bed)
+    bed.start_server("-t", "udp", "--metrics", f"127.0.0.1:{port}")
+    assert bed.server_proc is not None
+    bed.server_proc.wait_for(f"metrics: serving http://127.0.0.1:{port}/metrics")
+    before = _scrape(bed, port)
+    name = bed.iface
+    assert before[f'simpletun_up{{interface="{name}"}}'] == 1
+    assert before[f'simpletun_info{{interface="{name}",role="server",transport="udp",'
+                  'wire="wireguard"}'] == 1
+    assert before[f'simpletun_peers{{interface="{name}"}}'] == 1
+    peer = f'{{interface="{name}",public_key="{bed.client_public}"}}'
+    assert before[f"simpletun_peer_receive_bytes_total{peer}"] == 0
+    assert before[f"simpletun_peer_latest_handshake_seconds{peer}"] == 0
+    bed.start_client("-t", "udp")
+    bed.wait_ready()
+    size, _digest, _secs = bed.transfer(200_000)
+    middle = _scrape(bed, port)
+    size2, _digest, _secs = bed.transfer(100_000)
+    after = _scrape(bed, port)
+    for metric in ("receive_bytes", "receive_packets", "transmit_bytes", "transmit_packets"):
+        key = f"simpletun_peer_{metric}_total{peer}"
+        assert before[key] < middle[key] < after[key], (metric, before[key], middle[key],
+                                                        after[key])
+    rx = f"simpletun_peer_receive_bytes_total{peer}"
+    assert middle[rx] >= size and after[rx] - middle[rx] >= size2
+    assert after[f"simpletun_peer_receive_packets_total{peer}"] >= (size + size2) // 1500
+    handshake = after[f"simpletun_peer_latest_handshake_seconds{peer}"]
+    assert time.time() - 60 < handshake <= time.time() + 1
+    assert 0 <= after[f"simpletun_peer_latest_handshake_age_seconds{peer}"] < 60
+    bed.client_proc and bed.client_proc.stop()
+    bed.server_proc.stop()
+
+
+def test_metrics_of_a_stopped_tunnel_say_up_0(lab: Lab) -> None:
+    from simpletun.service import metrics
+
+    name = unique_iface("mx")
+    with metrics.serve("127.0.0.1", 0, lambda: [name]) as endpoint:
+        assert endpoint.port > 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics",
+                                    timeout=10) as got:
+            text = got.read().decode()
+    assert f'simpletun_up{{interface="{name}"}} 0.0' in text.splitlines()
+    assert "simpletun_peer_receive_bytes_total{" not in text
+
+
+@pytest.mark.parametrize("value,message", [
+    ("9586", "expected ADDRESS:PORT"),
+    ("127.0.0.1:http", "the port is a number from 0 to 65535"),
+    ("127.0.0.1:70000", "the port is a number from 0 to 65535"),
+    ("::1:9586", "an IPv6 address is written in brackets"),
+])
+def test_a_bad_metrics_address_is_a_usage_error_before_anything_changes(
+        lab: Lab, value: str, message: str) -> None:
+    ns = lab.host("mx")
+    name = unique_iface("mx")
+    done = simpletun("-i", name, "-s", "--metrics", value, ns=ns)
+    assert done.returncode == 2, done.stderr
+    assert "--metrics" in done.stderr and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_busy_metrics_port_is_one_line_before_anything_changes(lab: Lab) -> None:
+    from simpletun.device import link
+
+    ns = lab.host("mx")
+    name = unique_iface("mx")
+    holder = ns.popen([sys.executable, "-c", "import socket,sys,time;s=socket.socket();"
+                       "s.bind(('127.0.0.1',0));s.listen();print(s.getsockname()[1]);"
+                       "sys.stdout.flush();time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    port = int(holder.stdout.readline())
+    done = simpletun("-i", name, "-s", "-p", "5599", "--metrics", f"127.0.0.1:{port}", ns=ns)
+    holder.kill()
+    holder.wait()
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == (f"simpletun: metrics: cannot listen on 127.0.0.1:{port}: "
+                         "Address already in use"), lines
+    assert not link.exists(name, netns=ns.name)

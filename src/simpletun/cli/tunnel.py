@@ -20,6 +20,7 @@ from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import DeviceSide, probe_offloads
 from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
 from ..service import logs
+from ..service import metrics as service_metrics
 from ..signals import STOP_SIGNALS
 from ..transport import icmp, tcp, tcp_link
 from ..transport.link import Address, Link
@@ -246,11 +247,14 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         worker_count: int | None = None, keepalive: float = stream.KEEPALIVE_INTERVAL,
         peer_timeout: float = stream.DEAD_PEER_TIMEOUT, transport: str = "tcp",
         mac: str | None = None, key_file: str | None = None,
-        peer_specs: tuple[str, ...] = (), handshake_wait: float | None = None) -> int:
+        peer_specs: tuple[str, ...] = (), handshake_wait: float | None = None,
+        metrics: str | None = None) -> int:
     """The tunnel. ``port`` None: not given (the default port; ICMP has none). With
     ``key_file`` (and ``peer_specs``) it is encrypted, on the WireGuard engine, over any
-    transport; without, the plaintext native or classic wire over TCP. Everything the flags
-    say is checked, and the server's name resolved, before the device is touched."""
+    transport; without, the plaintext native or classic wire over TCP. ``metrics``
+    (``ADDR:PORT``): serve this tunnel's Prometheus metrics there while it runs. Everything
+    the flags say is checked, and the server's name resolved, before the device is
+    touched."""
     if not iface:
         raise click.UsageError("the interface name is required: -i IFACE")
     if server == (client is not None):
@@ -261,6 +265,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
         raise click.UsageError("--reconnect is for the client (-c)")
     if transport == "icmp" and port is not None:
         raise click.UsageError("-p is not used by -t icmp (ICMP has no ports): drop it")
+    metrics_at = _metrics_address(metrics)
     if mac is not None:
         if not tap:
             raise click.UsageError("--mac is for a tap device: add -a (--tap)")
@@ -294,7 +299,8 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                              keepalive=keepalive, transport=transport, offload=offload,
                              mac=mac, key_file=key_file, peer_specs=peer_specs,
                              handshake_wait=HANDSHAKE_WAIT if handshake_wait is None
-                             else handshake_wait, worker_count=worker_count or 1)
+                             else handshake_wait, worker_count=worker_count or 1,
+                             metrics_at=metrics_at)
     _check_mtu(mtu, transport, tap=tap, family=None, encrypted=False)
     count = _workers(worker_count, server=server, once=once, classic_wire=classic_wire)
     # the server's addresses, resolved before the device is touched (a bad name fails here)
@@ -303,9 +309,11 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     configured: list[Configured] = []
     name = iface
+    endpoint: service_metrics.Endpoint | None = None
     # from here every stop signal is a KeyboardInterrupt: the finally removes the routes
     sigterm_as_interrupt()
     try:
+        endpoint = _bind_metrics(metrics_at, iface)  # a busy port fails before any change
         with contextlib.ExitStack() as stack, \
                 _open(iface, tap=tap, vnet=offload and not classic_wire, queues=count,
                       auto=worker_count is None) as dev:
@@ -322,6 +330,10 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                                          port=port)
                 stack.callback(lambda: control.close() if control is not None else None)
                 pump.control = control
+                _start_metrics(endpoint)  # no fork from here on (workers: once forked)
+
+            def forked() -> None:
+                _start_metrics(endpoint)
             if pump.side.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
@@ -334,14 +346,16 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                 if listener is not None:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): listening on TCP port {port}")
                     if count > 1:
-                        return workers.serve(dev, listener, pump, make_pump, session, log)
+                        return workers.serve(dev, listener, pump, make_pump, session, log,
+                                             forked=forked)
                     stream.serve(dev, listener, pump, once=once, session=session)
                 else:
                     log(f"{dev.name} ({kind}, mtu {dev_mtu}{how}): connecting to "
                         f"{tcp.show((host, port))}")
                     if count > 1:
                         return workers.run_clients(dev, host, port, pump, make_pump, session,
-                                                   reconnect=reconnect, log=log)
+                                                   reconnect=reconnect, log=log,
+                                                   forked=forked)
                     stream.run_client(dev, host, port, pump, reconnect=reconnect,
                                       session=session)
             except KeyboardInterrupt:
@@ -350,10 +364,38 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                 return 0
             log(f"done: {pump.counters.summary()}")
     finally:
+        if endpoint is not None:
+            endpoint.close()
         if listener is not None:
             listener.close()
         _tear_down(name, configured)
     return 0
+
+
+def _metrics_address(metrics: str | None) -> tuple[str, int] | None:
+    """--metrics ADDR:PORT, checked before anything changes."""
+    if metrics is None:
+        return None
+    try:
+        return service_metrics.parse_address(metrics)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics") from None
+
+
+def _bind_metrics(at: tuple[str, int] | None, name: str) -> service_metrics.Endpoint | None:
+    """The metrics endpoint of tunnel ``name``, bound (MetricsUnavailable: one line) but
+    not serving yet: its thread starts once the tunnel has forked what it forks
+    (:func:`_start_metrics`)."""
+    if at is None:
+        return None
+    return service_metrics.Endpoint(at[0], at[1], lambda: [name])
+
+
+def _start_metrics(endpoint: service_metrics.Endpoint | None) -> None:
+    if endpoint is not None and endpoint.port:
+        endpoint.start()
+        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        log(f"metrics: serving http://{host}:{endpoint.port}/metrics")
 
 
 def _plain_control(name: str, pump: stream.Pump, *, server: bool,
@@ -490,7 +532,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                   routes: list[link.IPNetwork], reconnect: bool, keepalive: float,
                   transport: str, offload: bool, mac: str | None, key_file: str,
                   peer_specs: tuple[str, ...], handshake_wait: float = HANDSHAKE_WAIT,
-                  worker_count: int = 1) -> int:
+                  worker_count: int = 1, metrics_at: tuple[str, int] | None = None) -> int:
     """The tunnel on the WireGuard engine (:mod:`simpletun.wireguard.engine`) over
     ``transport``: identity by key, peers by allowed IPs (tap: by learned MACs); with
     ``worker_count`` > 1 (UDP, tun) that many processes (:mod:`simpletun.wireguard.workers`)."""
@@ -537,8 +579,10 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     name = iface
     sigterm_as_interrupt()
     engine: Engine | None = None
+    endpoint: service_metrics.Endpoint | None = None
     failed: list[bool] = []  # the client gave up waiting for a session
     try:
+        endpoint = _bind_metrics(metrics_at, iface)  # a busy port fails before any change
         with _open(iface, tap=tap, vnet=offload and not tap, queues=worker_count,
                    auto=False) if worker_count > 1 else \
                 tuntap.open_device(iface, tap=tap, vnet_hdr=offload and not tap) as dev:
@@ -568,6 +612,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                         engine.core.set_persistent(peer, max(1, round(keepalive)), now)
             if worker_count > 1:
                 _start_workers(engine, dev, worker_count, tap, offload)
+            _start_metrics(endpoint)  # after the workers' fork
             public = wg_keys.to_base64(engine.core.public or b"")
             kind = "tap" if dev.tap else "tun"
             head = f"{dev.name} ({kind}, mtu {done.mtu}, public key {public})"
@@ -598,6 +643,8 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
             if engine.companion is not None and engine.companion.lost:
                 return 1  # a worker died: not a clean end
     finally:
+        if endpoint is not None:
+            endpoint.close()
         if engine is not None:
             engine.close()
         elif link_ is not None:

@@ -368,10 +368,13 @@ def keep_queues(dev: Device, count: int) -> None:
 # --- server -------------------------------------------------------------------------------
 
 def serve(dev: Device, listener: socket.socket, pump: Pump,
-          make_pump: Callable[[Device, str], Pump], session: Session, log: Log) -> int:
+          make_pump: Callable[[Device, str], Pump], session: Session, log: Log, *,
+          forked: Callable[[], None] | None = None) -> int:
     """Accept clients and hand each connection to the worker of its queue (``pump``: the
     parent's, for the hello; ``make_pump`` makes each worker's); returns the exit status (a
-    worker failed) or raises KeyboardInterrupt, after the summary in either case."""
+    worker failed) or raises KeyboardInterrupt, after the summary in either case.
+    ``forked``: called in the parent once the workers are forked (what starts threads
+    waits for it)."""
     count = len(dev.queues)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
     board = HeardBoard(count)
@@ -390,6 +393,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
         _serve_queue(queue_dev, pairs[index][1], pump, index=index, local=local)
 
     pool = spawn(count, worker)
+    if forked is not None:
+        forked()
     ctrls = [mine for mine, theirs in pairs]
     for _mine, theirs in pairs:
         theirs.close()
@@ -571,9 +576,10 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump, *, index: int = 0
 
 def run_clients(dev: Device, host: str, port: int, pump: Pump,
                 make_pump: Callable[[Device, str], Pump], session: Session, *,
-                reconnect: bool, log: Log) -> int:
+                reconnect: bool, log: Log, forked: Callable[[], None] | None = None) -> int:
     """Connect queue 0 (``pump``: the parent's), then run one client worker per queue the
-    session uses. Returns the exit status, or raises KeyboardInterrupt."""
+    session uses. Returns the exit status, or raises KeyboardInterrupt. ``forked``: called
+    in the parent once the workers are forked."""
     local = session.hello(pump.side) if session.negotiate else None
     backoff = Backoff()
     while True:
@@ -606,4 +612,6 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
 
     pool = spawn(count, worker)
     sock.close()
+    if forked is not None:
+        forked()
     return wait(pool, log)
