@@ -1,0 +1,121 @@
+"""What ``simpletun up`` changed, kept in ``/run/simpletun/NAME.json`` so that ``down``
+undoes exactly that, also after the tunnel was killed (SIGKILL, a crash).
+
+Each change is written down *before* it is made (the file replaced whole, atomically), so a
+kill at any point leaves a record that covers it; undoing a change that was not made, or
+was undone already, is not an error. Processes are kept as (pid, start time), so a pid
+the kernel gave to another program since is never signalled."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import SimpletunError
+
+STATE_DIR = "/run/simpletun"
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot), None if there is no such
+    process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after the last ')'
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    start: int
+
+    @classmethod
+    def me(cls) -> Process:
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> Process:
+        return cls(pid, start_time(pid) or 0)
+
+    def alive(self) -> bool:
+        """Still this process (not a zombie, not the pid reused)."""
+        if start_time(self.pid) != self.start:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+
+@dataclass
+class State:
+    name: str
+    config: str
+    supervisor: Process
+    engine: Process | None = None
+    #: the changes made, in order; each a dict with a "kind" (see service.up.undo)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    pre_down: list[str] = field(default_factory=list)
+    post_down: list[str] = field(default_factory=list)
+    directory: str = STATE_DIR
+
+    @property
+    def path(self) -> str:
+        return path(self.name, self.directory)
+
+    def save(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        data = asdict(self)
+        del data["directory"]
+        tmp = f"{self.path}.{os.getpid()}.new"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, self.path)
+
+    def record(self, change: dict[str, Any]) -> None:
+        """Write ``change`` down (before it is made)."""
+        self.changes.append(change)
+        self.save()
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def path(name: str, directory: str = STATE_DIR) -> str:
+    return os.path.join(directory, f"{name}.json")
+
+
+def load(name: str, directory: str = STATE_DIR) -> State | None:
+    """The state of tunnel ``name``, None if it is not up."""
+    try:
+        with open(path(name, directory)) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise SimpletunError(f"{path(name, directory)}: cannot read it ({exc}): remove it "
+                             "and undo what is left by hand (ip link del, ip rule del)") from None
+    engine = data.get("engine")
+    return State(name=data["name"], config=data["config"],
+                 supervisor=Process(**data["supervisor"]),
+                 engine=Process(**engine) if engine else None,
+                 changes=list(data.get("changes", [])), pre_down=list(data.get("pre_down", [])),
+                 post_down=list(data.get("post_down", [])), directory=directory)
+
+
+def names(directory: str = STATE_DIR) -> list[str]:
+    """The tunnels ``up`` has state for."""
+    try:
+        return sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")
+                      and not f.startswith("icmp-echo-"))
+    except FileNotFoundError:
+        return []

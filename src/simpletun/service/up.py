@@ -1,0 +1,829 @@
+"""``simpletun up`` / ``down``: a tunnel from a config file, as wg-quick brings one up, and
+taken down again exactly, also after a crash.
+
+Two processes. The **supervisor** (the ``up`` process itself with ``--foreground``, the
+main process of a systemd service; otherwise a daemon it leaves behind once the tunnel is
+up) stays root and does every change: the device, PreUp, addresses, MTU, DNS, routes (a
+full tunnel by policy routing, :mod:`simpletun.device.policy`), PostUp; each is written
+down in the state file (:mod:`.state`) before it is made. The **engine** process (forked
+once the device and the socket exist) configures the WireGuard engine from the file
+(:mod:`simpletun.config.setconf`), drops to ``User``/``Group`` keeping only the
+capabilities it still needs, says it is ready, and runs.
+
+The supervisor then waits for signals: SIGHUP re-reads the file and applies its peer
+changes through the engine's UAPI socket (sessions of peers that stay go on), SIGTERM/
+SIGINT take the tunnel down (PreDown, the engine stopped with its summary, every change
+undone in reverse, PostDown). An engine that ends by itself takes the tunnel down too.
+``down`` asks the supervisor to do that; if the supervisor is gone (SIGKILL), ``down``
+undoes the recorded changes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from ..config import setconf, wgconf
+from ..control import uapi_client
+from ..device import isolate, link, policy, routing, tuntap
+from ..errors import ConfigError, SimpletunError, TunnelState
+from ..signals import STOP_SIGNALS
+from ..tunnel import mtu as mtu_limits
+from . import dns, hooks, logs, notify, state
+from .state import Process, State
+
+CONFIG_DIR = "/etc/simpletun"
+UAPI_DIR = "/var/run/wireguard"
+NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")  # wg-quick's
+DEFAULT_TCP_PORT = 51820
+STOP_WAIT = 15.0  # seconds the engine gets to end before SIGKILL
+CAP_NET_RAW = 13
+PR_SET_PDEATHSIG = 1
+
+Log = Callable[[str], None]
+
+
+def log(message: str) -> None:
+    logs.log(message)
+
+
+# --- finding and checking the file ------------------------------------------------------
+
+def locate(arg: str, config_dir: str = CONFIG_DIR) -> tuple[str, str]:
+    """NAME (a file ``CONFIG_DIR/NAME.conf``) or a file's path (its name without
+    ``.conf`` is the interface's, as wg-quick takes it): (interface name, path)."""
+    if "/" in arg or arg.endswith(".conf"):
+        base = os.path.basename(arg)
+        name = base[:-5] if base.endswith(".conf") else base
+        where = arg
+    else:
+        name, where = arg, os.path.join(config_dir, f"{arg}.conf")
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{arg}: the interface name {name!r} must be 1 to 15 letters, digits "
+                          "or _=+.- (the file is NAME.conf)")
+    return name, where
+
+
+def check(config: wgconf.Config) -> None:
+    """What a file must say for ``up`` to run it, checked before anything changes."""
+    it = config.interface
+    at = config.path
+    if it.wire != "wireguard":
+        raise ConfigError(f"{at}: Wire: {it.wire}: 'simpletun up' runs encrypted tunnels; run "
+                          f"the plaintext {it.wire} wire with 'simpletun -i NAME -s|-c'")
+    if it.private_key is None:
+        raise ConfigError(f"{at}: [Interface]: no PrivateKey: add one ('simpletun genkey')")
+    if it.transport != "udp" and it.workers not in (None, 1):
+        raise ConfigError(f"{at}: Workers: more than one runs over UDP only")
+    if it.tap and it.workers not in (None, 1):
+        raise ConfigError(f"{at}: Workers: more than one is for tun devices, not Tap")
+    if it.transport != "udp":
+        ends = [p for p in config.peers if p.endpoint is not None]
+        if len(ends) > 1:
+            raise ConfigError(f"{at}:{ends[1].line}: Endpoint: over {it.transport} a tunnel "
+                              "is a server (no Endpoint) or the client of one server")
+        if it.transport == "icmp" and it.listen_port:
+            raise ConfigError(f"{at}: ListenPort: ICMP has no ports: drop it")
+
+
+def resolve(host: str, port: int) -> tuple[str, int]:
+    """An endpoint's name as an address (the UAPI takes addresses only)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"Endpoint {host}:{port}: cannot resolve {host}: {exc.strerror}"
+                          ) from None
+    return str(found[0][4][0]), port
+
+
+def _check_user(config: wgconf.Config) -> None:
+    it = config.interface
+    if it.group is not None and it.user is None:
+        raise ConfigError(f"{config.path}: Group: give User too (who the tunnel runs as)")
+    if it.user is not None:
+        from . import privileges
+
+        try:
+            privileges.resolve(it.user, it.group)
+        except SimpletunError as exc:
+            raise ConfigError(f"{config.path}: {exc}") from None
+
+
+# --- the plan: routes --------------------------------------------------------------------
+
+@dataclass
+class Routes:
+    """Where each allowed IP goes (pure, from the file): ``main`` through the device in the
+    main table, ``table`` in a table of the file's, ``full`` the default routes of a
+    full tunnel (policy routing), ``halves`` a full tunnel over TCP or ICMP (two halves,
+    the endpoint kept reachable by a host route)."""
+
+    main: list[link.IPNetwork] = field(default_factory=list)
+    table: int | None = None
+    in_table: list[link.IPNetwork] = field(default_factory=list)
+    full: list[link.IPNetwork] = field(default_factory=list)
+    halves: list[link.IPNetwork] = field(default_factory=list)
+
+
+def plan_routes(config: wgconf.Config) -> Routes:
+    it = config.interface
+    nets = sorted({n for p in config.peers for n in p.allowed_ips},
+                  key=lambda n: (-n.prefixlen, n.version, int(n.network_address)))
+    out = Routes()
+    if (it.table or "auto").lower() == "off":
+        return out
+    if it.table is not None and it.table.lower() != "auto":
+        out.table = _table_number(config)
+        out.in_table = nets
+        return out
+    for net in nets:
+        if net.prefixlen != 0:
+            out.main.append(net)
+        elif it.transport == "udp":
+            out.full.append(net)
+        else:
+            out.halves += routing.split_default([net])
+    return out
+
+
+def _table_number(config: wgconf.Config) -> int:
+    table = config.interface.table or ""
+    if table.isdigit():
+        return int(table)
+    names = {"main": 254, "default": 253, "local": 255}
+    if table in names:
+        return names[table]
+    with contextlib.suppress(OSError), open("/etc/iproute2/rt_tables") as f:
+        for line in f:
+            parts = line.split("#", 1)[0].split()
+            if len(parts) == 2 and parts[1] == table and parts[0].isdigit():
+                return int(parts[0])
+    raise ConfigError(f"{config.path}: Table: {table!r} is not a number or a table named in "
+                      "/etc/iproute2/rt_tables")
+
+
+# --- undoing -----------------------------------------------------------------------------
+
+def undo(change: dict[str, Any]) -> None:
+    """Undo one recorded change (not made, or undone already: nothing to do)."""
+    kind = change["kind"]
+    if kind == "device":
+        name = change["name"]
+        with contextlib.suppress(SimpletunError):
+            if isolate.in_child(lambda: link.exists(name)):
+                tuntap.delete(name)
+    elif kind == "rule":
+        rule = policy.Rule(**change["rule"])
+        isolate.in_child(lambda: policy.remove_rule(rule))
+    elif kind == "host-route":
+        route = routing.HostRoute(**change["route"])
+        isolate.in_child(lambda: routing.forget(route))
+    elif kind == "nft":
+        subprocess.run(["nft", "delete", "table", *change["table"].split()],
+                       capture_output=True, check=False)
+    elif kind == "dns":
+        dns.unset(change["record"])
+    elif kind == "sysctl":
+        with contextlib.suppress(OSError), open(change["path"], "w") as f:
+            f.write(change["value"])
+    elif kind == "file":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(change["path"])
+    elif kind == "icmp-echo":
+        for path, value in change["settings"].items():
+            with contextlib.suppress(OSError), open(path, "w") as f:
+                f.write(value)
+
+
+def undo_all(st: State, out: Log) -> None:
+    """Every change of ``st`` undone, last first; one that fails is said, the rest go on."""
+    for change in reversed(st.changes):
+        try:
+            undo(change)
+        except (SimpletunError, OSError) as exc:
+            out(f"warning: could not undo {change['kind']} ({exc}): undo it by hand")
+
+
+def _stop_process(proc: Process | None, wait: float = STOP_WAIT) -> None:
+    if proc is None or not proc.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while proc.alive() and time.monotonic() < deadline:
+        _reap(proc.pid)
+        time.sleep(0.02)
+    if proc.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    _reap(proc.pid)
+
+
+def _reap(pid: int) -> int | None:
+    """The exit status of our child ``pid`` if it ended (None: running, or not ours)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+# --- up ----------------------------------------------------------------------------------
+
+class _Ready:
+    """The engine's word to the supervisor, once: ``R`` (configured, privileges dropped,
+    running), or ``E`` and the line that says why not."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def _say(self, data: bytes) -> bool:
+        if self.fd is None:
+            return False
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data)
+        os.close(self.fd)
+        self.fd = None
+        return True
+
+    def ok(self) -> None:
+        self._say(b"R")
+
+    def failed(self, line: str) -> bool:
+        """False if it was said already (the line then goes to the log)."""
+        return self._say(b"E" + line.encode())
+
+
+@dataclass
+class Up:
+    """One tunnel brought up from ``config``; :meth:`run` until it is taken down."""
+
+    name: str
+    config: wgconf.Config
+    st: State
+    out: Log = log
+    engine: Process | None = None
+    fwmark: int | None = None
+    routes: Routes = field(default_factory=Routes)
+    metrics: Any = None
+    #: the file as brought up ([Interface] changes need a restart; peers follow reloads)
+    loaded: wgconf.Config | None = None
+    #: where lines go once the supervisor is in the background (None: stderr)
+    log_path: str | None = None
+    _ready_r: int = -1
+
+    def change(self, **change: Any) -> None:
+        self.st.record(change)
+
+    # ---- bringing it up
+    def bring_up(self) -> None:
+        it, name = self.config.interface, self.name
+        hooks.run("PreUp", it.pre_up, name, self.out)
+        self.routes = plan_routes(self.config)
+        full_versions = sorted({int(n.version) for n in self.routes.full})
+        if self.routes.full:  # the mark the engine's socket carries = the table
+            self.fwmark = it.fwmark or isolate.in_child(policy.free_table)
+        request = setconf.device_set(self.config, resolve, fwmark=self.fwmark)
+        self.change(kind="device", name=name)
+        workers = it.workers or 1
+        vnet = not it.tap
+        if workers > 1:
+            dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=vnet, queues=workers)
+        else:
+            dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=vnet)
+        self.change(kind="file", path=os.path.join(UAPI_DIR, f"{name}.sock"))
+        if self.log_path is not None:
+            self.change(kind="file", path=self.log_path)
+        try:
+            transport = self._transport(dev.name)
+            self.engine = self._fork_engine(dev, transport, request)
+        finally:
+            dev.close()  # the engine holds it: the device lives as long as the engine
+        self.st.engine = self.engine
+        self.st.save()
+        self._wait_ready()
+        mtu = it.mtu or self._auto_mtu()
+        isolate.in_child(lambda: _address(name, it.addresses, mtu))
+        if it.dns or it.dns_search:
+            if dns.available():
+                record = dns._record(name)
+                self.change(kind="dns", record=record)
+                dns.set_servers(name, it.dns, it.dns_search)
+            else:
+                self.out("warning: DNS is set but resolvconf is not installed: the tunnel runs "
+                         "without its DNS servers (apt-get install resolvconf)")
+        self._add_routes(full_versions)
+        hooks.run("PostUp", it.post_up, name, self.out)
+        if it.metrics is not None:
+            from . import metrics
+
+            self.metrics = metrics.serve(*it.metrics, lambda: [name])
+
+    def _transport(self, name: str) -> Any:
+        """The engine's link, made here (a busy port fails before the engine runs)."""
+        it = self.config.interface
+        from ..transport import icmp, tcp, tcp_link
+
+        endpoint = next((p.endpoint for p in self.config.peers if p.endpoint), None)
+        if it.transport == "udp":
+            return tcp.listen(it.listen_port or 0, kind=socket.SOCK_DGRAM)
+        if it.transport == "tcp":
+            if endpoint is not None:
+                return tcp_link.client(*endpoint)
+            return tcp_link.server(it.listen_port or DEFAULT_TCP_PORT)
+        if endpoint is not None:
+            client = icmp.Client(endpoint[0])
+            client.polling = True
+            return client
+        server = icmp.Server()
+        self.change(kind="icmp-echo", settings=_echo_settings())
+        server.answer_pings, _restore = icmp.quiet_kernel()
+        return server
+
+    def _fork_engine(self, dev: tuntap.Device, transport: Any,
+                     request: Any) -> Process:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            if self.log_path:  # in the background: its lines go where the supervisor's will
+                _detach(self.log_path)
+            ready = _Ready(ready_w)
+            code = 1
+            try:
+                code = _engine_main(dev, transport, request, self.config, ready)
+            except BaseException as exc:  # never a traceback: one line, and gone
+                message = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+                with contextlib.suppress(Exception):
+                    if not ready.failed(f"{self.name}: {message}"):
+                        logs.error(f"simpletun: {self.name}: {message}")
+            finally:
+                os._exit(code)
+        os.close(ready_w)
+        with contextlib.suppress(OSError):
+            transport.close()
+        self._ready_r = ready_r
+        return Process.of(pid)
+
+    def _wait_ready(self) -> None:
+        with os.fdopen(self._ready_r, "rb") as r:
+            said = r.read()
+        if said != b"R":
+            assert self.engine is not None
+            for _ in range(100):
+                if _reap(self.engine.pid) is not None:
+                    break
+                time.sleep(0.01)
+            raise SimpletunError(said[1:].decode(errors="replace") if said[:1] == b"E" else
+                                 f"{self.name}: the engine ended before it was up")
+
+    def _auto_mtu(self) -> int:
+        """wg-quick's: the smallest underlay MTU towards the endpoints (or of the default
+        route's device), less 80; over TCP and ICMP the transport's default."""
+        it = self.config.interface
+        if it.transport != "udp":
+            return mtu_limits.default_mtu(it.transport, tap=it.tap) or 1500
+        endpoints = [resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+
+        def underlay() -> int:
+            found = []
+            for address in endpoints or ["0.0.0.0"]:
+                route = routing.underlay_route(address) if endpoints else None
+                dev = route.device if route else _default_device()
+                if dev:
+                    found.append(link.state(dev).mtu)
+            return min(found) if found else 1500
+
+        return max(1280 if any(a.version == 6 for a in it.addresses) else 68,
+                   isolate.in_child(underlay) - 80)
+
+    def _add_routes(self, full_versions: list[int]) -> None:
+        name, r = self.name, self.routes
+        if r.main:
+            isolate.in_child(lambda: routing.add_routes(r.main, name))
+        if r.table is not None:
+            table = r.table
+            for net in r.in_table:
+                isolate.in_child(partial(policy.add_table_route, net, name, table))
+        if r.halves:
+            ends = [resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+            for address in ends:
+                route = isolate.in_child(partial(routing.underlay_route, address))
+                if route is not None:
+                    self.change(kind="host-route", route=_route_dict(route))
+                    isolate.in_child(partial(routing.keep_reachable, address))
+            isolate.in_child(lambda: routing.add_routes(r.halves, name))
+        if not r.full:
+            return
+        assert self.fwmark is not None
+        table = self.fwmark
+        for net in r.full:
+            for rule in policy.rules(net.version, table):
+                self.change(kind="rule", rule=rule.as_dict())
+                isolate.in_child(partial(policy.add_rule, rule))
+            isolate.in_child(partial(policy.add_table_route, net, name, table))
+        if 4 in full_versions:
+            path = "/proc/sys/net/ipv4/conf/all/src_valid_mark"
+            with open(path) as f:
+                old = f.read().strip()
+            if old != "1":
+                self.change(kind="sysctl", path=path, value=old)
+                with open(path, "w") as f:
+                    f.write("1")
+        if _have("nft"):
+            text, tables = policy.firewall(name, table, self.config.interface.addresses,
+                                           full_versions)
+            for t in tables:
+                self.change(kind="nft", table=t)
+            done = subprocess.run(["nft", "-f", "-"], input=text.encode(), capture_output=True,
+                                  check=False)
+            if done.returncode != 0:
+                self.out("warning: nft refused the full tunnel's firewall rules: "
+                         + done.stderr.decode(errors="replace").strip().splitlines()[-1:][0]
+                         if done.stderr.strip() else "warning: nft failed")
+
+    # ---- running
+    def run(self) -> int:
+        """Wait for signals and the engine; take the tunnel down; the exit status."""
+        assert self.engine is not None
+        waited = {signal.SIGHUP, signal.SIGCHLD, *STOP_SIGNALS}
+        code = 0
+        while True:
+            info = signal.sigtimedwait(waited, 1.0)
+            ended = _reap(self.engine.pid)
+            if ended is not None or not self.engine.alive():
+                self.out(f"{self.name}: the engine ended (exit status {ended}): taking the "
+                         "tunnel down")
+                code = 1
+                break
+            if info is None or info.si_signo == signal.SIGCHLD:
+                continue
+            if info.si_signo == signal.SIGHUP:
+                notify.notify("RELOADING=1",
+                              f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
+                self.reload()
+                notify.notify("READY=1", f"STATUS={self._status()}")
+                continue
+            self.out(f"{self.name}: {signal.Signals(info.si_signo).name}: taking the tunnel "
+                     "down")
+            break
+        self.take_down()
+        return code
+
+    def _status(self) -> str:
+        n = len(self.config.peers)
+        return f"{self.name} up, {n} peer{'s' if n != 1 else ''}"
+
+    def reload(self) -> None:
+        """SIGHUP: the file again; its peer changes applied without touching the others."""
+        try:
+            new = wgconf.load(self.config.path)
+            check(new)
+            request = setconf.sync(self.config, new, resolve)
+        except SimpletunError as exc:
+            self.out(f"reload: {exc}; still running the previous configuration")
+            return
+        if request.peers:
+            try:
+                uapi_client.request(self.name, setconf.format_set(request))
+            except SimpletunError as exc:
+                self.out(f"reload: the engine refused the new peers ({exc}); still running "
+                         "the previous configuration")
+                return
+        old_routes, self.config = self.routes, new
+        self.routes = plan_routes(new)
+        self._reroute(old_routes, self.routes)
+        added = sum(1 for p in request.peers if not p.remove)
+        removed = sum(1 for p in request.peers if p.remove)
+        self.out(f"reloaded {new.path}: {removed} peer{'s' if removed != 1 else ''} removed, "
+                 f"{added} added or changed, {len(new.peers)} in all")
+        skipped = setconf.changed_interface(self.loaded or new, new)
+        if skipped:
+            self.out(f"reload: {', '.join(skipped)} changed in {new.path}: not applied by a "
+                     f"reload; restart the tunnel for that (simpletun down/up {self.name})")
+
+    def _reroute(self, old: Routes, new: Routes) -> None:
+        name = self.name
+        gone = [n for n in old.main if n not in new.main]
+        added = [n for n in new.main if n not in old.main]
+        with contextlib.suppress(SimpletunError):
+            if gone:
+                isolate.in_child(lambda: routing.remove_routes(gone, name))
+            if added:
+                isolate.in_child(lambda: routing.add_routes(added, name))
+        if (old.full, old.halves, old.in_table) != (new.full, new.halves, new.in_table):
+            self.out("reload: the full-tunnel or Table routes changed: not applied by a "
+                     f"reload; restart the tunnel for that (simpletun down/up {self.name})")
+
+    # ---- taking it down
+    def take_down(self) -> None:
+        notify.notify("STOPPING=1")
+        it = self.config.interface
+        if self.metrics is not None:
+            self.metrics.close()
+        hooks.run("PreDown", it.pre_down, self.name, self.out, strict=False)
+        if it.save_config:
+            self._save_config()
+        _stop_process(self.engine)
+        undo_all(self.st, self.out)
+        hooks.run("PostDown", it.post_down, self.name, self.out, strict=False)
+        self.st.remove()
+
+    def _save_config(self) -> None:
+        """SaveConfig: the file written again from what the engine has now (its peers, their
+        endpoints and allowed IPs), the [Interface] as it was."""
+        try:
+            pairs = uapi_client.request(self.name, "get=1\n\n")
+        except SimpletunError as exc:
+            self.out(f"warning: SaveConfig: {exc}: {self.config.path} left as it was")
+            return
+        saved = wgconf.Config(self.config.path, self.config.interface, _peers(pairs))
+        tmp = f"{self.config.path}.tmp"
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(wgconf.render(saved))
+            os.replace(tmp, self.config.path)
+        except OSError as exc:
+            self.out(f"warning: SaveConfig: cannot write {self.config.path}: {exc.strerror}")
+
+
+def _peers(pairs: list[tuple[str, str]]) -> list[wgconf.Peer]:
+    """The peers of a ``get=1`` answer, as a file's [Peer] sections."""
+    import ipaddress
+
+    peers: list[wgconf.Peer] = []
+    for key, value in pairs:
+        if key == "public_key":
+            peers.append(wgconf.Peer(bytes.fromhex(value)))
+        elif not peers:
+            continue
+        elif key == "preshared_key" and value.strip("0"):
+            peers[-1].preshared_key = bytes.fromhex(value)
+        elif key == "endpoint":
+            host, _sep, port = value.rpartition(":")
+            peers[-1].endpoint = (host.strip("[]"), int(port))
+        elif key == "persistent_keepalive_interval" and value != "0":
+            peers[-1].persistent_keepalive = int(value)
+        elif key == "allowed_ip":
+            peers[-1].allowed_ips.append(ipaddress.ip_network(value))
+    return peers
+
+
+def name_of(dev: tuntap.Device) -> str:
+    return dev.name
+
+
+def _have(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
+def _route_dict(route: routing.HostRoute) -> dict[str, Any]:
+    return {"address": route.address, "gateway": route.gateway, "device": route.device,
+            "index": route.index}
+
+
+def _echo_settings() -> dict[str, str]:
+    from ..transport.icmp import ECHO_SYSCTL
+
+    out = {}
+    for path in ECHO_SYSCTL.values():
+        with contextlib.suppress(OSError), open(path) as f:
+            out[path] = f.read().strip()
+    return out
+
+
+def _default_device() -> str | None:
+    route = routing.underlay_route("0.0.0.0") or routing.underlay_route("1.0.0.0")
+    return route.device if route else None
+
+
+def _address(name: str, addresses: list[link.IPInterface], mtu: int) -> None:
+    from ..cli._common import configure
+
+    configure(name, addresses, mtu=mtu, up=True)
+
+
+# --- the engine process ------------------------------------------------------------------
+
+def _engine_main(dev: tuntap.Device, transport: Any, request: Any, config: wgconf.Config,
+                 ready: _Ready) -> int:
+    """The engine's process: configured, privileges dropped, ready said, run."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for signo in (signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signo, signal.SIG_DFL if signo == signal.SIGCHLD else signal.SIG_IGN)
+
+    def stop(_signo: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signo in STOP_SIGNALS:
+        if signo != signal.SIGHUP:
+            signal.signal(signo, stop)
+    with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:
+        return 1
+    from ..cli.tunnel import _start_workers
+    from ..control.uapi import UapiError
+    from ..wireguard.engine import Engine
+
+    it = config.interface
+    udp_socket = transport if isinstance(transport, socket.socket) else None
+    link_ = None if udp_socket is not None else transport
+    engine = Engine(dev, link=link_, tap=it.tap, udp_socket=udp_socket,
+                    super_packets=it.transport == "tcp", extensions=it.transport == "tcp",
+                    log=logs.log)
+    try:
+        try:
+            engine.uapi_set(request)
+        except UapiError as exc:
+            raise SimpletunError(f"configuring the engine: {exc.message}") from None
+        now = time.monotonic()
+        where = getattr(link_, "server_address", None) or getattr(link_, "server", None)
+        if where is not None:  # a TCP or ICMP client: its one server, a handshake at once
+            for peer in engine.core.peers.values():
+                if peer.public in {p.public_key for p in config.peers if p.endpoint}:
+                    peer.endpoint = where
+                    engine.core.send_keepalive(peer, now)
+        if (it.workers or 1) > 1:
+            _start_workers(engine, dev, it.workers or 1, it.tap, True)
+        if it.user is not None or it.group is not None:
+            from . import privileges
+
+            keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
+            privileges.drop(it.user or "nobody", it.group, keep=keep)
+        ready.ok()
+        try:
+            engine.run()
+        except KeyboardInterrupt:
+            log(f"{dev.name}: shutting down: {engine.summary()}")
+            return 0
+        log(f"{dev.name}: stopped: {engine.stop_reason} ({engine.summary()})")
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            engine.close()
+
+
+# --- the commands ------------------------------------------------------------------------
+
+def up(arg: str, *, foreground: bool = False, config_dir: str = CONFIG_DIR,
+       state_dir: str = state.STATE_DIR) -> int:
+    """``simpletun up``: checked before anything changes; then, unless ``foreground``,
+    the supervisor goes to the background once the tunnel is up (its lines go to
+    ``STATE_DIR/NAME.log``), and this returns 0."""
+    name, path = locate(arg, config_dir)
+    config = wgconf.load(path)
+    check(config)
+    _check_user(config)
+    for p in config.peers:
+        if p.endpoint is not None:
+            resolve(*p.endpoint)
+    old = state.load(name, state_dir)
+    if old is not None:
+        if old.supervisor.alive():
+            raise TunnelState(f"{name} is up already (pid {old.supervisor.pid}): take it down "
+                              f"first (simpletun down {name})")
+        log(f"{name}: its last run ended without taking it down (killed?): undoing what it "
+            "left first")
+        _finish(old, log)
+    if isolate.in_child(lambda: link.exists(name)):
+        raise TunnelState(f"{name} exists already: pick another name, or remove it "
+                          f"(ip link del {name})")
+    if config.interface.metrics is not None:
+        _check_metrics(config.interface.metrics)
+    if not foreground:
+        parent = _daemonize()
+        if parent is not None:
+            return parent
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGCHLD,
+                                                     *STOP_SIGNALS})
+    st = State(name, os.path.abspath(path), Process.me(), pre_down=config.interface.pre_down,
+               post_down=config.interface.post_down, directory=state_dir)
+    st.save()
+    log_path = None if foreground else os.path.join(state_dir, f"{name}.log")
+    tunnel = Up(name, config, st, loaded=config, log_path=log_path)
+    try:
+        tunnel.bring_up()
+    except BaseException as exc:
+        if tunnel.metrics is not None:
+            tunnel.metrics.close()
+        _stop_process(tunnel.engine)
+        undo_all(st, log)
+        st.remove()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise
+    n = len(config.peers)
+    log(f"{name} up: {config.interface.transport.upper()}, {n} peer{'s' if n != 1 else ''}"
+        + (f", as {config.interface.user}" if config.interface.user else "")
+        + ("" if foreground else f"; lines go to {os.path.join(state_dir, name + '.log')}"))
+    notify.notify("READY=1", f"STATUS={tunnel._status()}", f"MAINPID={os.getpid()}")
+    if log_path is not None:
+        sys.stderr.flush()
+        os.write(2, UP_MARK)
+        _detach(log_path)
+    return tunnel.run()
+
+
+def _check_metrics(where: tuple[str, int]) -> None:
+    try:
+        with socket.create_server(where, family=socket.AF_INET6 if ":" in where[0]
+                                  else socket.AF_INET):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Metrics {where[0]}:{where[1]}: cannot listen there "
+                          f"({exc.strerror})") from None
+
+
+#: the supervisor's last word on the pipe its ``up`` reads: the tunnel is up
+UP_MARK = b"\0simpletun-up\n"
+
+
+def _daemonize() -> int | None:
+    """Fork the supervisor into the background. In the caller: every line the supervisor
+    writes is copied to stderr until it says the tunnel is up (:data:`UP_MARK`: 0 is
+    returned) or ends (its exit status). In the supervisor: None."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        seen = b""
+        with os.fdopen(r, "rb") as lines:
+            for chunk in iter(lambda: lines.read1(65536), b""):
+                seen = (seen + chunk)[-len(UP_MARK):]
+                sys.stderr.buffer.write(chunk.replace(UP_MARK, b""))
+                sys.stderr.flush()
+        if seen == UP_MARK:
+            return 0  # up; its lines go to its log now
+        _pid, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) or 1
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(w, 1)
+    os.dup2(w, 2)
+    os.close(devnull)
+    os.close(w)
+    return None
+
+
+def _detach(log_path: str) -> None:
+    """The supervisor's lines go to ``log_path`` from now on (the caller stops waiting)."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def down(arg: str, *, config_dir: str = CONFIG_DIR, state_dir: str = state.STATE_DIR) -> int:
+    """``simpletun down``: the supervisor asked to take the tunnel down, and waited for; if
+    it is gone, what it recorded is undone here."""
+    name, _path = locate(arg, config_dir)
+    st = state.load(name, state_dir)
+    if st is None:
+        if isolate.in_child(lambda: link.exists(name)):
+            raise TunnelState(f"{name} was not brought up by 'simpletun up' (no "
+                              f"{state.path(name, state_dir)}): stop the program that holds it")
+        raise TunnelState(f"{name} is not up")
+    if st.supervisor.alive():
+        os.kill(st.supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT + 10
+        while st.supervisor.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not st.supervisor.alive() and state.load(name, state_dir) is None:
+            log(f"{name} down")
+            return 0
+        st = state.load(name, state_dir) or st
+    else:
+        log(f"{name}: its tunnel (pid {st.supervisor.pid}) is gone: undoing what it set up")
+    _finish(st, log)
+    log(f"{name} down")
+    return 0
+
+
+def _finish(st: State, out: Log) -> None:
+    """What a supervisor that died would have done: PreDown, the engine stopped, every
+    change undone, PostDown, the state removed."""
+    hooks.run("PreDown", st.pre_down, st.name, out, strict=False)
+    _stop_process(st.engine)
+    undo_all(st, out)
+    hooks.run("PostDown", st.post_down, st.name, out, strict=False)
+    st.remove()
+
+
+__all__ = ["Up", "check", "down", "locate", "plan_routes", "up"]

@@ -1,0 +1,363 @@
+"""``simpletun up``/``down`` of wg-quick config files, in a namespace, against wireguard-go in
+another on the switch (the same hosts as tests/e2e/test_wg_quick.py): a point-to-point
+tunnel with hooks and DNS, a full tunnel by policy routing with the endpoint still reached
+through the underlay, ``down`` after ``kill -9``, SIGHUP adding and removing a peer while
+another keeps pinging, the engine's uid and capabilities after the drop, and the service's
+readiness, reload and stop through sd_notify."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from simpletun.device import link
+from simpletun.lab import wghost
+from simpletun.lab.netns import Lab, Namespace
+from simpletun.service import privileges, state
+
+from .test_wg_quick import BEYOND4, BEYOND6, FAR_ENDPOINT, Setup, ping, routing
+from .test_wg_quick import setup as setup  # noqa: F401 (the fixture)
+from .wgcases import processes_with, wait_until
+
+BIN = os.path.join(os.path.dirname(sys.executable), "simpletun")
+PORT = 51831
+
+
+class Up:
+    """A config file NAME.conf (a fresh interface name) in a temporary directory, and
+    ``simpletun up``/``down`` run on it inside ``ns``; ``close()`` takes down what is
+    left, whatever happened."""
+
+    def __init__(self, ns: Namespace, text: str) -> None:
+        self.ns = ns
+        self.name = wghost.interface_name()
+        self.dir = tempfile.mkdtemp(prefix=f"stup{os.getpid()}-")
+        os.chmod(self.dir, 0o755)
+        self.path = os.path.join(self.dir, f"{self.name}.conf")
+        self.write(text)
+        self.transcript: list[str] = []
+        #: a fake resolvconf (first on PATH) writing each call and its input to a file
+        self.calls = os.path.join(self.dir, "resolvconf.calls")
+        fake = os.path.join(self.dir, "bin", "resolvconf")
+        os.makedirs(os.path.dirname(fake))
+        with open(fake, "w") as f:
+            f.write(f'#!/bin/sh\n{{ echo "resolvconf $*"; cat; }} >> {self.calls}\n')
+        os.chmod(fake, 0o755)
+        self.env = dict(os.environ, PATH=f"{os.path.dirname(fake)}:{os.path.dirname(BIN)}:"
+                        f"{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+
+    def write(self, text: str) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text.replace("%DIR", self.dir))
+
+    def run(self, *args: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(["ip", "netns", "exec", self.ns.name, BIN, *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+        self.transcript.append(f"$ simpletun {' '.join(args)}  (exit {done.returncode})\n"
+                               f"{done.stdout}{done.stderr}")
+        return done
+
+    def up(self) -> str:
+        done = self.run("up", self.path)
+        assert done.returncode == 0, self.transcript[-1]
+        return done.stderr
+
+    def down(self) -> str:
+        done = self.run("down", self.path)
+        assert done.returncode == 0, self.transcript[-1]
+        return done.stderr
+
+    def state(self) -> state.State:
+        st = state.load(self.name)
+        assert st is not None and st.engine is not None
+        return st
+
+    def wg(self, *args: str) -> str:
+        done = self.ns.run([wghost.wg_exe(), *args], timeout=10)
+        assert done.returncode == 0, f"wg {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def exists(self) -> bool:
+        return link.exists(self.name, netns=self.ns.name)
+
+    def close(self) -> None:
+        if os.path.exists(state.path(self.name)):
+            self.run("down", self.path)
+        for pid in processes_with(self.path) + processes_with(self.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.exists():
+            self.ns.run(["ip", "link", "delete", "dev", self.name])
+        for leftover in (wghost.socket_path(self.name), state.path(self.name),
+                         os.path.join(state.STATE_DIR, f"{self.name}.log")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def simpletun_up(ns: Namespace, text: str) -> Iterator[Up]:
+    u = Up(ns, text)
+    try:
+        yield u
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{''.join(u.transcript)}") from None
+    finally:
+        u.close()
+
+
+def config(s: Setup, allowed_ips: str, endpoint: str, extra: str = "") -> str:
+    return ("[Interface]\n"
+            "Address = 10.77.0.2/24, fd77::2/64\n"
+            f"PrivateKey = {s.private_key}\n"
+            f"ListenPort = {PORT}\n"
+            f"{extra}"
+            "\n[Peer]\n"
+            f"PublicKey = {s.go.public_key}\n"
+            f"AllowedIPs = {allowed_ips}\n"
+            f"Endpoint = {endpoint}\n"
+            "PersistentKeepalive = 25\n")
+
+
+def assert_gone(u: Up) -> None:
+    assert not u.exists()
+    wait_until(f"the processes of {u.name} end", lambda: not processes_with(u.path))
+    assert not os.path.exists(wghost.socket_path(u.name))
+    assert not os.path.exists(state.path(u.name))
+
+
+HOOKS = ("PreUp = echo pre-up %i >> %DIR/hooks\n"
+         "PostUp = echo post-up %i $(ip -br link show %i | wc -l) >> %DIR/hooks\n"
+         "PreDown = echo pre-down %i >> %DIR/hooks\n"
+         "PostDown = echo post-down %i >> %DIR/hooks\n"
+         "DNS = 10.77.0.53, vpn.example\n")
+
+
+def test_up_point_to_point_with_hooks_and_dns_then_down(setup: Setup) -> None:
+    s = setup
+    endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
+    with simpletun_up(s.me.ns, config(s, "10.77.0.1/32, fd77::1/128", endpoint, HOOKS)) as u:
+        said = u.up()
+        # it returned (the tunnel runs in the background) after saying what it did
+        assert f"[#] echo pre-up {u.name} >> {u.dir}/hooks" in said, said
+        assert f"{u.name} up: UDP, 1 peer" in said, said
+        st = u.state()
+        assert st.supervisor.alive() and st.engine is not None and st.engine.alive()
+        for address in ("10.77.0.1", "fd77::1"):
+            assert ping(s.me.ns, address, count=5), address
+        # wg reads it as any WireGuard interface: the file's peer, keepalive, transfer
+        text = u.wg("show", u.name)
+        for pattern in (rf"listening port: {PORT}\n", rf"peer: {re.escape(s.go.public_key)}\n",
+                        r"allowed ips: 10\.77\.0\.1/32, fd77::1/128\n",
+                        r"latest handshake: (Now|\d+ seconds? ago)\n",
+                        r"persistent keepalive: every 25 seconds"):
+            assert re.search(pattern, text), (pattern, text)
+        # addresses, MTU (wg-quick's: the underlay's 1500 less 80), routes
+        assert {str(a) for a in link.addresses(u.name, netns=s.me.ns.name)} >= {
+            "10.77.0.2/24", "fd77::2/64"}
+        assert link.state(u.name, netns=s.me.ns.name).mtu == 1420
+        routes = {str(n) for n in link.routes(u.name, netns=s.me.ns.name)}
+        assert {"10.77.0.1/32", "fd77::1/128"} <= routes, routes
+        with open(u.calls) as f:
+            assert f.read() == ("resolvconf -a " + u.name + " -m 0 -x\n"
+                                "nameserver 10.77.0.53\nsearch vpn.example\n")
+        # up again: refused, nothing changed
+        again = u.run("up", u.path)
+        assert again.returncode == 1 and again.stderr.count("\n") == 1
+        assert f"{u.name} is up already" in again.stderr
+        said = u.down()
+        assert_gone(u)
+        with open(os.path.join(u.dir, "hooks")) as f:
+            assert f.read().split("\n") == [f"pre-up {u.name}", f"post-up {u.name} 1",
+                                            f"pre-down {u.name}", f"post-down {u.name}", ""]
+        with open(u.calls) as f:
+            assert f.read().endswith(f"resolvconf -d {u.name} -f\n")
+        assert not ping(s.me.ns, "10.77.0.1", count=1)
+        again = u.run("down", u.path)
+        assert again.returncode == 1 and again.stderr == f"simpletun: {u.name} is not up\n"
+
+
+def full_tunnel_peer(s: Setup) -> None:
+    """The peer's endpoint and the addresses beyond it, reached by a default route through
+    the switch; what is beyond only through its tunnel (test_wg_quick's arrangement)."""
+    peer_ns, me_ns = s.peer.ns, s.me.ns
+    for cidr in (f"{FAR_ENDPOINT}/32", f"{BEYOND4}/32", f"{BEYOND6}/128"):
+        link.add_address("lo", cidr, netns=peer_ns.name, nodad=True)
+    peer_ns.run(["nft", "-f", "-"], check=True, input=(
+        "table inet beyond {\n chain input {\n  type filter hook input priority 0;\n"
+        f'  iifname != "{s.go.name}" ip daddr {BEYOND4} drop\n'
+        f'  iifname != "{s.go.name}" ip6 daddr {BEYOND6} drop\n }}\n}}\n'))
+    me_ns.run(["ip", "-4", "route", "add", "default", "via", s.peer.underlay4], check=True)
+    me_ns.run(["ip", "-6", "route", "add", "default", "via", s.peer.underlay6], check=True)
+
+
+def test_full_tunnel_keeps_the_endpoint_and_down_after_kill_9(setup: Setup) -> None:
+    s = setup
+    full_tunnel_peer(s)
+    me_ns = s.me.ns
+    assert ping(me_ns, FAR_ENDPOINT, count=1) and not ping(me_ns, BEYOND4, count=1)
+    before = routing(me_ns)
+    endpoint = f"{FAR_ENDPOINT}:{s.go.listen_port}"
+    with simpletun_up(me_ns, config(s, "0.0.0.0/0, ::/0", endpoint)) as u:
+        u.up()
+        # the mark (wg-quick's 51820, the table of the default route) on the engine's socket
+        assert u.wg("show", u.name, "fwmark").strip() == hex(51820)
+        now = routing(me_ns)
+        assert "not from all fwmark 0xca6c lookup 51820" in now["ip -4 rule"], now
+        assert "from all lookup main suppress_prefixlength 0" in now["ip -6 rule"], now
+        assert f"table ip simpletun-{u.name}" in now["nft"], now["nft"]
+        for address in (BEYOND4, BEYOND6):  # everything goes through the tunnel...
+            assert ping(me_ns, address), address
+        # ...but the tunnel's own packets, marked, by the underlay to the endpoint
+        assert u.wg("show", u.name, "endpoints").split()[1] == endpoint
+        got = me_ns.run(["ip", "route", "get", FAR_ENDPOINT, "mark", "51820"], check=True)
+        assert f"via {s.peer.underlay4}" in got.stdout, got.stdout
+        # the tunnel is killed: supervisor first (SIGKILL), its engine follows it
+        st = u.state()
+        os.kill(st.supervisor.pid, signal.SIGKILL)
+        assert st.engine is not None
+        wait_until("the engine ends with its supervisor", lambda: not st.engine.alive()
+                   if st.engine else True)
+        assert routing(me_ns) != before  # the rules and nft tables are still there
+        said = u.down()
+        assert "is gone: undoing what it set up" in said, said
+        assert_gone(u)
+        assert routing(me_ns) == before
+        assert ping(me_ns, FAR_ENDPOINT, count=1) and not ping(me_ns, BEYOND4, count=1)
+
+
+def test_sighup_adds_and_removes_a_peer_while_another_keeps_pinging(setup: Setup) -> None:
+    s = setup
+    endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
+    text = config(s, "10.77.0.1/32", endpoint)
+    other = wghost.pubkey(wghost.genkey())
+    with simpletun_up(s.me.ns, text) as u:
+        u.up()
+        assert ping(s.me.ns, "10.77.0.1", count=2)
+        handshake = u.wg("show", u.name, "latest-handshakes").split()[1]
+        pinger = s.me.ns.popen(["ping", "-n", "-q", "-i", "0.05", "-c", "80", "10.77.0.1"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        supervisor = u.state().supervisor.pid
+        u.write(text + f"\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.77.0.9/32\n")
+        os.kill(supervisor, signal.SIGHUP)
+        wait_until("the new peer is in", lambda: other in u.wg("show", u.name, "peers"))
+        wait_until("its route is in", lambda: "10.77.0.9/32" in {
+            str(n) for n in link.routes(u.name, netns=s.me.ns.name)})
+        time.sleep(0.5)
+        u.write(text)
+        os.kill(supervisor, signal.SIGHUP)
+        wait_until("the new peer is out", lambda: other not in u.wg("show", u.name, "peers"))
+        wait_until("its route is out", lambda: "10.77.0.9/32" not in {
+            str(n) for n in link.routes(u.name, netns=s.me.ns.name)})
+        out, _ = pinger.communicate(timeout=20)
+        assert " 80 received, 0% packet loss" in out, out
+        # the session went on: no new handshake was needed
+        assert u.wg("show", u.name, "latest-handshakes").split()[1] == handshake
+        with open(os.path.join(state.STATE_DIR, f"{u.name}.log")) as f:
+            said = f.read()
+        assert "0 peers removed, 1 added or changed, 2 in all" in said, said
+        assert "1 peer removed, 0 added or changed, 1 in all" in said, said
+        u.down()
+        assert_gone(u)
+
+
+def test_the_engine_runs_as_the_user_without_capabilities(setup: Setup) -> None:
+    s = setup
+    endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
+    with simpletun_up(s.me.ns, config(s, "10.77.0.1/32", endpoint,
+                                      "User = nobody\nGroup = nogroup\n")) as u:
+        said = u.up()
+        assert ", as nobody" in said
+        st = u.state()
+        assert st.engine is not None
+        engine = privileges.read_status(st.engine.pid)
+        nobody = privileges.resolve("nobody", "nogroup")
+        assert set(engine.uids) == {nobody.uid} and set(engine.gids) == {nobody.gid}
+        assert engine.cap_eff == engine.cap_prm == engine.cap_amb == 0
+        assert engine.groups == (nobody.gid,)
+        assert privileges.read_status(st.supervisor.pid).uids[0] == 0  # it undoes, as root
+        assert ping(s.me.ns, "10.77.0.1", count=3)
+        u.down()
+        assert_gone(u)
+
+
+def test_foreground_service_notifies_reloads_and_stops_with_a_summary(setup: Setup) -> None:
+    s = setup
+    endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
+    with simpletun_up(s.me.ns, config(s, "10.77.0.1/32", endpoint)) as u, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        where = os.path.join(u.dir, "notify")
+        notify.bind(where)
+        notify.settimeout(20)
+        env = dict(u.env, NOTIFY_SOCKET=where)
+        proc = subprocess.Popen(["ip", "netns", "exec", s.me.ns.name, BIN, "up",
+                                 "--foreground", u.path], env=env, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            first = notify.recv(4096).decode()
+            assert "READY=1" in first.split("\n"), first
+            assert stat.S_ISSOCK(os.stat(wghost.socket_path(u.name)).st_mode)
+            assert ping(s.me.ns, "10.77.0.1", count=2)
+            proc.send_signal(signal.SIGHUP)
+            assert "RELOADING=1" in notify.recv(4096).decode()
+            assert "READY=1" in notify.recv(4096).decode()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            assert "STOPPING=1" in notify.recv(4096).decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        assert re.search(r"shutting down: \d+ packets sent, \d+ received", err), err
+        assert "Traceback" not in err
+        assert_gone(u)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[Interface]\nAddress = 10.0.0.1/24\n", r"no PrivateKey: add one"),
+    ("[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nUser = nosuchuser\n",
+     r"no user 'nosuchuser'"),
+    ("[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n"
+     "ListenPort = 7\nPreUp = false\n", r"PreUp hook failed \(exit status 1\): false"),
+    ("[Peer]\nPublicKey = nope\n", r":2: PublicKey: not a key"),
+])
+def test_mistakes_are_one_line_and_change_nothing(lab: Lab, text: str, message: str) -> None:
+    ns = lab.host("up")
+    with simpletun_up(ns, text) as u:
+        done = u.run("up", u.path)
+        assert done.returncode == 1, done
+        assert done.stderr.startswith("simpletun: ") or "[#]" in done.stderr, done.stderr
+        assert re.search(message, done.stderr.splitlines()[-1]), done.stderr
+        assert "Traceback" not in done.stderr
+        assert not u.exists() and not os.path.exists(state.path(u.name))
+        assert not processes_with(u.path)
+
+
+def test_the_unit_verifies() -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (systemd absent)")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "simpletun@wg0.service")
+        done = subprocess.run([BIN, "service-unit"], capture_output=True, text=True, check=True)
+        with open(path, "w") as f:
+            f.write(done.stdout)
+        checked = subprocess.run(["systemd-analyze", "verify", path], capture_output=True,
+                                 text=True)
+        bad = [line for line in checked.stderr.splitlines() if "simpletun" in line]
+        assert checked.returncode == 0 and not bad, checked.stderr
+        assert f"ExecStart={BIN} up --foreground %i" in done.stdout
