@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping
@@ -31,12 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from ..tunnel.ratelimit import HELD
+
 #: syslog priorities (sd-daemon(3): ``SD_ERR`` ``<3>`` ... ``SD_DEBUG`` ``<7>``)
 PRIORITY = {"error": 3, "warning": 4, "info": 6, "debug": 7}
 #: the lowest verbosity at which a level is shown
 THRESHOLD = {"error": -1, "warning": -1, "info": 0, "debug": 1}
-
-_HELD = re.compile(r" \((\d+) similar lines? held back\)$")
 
 
 @dataclass
@@ -105,7 +104,7 @@ def format_line(message: str, level: str, *, now: float, json: bool = False,
     if json:
         record: dict[str, object] = {"time": timestamp(now), "level": level,
                                      "message": message}
-        held = _HELD.search(message)
+        held = HELD.search(message)
         if held is not None:
             record["held_back"] = int(held.group(1))
         text = jsonlib.dumps(record, ensure_ascii=False)

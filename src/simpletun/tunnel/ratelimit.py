@@ -8,6 +8,7 @@ of a log function.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -61,8 +62,18 @@ class LimitedLog:
         if held is None:
             return
         if held:
-            message += f" ({held} similar line{'s' if held != 1 else ''} held back)"
+            message += held_note(held)
         self.log(message)
+
+
+def held_note(held: int) -> str:
+    """What a let-through line says about those held back before it (:data:`HELD` finds
+    it again: the JSON log form makes it a field)."""
+    return f" ({held} similar line{'s' if held != 1 else ''} held back)"
+
+
+#: the count :func:`held_note` appended, at the end of a line
+HELD = re.compile(r" \((\d+) similar lines? held back\)$")
 
 
 class AnswerLimiter:
