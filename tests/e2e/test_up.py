@@ -28,7 +28,7 @@ from simpletun.lab.netns import Lab, Namespace
 from simpletun.service import privileges, state
 
 from .test_wg_quick import BEYOND4, BEYOND6, FAR_ENDPOINT, Setup, ping, routing
-from .test_wg_quick import setup as setup  # noqa: F401 (the fixture)
+from .test_wg_quick import setup as setup  # the fixture
 from .wgcases import processes_with, wait_until
 
 BIN = os.path.join(os.path.dirname(sys.executable), "simpletun")
