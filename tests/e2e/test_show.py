@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,6 +29,16 @@ def _show_json(bed: Testbed, name: str) -> dict[str, Any]:
     assert len(tunnels) == 1, tunnels
     result: dict[str, Any] = tunnels[0]
     return result
+
+
+def _show_until(bed: Testbed, name: str, ready: Callable[[dict[str, Any]], object],
+                timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _show_json(bed, name)
+        if ready(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
 
 
 def test_show_an_encrypted_tunnel_as_configured_and_moved(lab: Lab) -> None:
@@ -68,12 +79,16 @@ def test_show_an_encrypted_tunnel_as_configured_and_moved(lab: Lab) -> None:
     assert transfer and " KiB received, " in transfer[0], lines
 
 
-def test_show_a_plaintext_tunnel_and_its_socket_refuses_set(lab: Lab) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_show_a_plaintext_tunnel_and_its_socket_refuses_set(lab: Lab, workers: int) -> None:
     bed = Testbed(lab, iface=unique_iface("pt"), ipv6_overlay=False)
     bed.client_iface = unique_iface("pt")
-    bed.start(server_extra=["--workers", "1"], client_extra=["--workers", "1"])
+    bed.start(server_extra=["--workers", str(workers)],
+              client_extra=["--workers", str(workers)])
     size, _digest, _secs = bed.transfer(200_000)
-    server = _show_json(bed, bed.iface)
+    # workers report to their parent about once a second: wait for the transfer to show
+    server = _show_until(bed, bed.iface, lambda t: t["peers"] and t["peers"][0]["rx_bytes"]
+                         >= size)
     assert not server["encrypted"] and server["public_key"] is None
     assert (server["transport"], server["wire"], server["role"]) == ("tcp", "native",
                                                                      "server")
@@ -83,7 +98,8 @@ def test_show_a_plaintext_tunnel_and_its_socket_refuses_set(lab: Lab) -> None:
     assert peer["endpoint"].startswith(bed.client_underlay + ":")
     assert peer["rx_bytes"] >= size and peer["rx_packets"] > 0 and peer["tx_packets"] > 0
     assert time.time() - 60 < peer["latest_handshake"] <= time.time() + 1
-    client = _show_json(bed, bed.client_iface)
+    client = _show_until(bed, bed.client_iface, lambda t: t["peers"] and
+                         t["peers"][0]["tx_bytes"] >= size)
     assert client["role"] == "client" and client["listen_port"] == 0
     assert client["peers"][0]["endpoint"] == f"{bed.server_underlay}:{bed.port}"
     assert client["peers"][0]["tx_bytes"] >= size

@@ -17,7 +17,7 @@ from ..control import plain
 from ..control.uapi import DeviceSet, PeerSet, UapiError
 from ..control.uapi_socket import UapiServer
 from ..device import holders, isolate, link, routing, tuntap
-from ..device.side import DeviceSide, probe_offloads
+from ..device.side import Counters, DeviceSide, probe_offloads
 from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
 from ..service import logs
 from ..service import metrics as service_metrics
@@ -325,11 +325,11 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
                                       offloads=probe_offloads(dev),
                                       keepalive=keepalive, peer_timeout=peer_timeout)
             pump = make_pump(dev, "")
+            # served by this process (with workers: the parent, their counts shared)
+            control = _plain_control(dev.name, pump, server=listener is not None, port=port)
+            stack.callback(lambda: control.close() if control is not None else None)
+            pump.control = control
             if count == 1:
-                control = _plain_control(dev.name, pump, server=listener is not None,
-                                         port=port)
-                stack.callback(lambda: control.close() if control is not None else None)
-                pump.control = control
                 _start_metrics(endpoint)  # no fork from here on (workers: once forked)
 
             def forked() -> None:
@@ -410,9 +410,16 @@ def _plain_control(name: str, pump: stream.Pump, *, server: bool,
         peer, wire, since = now
         return plain.Connection(peer, "native" if wire.native else "classic", since)
 
+    def counters() -> Counters:
+        if pump.shared is None:
+            return pump.counters
+        total = pump.counters.snapshot()  # a workers' parent: its own and theirs
+        total.add(pump.shared())
+        return total
+
     handler = plain.PlainControl(role="server" if server else "client",
                                  listen_port=port if server else 0,
-                                 counters=lambda: pump.counters, connection=connection)
+                                 counters=counters, connection=connection)
     return plain.serve(name, handler, log=log)
 
 

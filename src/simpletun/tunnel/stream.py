@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..device.side import BATCH, DeviceSide, Log
+from ..device.side import BATCH, Counters, DeviceSide, Log
 from ..device.tuntap import READ_SIZE, Device
 from ..device.vnet import VNET_HDR_LEN
 from ..errors import HandshakeFailed
@@ -110,6 +110,8 @@ class Control(Protocol):
 
 #: how often a loop wakes to close idle control connections while any is open
 CONTROL_TICK = 1.0
+#: how often at most a pump reports its counters (:attr:`Pump.report`)
+REPORT_EVERY = 1.0
 
 
 class Pump:
@@ -149,6 +151,12 @@ class Pump:
         #: who the pump is connected to now: (peer, wire, since: UNIX time); None between
         #: connections (what the control socket's stats=1 says)
         self.connection: tuple[str, Wire, float] | None = None
+        #: called with :attr:`counters` at most every :data:`REPORT_EVERY` seconds while
+        #: the pump runs, and when a run ends (a worker tells its parent this way)
+        self.report: Callable[[Counters], None] | None = None
+        #: in a workers' parent: its workers' counters, summed (what its control socket
+        #: adds to its own)
+        self.shared: Callable[[], Counters] | None = None
 
     # --- the loop -------------------------------------------------------------------
     def run(self, sock: socket.socket, peer: str, wire: Wire = CLASSIC, leftover: bytes = b"",
@@ -161,6 +169,8 @@ class Pump:
                              local=local)
         finally:
             self.connection = None
+            if self.report is not None:
+                self.report(self.counters)
 
     def _run(self, sock: socket.socket, peer: str, wire: Wire, leftover: bytes,
              extra: tuple[socket.socket, ...], sidecar: Sidecar | None, *,
@@ -199,8 +209,13 @@ class Pump:
         side_fds: list[int] = []
         control = self.control
         ctl_fds: list[int] = []
+        report = self.report
         now = time.monotonic()
+        reported, reported_mark = now, -1
         while True:
+            if report is not None and now - reported >= REPORT_EVERY:
+                reported, reported_mark = now, counters.to_net + counters.to_dev
+                report(counters)
             # the peer was heard (one comparison per wake-up, no clock read per packet)
             if counters.to_dev + self.keepalives != heard_mark:
                 heard_mark = counters.to_dev + self.keepalives
@@ -227,6 +242,9 @@ class Pump:
                     wait = hold_until - now if wait is None else min(wait, hold_until - now)
                 else:
                     hold_until = 0.0
+            if report is not None and counters.to_net + counters.to_dev != reported_mark:
+                # moved since the last report: wake in time for the next one
+                wait = REPORT_EVERY if wait is None else min(wait, REPORT_EVERY)
             if control is not None:
                 ctl_fds = control.fds()
                 if len(ctl_fds) > 1:  # connections open: wake to close idle ones

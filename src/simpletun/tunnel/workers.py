@@ -153,6 +153,63 @@ class HeardBoard:
             self._slots[i] = 0.0
 
 
+class CounterBoard:
+    """Each worker's counters, for the parent's control socket while they run: one slot per
+    worker in an anonymous shared mapping made before the fork, holding its report line
+    (:func:`encode_report`) behind a sequence number (odd while it is being written, so
+    that the parent never reads a half-written one: a seqlock). A worker writes at most
+    once a second (:attr:`stream.Pump.report`); the parent reads at each request."""
+
+    SLOT = 4096
+    _SEQ = struct.Struct("<QI")  # sequence number, length of the line
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._map = mmap.mmap(-1, max(self.SLOT * count, mmap.PAGESIZE))
+
+    def writer(self, index: int) -> Callable[[Counters], None]:
+        m, base, seq = self._map, index * self.SLOT, 0
+        room = self.SLOT - self._SEQ.size
+
+        def write(counters: Counters) -> None:
+            nonlocal seq
+            line = encode_report(index, counters)
+            if len(line) > room:  # many drop reasons: the largest ones
+                small = Counters(counters.to_net, counters.to_dev, counters.bytes_to_net,
+                                 counters.bytes_to_dev, Counter(dict(
+                                     counters.drops.most_common(10))))
+                line = encode_report(index, small)[:room]
+            seq += 1
+            self._SEQ.pack_into(m, base, seq, 0)  # odd: being written
+            m[base + self._SEQ.size:base + self._SEQ.size + len(line)] = line
+            seq += 1
+            self._SEQ.pack_into(m, base, seq, len(line))
+
+        return write
+
+    def _slot(self, index: int) -> Counters | None:
+        m, base = self._map, index * self.SLOT
+        for _ in range(100):
+            seq, size = self._SEQ.unpack_from(m, base)
+            if seq & 1:
+                continue
+            line = bytes(m[base + self._SEQ.size:base + self._SEQ.size + size])
+            if self._SEQ.unpack_from(m, base)[0] != seq:
+                continue
+            got = decode_report(line.decode(errors="replace").strip()) if seq else None
+            return got[1] if got is not None else None
+        return None
+
+    def total(self) -> Counters:
+        """Every worker's counters, summed (those not written yet count nothing)."""
+        total = Counters()
+        for i in range(self.count):
+            counters = self._slot(i)
+            if counters is not None:
+                total.add(counters)
+        return total
+
+
 # --- processes ----------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
@@ -378,6 +435,8 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
     count = len(dev.queues)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
     board = HeardBoard(count)
+    counts = CounterBoard(count)
+    pump.shared = counts.total
     local = session.hello(pump.side) if session.negotiate else None
 
     def worker(index: int, report: Report) -> None:
@@ -389,6 +448,7 @@ def serve(dev: Device, listener: socket.socket, pump: Pump,
         queue_dev = only_queue(dev, index)
         pump = make_pump(queue_dev, f"queue {index}: ")
         pump.publish = board.writer(index)
+        pump.report = counts.writer(index)
         report.counters = pump.counters
         _serve_queue(queue_dev, pairs[index][1], pump, index=index, local=local)
 
@@ -439,11 +499,16 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
     #: the (queue, connection number) a silently seated live client was handed as: only
     #: that connection's late hello proves it (not a stale one from an earlier seat)
     silent_seat: tuple[int, int] | None = None
+    control = pump.control
     try:
         while True:
-            readable, _, _ = select.select([*queue_of, *table.fds], [], [],
-                                           table.wait(time.monotonic()))
+            wait = table.wait(time.monotonic())
+            ctl = stream.control_fds(control, time.monotonic())
+            if len(ctl) > 1:  # connections open: wake to close idle ones
+                wait = stream.CONTROL_TICK if wait is None else min(wait, stream.CONTROL_TICK)
+            readable, _, _ = select.select([*queue_of, *table.fds, *ctl], [], [], wait)
             now = time.monotonic()
+            readable = [fd for fd in readable if not stream.control_ready(control, fd, ctl)]
             for fd in readable:
                 if fd not in queue_of:
                     continue
@@ -465,6 +530,7 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                     silent_seat = None
             if not any(busy):
                 live = None
+                pump.connection = None
             for ready in table.handle([fd for fd in readable if fd not in queue_of], now):
                 hello = ready.outcome.hello
                 queue = hello.queue if hello is not None else 0
@@ -496,6 +562,8 @@ def _dispatch(listener: socket.socket, ctrls: list[socket.socket], session: Sess
                         reset=False, wire=wire, peer=ready.peer,
                         leftover=ready.outcome.leftover, silent=ready.silent))
                     socket.send_fds(ctrls[queue], [msg], [conn.fileno()])
+                    if pump.connection is None or pump.connection[0] != ready.peer:
+                        pump.connection = (ready.peer, wire, time.time())
                 except OSError:  # a worker's end closed as the client came
                     ready.sock.close()
                     log("a worker process ended unexpectedly: stopping")
@@ -598,9 +666,14 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")
         keep_queues(dev, count)
 
+    counts = CounterBoard(count)
+    pump.shared = counts.total
+    server = tcp.show((host, port))
+
     def worker(index: int, report: Report) -> None:
         queue_dev = only_queue(dev, index)
         pump = make_pump(queue_dev, f"queue {index}: ")
+        pump.report = counts.writer(index)
         report.counters = pump.counters
         mine = Session(negotiate=session.negotiate, features=session.features,
                        session_id=session.session_id, timeout=session.timeout,
@@ -614,4 +687,34 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
     sock.close()
     if forked is not None:
         forked()
+    # the workers reconnect on their own: the parent says the server and the first wire
+    pump.connection = (server, wire_of(outcome), time.time())
+    if pump.control is not None:
+        try:
+            _serve_control(pool, pump.control)
+        except KeyboardInterrupt:
+            stop(pool.pids)
+            return wait(pool, log, stopping=True)
     return wait(pool, log)
+
+
+def _serve_control(pool: Pool, control: stream.Control) -> None:
+    """Serve the control socket until a worker ends (then :func:`wait` takes over)."""
+    pidfds = []
+    try:
+        for pid in pool.pids:
+            with contextlib.suppress(OSError):  # gone already: wait() reaps it
+                pidfds.append(os.pidfd_open(pid))
+        if len(pidfds) < len(pool.pids):
+            return
+        while True:
+            ctl = stream.control_fds(control, time.monotonic())
+            wait = stream.CONTROL_TICK if len(ctl) > 1 else None
+            readable, _, _ = select.select([*pidfds, *ctl], [], [], wait)
+            if any(fd in pidfds for fd in readable):
+                return
+            for fd in readable:
+                stream.control_ready(control, fd, ctl)
+    finally:
+        for fd in pidfds:
+            os.close(fd)
