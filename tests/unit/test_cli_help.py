@@ -119,6 +119,9 @@ def test_bash_completes_commands_and_options() -> None:
     assert bash_complete("simpletun", "--log") == ["--log-json"]
     assert bash_complete("simpletun", "mktun", "x", "--mul") == ["--multi-queue"]
     assert bash_complete("simpletun", "completion", "f") == ["fish"]
+    # -i offers this namespace's interfaces
+    assert bash_complete("simpletun", "-i", "l") == ["lo"]
+    assert "lo" in bash_complete("simpletun", "-v", "-i", "")
 
 
 def test_clicks_completion_protocol() -> None:

@@ -36,6 +36,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.group(context_settings=CONTEXT, invoke_without_command=True,
              options_metavar="[-i IFACE (-s | -c SERVER) [-p PORT] [-u | -a] [-d] ...]")
 @click.option("-i", "--interface", "iface", metavar="IFACE",
+              shell_complete=completion.interfaces,
               help="tun/tap interface to use (created if it does not exist).")
 @click.option("-s", "--server", is_flag=True, help="Server mode: wait for a client.")
 @click.option("-c", "--client", metavar="SERVER",

@@ -3,12 +3,24 @@
 
 from __future__ import annotations
 
+import os
+
 import click
-from click.shell_completion import get_completion_class
+from click.shell_completion import CompletionItem, get_completion_class
 
 SHELLS = ("bash", "zsh", "fish")
 #: the variable the completion scripts set when they call simpletun back
 COMPLETE_VAR = "_SIMPLETUN_COMPLETE"
+
+
+def interfaces(ctx: click.Context, param: click.Parameter,
+               incomplete: str) -> list[CompletionItem]:
+    """Completion of an interface name: this network namespace's interfaces."""
+    try:
+        names = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 def script(root: click.Command, shell: str, prog_name: str = "simpletun") -> str:
