@@ -20,7 +20,7 @@ from simpletun.control import uapi
 from simpletun.device import policy
 from simpletun.errors import ConfigError, HookFailed
 from simpletun.service import hooks, notify, state
-from simpletun.service import up as service
+from simpletun.service import plan as service
 from simpletun.wireguard import keys
 
 PRIV = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
@@ -272,7 +272,7 @@ def test_save_config_reads_the_peers_back_from_get() -> None:
              ("public_key", keys.from_base64(PUB2).hex()),
              ("preshared_key", keys.from_base64(PSK).hex()),
              ("persistent_keepalive_interval", "0")]
-    one, two = service._peers(pairs)
+    one, two = service.peers_from_get(pairs)
     assert one == wgconf.Peer(keys.from_base64(PUB), None,
                               [ipaddress.ip_network("10.0.0.2/32"),
                                ipaddress.ip_network("fd00::2/128")], ("2001:db8::1", 51820), 25)

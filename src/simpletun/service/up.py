@@ -21,9 +21,7 @@ undoes the recorded changes itself.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -40,16 +38,11 @@ from ..device import isolate, link, policy, routing, tuntap
 from ..errors import ConfigError, SimpletunError, TunnelState
 from ..signals import STOP_SIGNALS
 from ..tunnel import mtu as mtu_limits
-from . import dns, hooks, logs, notify, state
+from . import dns, engine_process, hooks, logs, notify, plan, state, undo
 from .state import Process, State
 
-CONFIG_DIR = "/etc/simpletun"
 UAPI_DIR = "/var/run/wireguard"
-NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")  # wg-quick's
 DEFAULT_TCP_PORT = 51820
-STOP_WAIT = 15.0  # seconds the engine gets to end before SIGKILL
-CAP_NET_RAW = 13
-PR_SET_PDEATHSIG = 1
 
 Log = Callable[[str], None]
 
@@ -58,212 +51,7 @@ def log(message: str) -> None:
     logs.log(message)
 
 
-# --- finding and checking the file ------------------------------------------------------
-
-def locate(arg: str, config_dir: str = CONFIG_DIR) -> tuple[str, str]:
-    """NAME (a file ``CONFIG_DIR/NAME.conf``) or a file's path (its name without
-    ``.conf`` is the interface's, as wg-quick takes it): (interface name, path)."""
-    if "/" in arg or arg.endswith(".conf"):
-        base = os.path.basename(arg)
-        name = base[:-5] if base.endswith(".conf") else base
-        where = arg
-    else:
-        name, where = arg, os.path.join(config_dir, f"{arg}.conf")
-    if not NAME.fullmatch(name):
-        raise ConfigError(f"{arg}: the interface name {name!r} must be 1 to 15 letters, digits "
-                          "or _=+.- (the file is NAME.conf)")
-    return name, where
-
-
-def check(config: wgconf.Config) -> None:
-    """What a file must say for ``up`` to run it, checked before anything changes."""
-    it = config.interface
-    at = config.path
-    if it.wire != "wireguard":
-        raise ConfigError(f"{at}: Wire: {it.wire}: 'simpletun up' runs encrypted tunnels; run "
-                          f"the plaintext {it.wire} wire with 'simpletun -i NAME -s|-c'")
-    if it.private_key is None:
-        raise ConfigError(f"{at}: [Interface]: no PrivateKey: add one ('simpletun genkey')")
-    if it.transport != "udp" and it.workers not in (None, 1):
-        raise ConfigError(f"{at}: Workers: more than one runs over UDP only")
-    if it.tap and it.workers not in (None, 1):
-        raise ConfigError(f"{at}: Workers: more than one is for tun devices, not Tap")
-    if it.transport != "udp":
-        ends = [p for p in config.peers if p.endpoint is not None]
-        if len(ends) > 1:
-            raise ConfigError(f"{at}:{ends[1].line}: Endpoint: over {it.transport} a tunnel "
-                              "is a server (no Endpoint) or the client of one server")
-        if it.transport == "icmp" and it.listen_port:
-            raise ConfigError(f"{at}: ListenPort: ICMP has no ports: drop it")
-
-
-def resolve(host: str, port: int) -> tuple[str, int]:
-    """An endpoint's name as an address (the UAPI takes addresses only)."""
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"Endpoint {host}:{port}: cannot resolve {host}: {exc.strerror}"
-                          ) from None
-    return str(found[0][4][0]), port
-
-
-def _check_user(config: wgconf.Config) -> None:
-    it = config.interface
-    if it.group is not None and it.user is None:
-        raise ConfigError(f"{config.path}: Group: give User too (who the tunnel runs as)")
-    if it.user is not None:
-        from . import privileges
-
-        try:
-            privileges.resolve(it.user, it.group)
-        except SimpletunError as exc:
-            raise ConfigError(f"{config.path}: {exc}") from None
-
-
-# --- the plan: routes --------------------------------------------------------------------
-
-@dataclass
-class Routes:
-    """Where each allowed IP goes (pure, from the file): ``main`` through the device in the
-    main table, ``table`` in a table of the file's, ``full`` the default routes of a
-    full tunnel (policy routing), ``halves`` a full tunnel over TCP or ICMP (two halves,
-    the endpoint kept reachable by a host route)."""
-
-    main: list[link.IPNetwork] = field(default_factory=list)
-    table: int | None = None
-    in_table: list[link.IPNetwork] = field(default_factory=list)
-    full: list[link.IPNetwork] = field(default_factory=list)
-    halves: list[link.IPNetwork] = field(default_factory=list)
-
-
-def plan_routes(config: wgconf.Config) -> Routes:
-    it = config.interface
-    nets = sorted({n for p in config.peers for n in p.allowed_ips},
-                  key=lambda n: (-n.prefixlen, n.version, int(n.network_address)))
-    out = Routes()
-    if (it.table or "auto").lower() == "off":
-        return out
-    if it.table is not None and it.table.lower() != "auto":
-        out.table = _table_number(config)
-        out.in_table = nets
-        return out
-    for net in nets:
-        if net.prefixlen != 0:
-            out.main.append(net)
-        elif it.transport == "udp":
-            out.full.append(net)
-        else:
-            out.halves += routing.split_default([net])
-    return out
-
-
-def _table_number(config: wgconf.Config) -> int:
-    table = config.interface.table or ""
-    if table.isdigit():
-        return int(table)
-    names = {"main": 254, "default": 253, "local": 255}
-    if table in names:
-        return names[table]
-    with contextlib.suppress(OSError), open("/etc/iproute2/rt_tables") as f:
-        for line in f:
-            parts = line.split("#", 1)[0].split()
-            if len(parts) == 2 and parts[1] == table and parts[0].isdigit():
-                return int(parts[0])
-    raise ConfigError(f"{config.path}: Table: {table!r} is not a number or a table named in "
-                      "/etc/iproute2/rt_tables")
-
-
-# --- undoing -----------------------------------------------------------------------------
-
-def undo(change: dict[str, Any]) -> None:
-    """Undo one recorded change (not made, or undone already: nothing to do)."""
-    kind = change["kind"]
-    if kind == "device":
-        name = change["name"]
-        with contextlib.suppress(SimpletunError):
-            if isolate.in_child(lambda: link.exists(name)):
-                tuntap.delete(name)
-    elif kind == "rule":
-        rule = policy.Rule(**change["rule"])
-        isolate.in_child(lambda: policy.remove_rule(rule))
-    elif kind == "host-route":
-        route = routing.HostRoute(**change["route"])
-        isolate.in_child(lambda: routing.forget(route))
-    elif kind == "nft":
-        subprocess.run(["nft", "delete", "table", *change["table"].split()],
-                       capture_output=True, check=False)
-    elif kind == "dns":
-        dns.unset(change["record"])
-    elif kind == "sysctl":
-        with contextlib.suppress(OSError), open(change["path"], "w") as f:
-            f.write(change["value"])
-    elif kind == "file":
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(change["path"])
-    elif kind == "icmp-echo":
-        for path, value in change["settings"].items():
-            with contextlib.suppress(OSError), open(path, "w") as f:
-                f.write(value)
-
-
-def undo_all(st: State, out: Log) -> None:
-    """Every change of ``st`` undone, last first; one that fails is said, the rest go on."""
-    for change in reversed(st.changes):
-        try:
-            undo(change)
-        except (SimpletunError, OSError) as exc:
-            out(f"warning: could not undo {change['kind']} ({exc}): undo it by hand")
-
-
-def _stop_process(proc: Process | None, wait: float = STOP_WAIT) -> None:
-    if proc is None or not proc.alive():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    while proc.alive() and time.monotonic() < deadline:
-        _reap(proc.pid)
-        time.sleep(0.02)
-    if proc.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-    _reap(proc.pid)
-
-
-def _reap(pid: int) -> int | None:
-    """The exit status of our child ``pid`` if it ended (None: running, or not ours)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return os.waitstatus_to_exitcode(status) if done else None
-
-
 # --- up ----------------------------------------------------------------------------------
-
-class _Ready:
-    """The engine's word to the supervisor, once: ``R`` (configured, privileges dropped,
-    running), or ``E`` and the line that says why not."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd: int | None = fd
-
-    def _say(self, data: bytes) -> bool:
-        if self.fd is None:
-            return False
-        with contextlib.suppress(OSError):
-            os.write(self.fd, data)
-        os.close(self.fd)
-        self.fd = None
-        return True
-
-    def ok(self) -> None:
-        self._say(b"R")
-
-    def failed(self, line: str) -> bool:
-        """False if it was said already (the line then goes to the log)."""
-        return self._say(b"E" + line.encode())
-
 
 @dataclass
 class Up:
@@ -275,7 +63,7 @@ class Up:
     out: Log = log
     engine: Process | None = None
     fwmark: int | None = None
-    routes: Routes = field(default_factory=Routes)
+    routes: plan.Routes = field(default_factory=plan.Routes)
     metrics: Any = None
     #: the file as brought up ([Interface] changes need a restart; peers follow reloads)
     loaded: wgconf.Config | None = None
@@ -290,11 +78,11 @@ class Up:
     def bring_up(self) -> None:
         it, name = self.config.interface, self.name
         hooks.run("PreUp", it.pre_up, name, self.out)
-        self.routes = plan_routes(self.config)
+        self.routes = plan.plan_routes(self.config)
         full_versions = sorted({int(n.version) for n in self.routes.full})
         if self.routes.full:  # the mark the engine's socket carries = the table
             self.fwmark = it.fwmark or isolate.in_child(policy.free_table)
-        request = setconf.device_set(self.config, resolve, fwmark=self.fwmark)
+        request = setconf.device_set(self.config, plan.resolve, fwmark=self.fwmark)
         self.change(kind="device", name=name)
         workers = it.workers or 1
         vnet = not it.tap
@@ -359,10 +147,10 @@ class Up:
             os.close(ready_r)
             if self.log_path:  # in the background: its lines go where the supervisor's will
                 _detach(self.log_path)
-            ready = _Ready(ready_w)
+            ready = engine_process.Ready(ready_w)
             code = 1
             try:
-                code = _engine_main(dev, transport, request, self.config, ready)
+                code = engine_process.main(dev, transport, request, self.config, ready)
             except BaseException as exc:  # never a traceback: one line, and gone
                 message = getattr(exc, "message", "") or str(exc) or type(exc).__name__
                 with contextlib.suppress(Exception):
@@ -382,7 +170,7 @@ class Up:
         if said != b"R":
             assert self.engine is not None
             for _ in range(100):
-                if _reap(self.engine.pid) is not None:
+                if undo.reap(self.engine.pid) is not None:
                     break
                 time.sleep(0.01)
             raise SimpletunError(said[1:].decode(errors="replace") if said[:1] == b"E" else
@@ -394,7 +182,7 @@ class Up:
         it = self.config.interface
         if it.transport != "udp":
             return mtu_limits.default_mtu(it.transport, tap=it.tap) or 1500
-        endpoints = [resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+        endpoints = [plan.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
 
         def underlay() -> int:
             found = []
@@ -417,7 +205,7 @@ class Up:
             for net in r.in_table:
                 isolate.in_child(partial(policy.add_table_route, net, name, table))
         if r.halves:
-            ends = [resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+            ends = [plan.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
             for address in ends:
                 route = isolate.in_child(partial(routing.underlay_route, address))
                 if route is not None:
@@ -461,7 +249,7 @@ class Up:
         code = 0
         while True:
             info = signal.sigtimedwait(waited, 1.0)
-            ended = _reap(self.engine.pid)
+            ended = undo.reap(self.engine.pid)
             if ended is not None or not self.engine.alive():
                 self.out(f"{self.name}: the engine ended (exit status {ended}): taking the "
                          "tunnel down")
@@ -489,8 +277,8 @@ class Up:
         """SIGHUP: the file again; its peer changes applied without touching the others."""
         try:
             new = wgconf.load(self.config.path)
-            check(new)
-            request = setconf.sync(self.config, new, resolve)
+            plan.check(new)
+            request = setconf.sync(self.config, new, plan.resolve)
         except SimpletunError as exc:
             self.out(f"reload: {exc}; still running the previous configuration")
             return
@@ -502,7 +290,7 @@ class Up:
                          "the previous configuration")
                 return
         old_routes, self.config = self.routes, new
-        self.routes = plan_routes(new)
+        self.routes = plan.plan_routes(new)
         self._reroute(old_routes, self.routes)
         added = sum(1 for p in request.peers if not p.remove)
         removed = sum(1 for p in request.peers if p.remove)
@@ -513,7 +301,7 @@ class Up:
             self.out(f"reload: {', '.join(skipped)} changed in {new.path}: not applied by a "
                      f"reload; restart the tunnel for that (simpletun down/up {self.name})")
 
-    def _reroute(self, old: Routes, new: Routes) -> None:
+    def _reroute(self, old: plan.Routes, new: plan.Routes) -> None:
         name = self.name
         gone = [n for n in old.main if n not in new.main]
         added = [n for n in new.main if n not in old.main]
@@ -535,8 +323,8 @@ class Up:
         hooks.run("PreDown", it.pre_down, self.name, self.out, strict=False)
         if it.save_config:
             self._save_config()
-        _stop_process(self.engine)
-        undo_all(self.st, self.out)
+        undo.stop_process(self.engine)
+        undo.undo_all(self.st, self.out)
         hooks.run("PostDown", it.post_down, self.name, self.out, strict=False)
         self.st.remove()
 
@@ -548,7 +336,7 @@ class Up:
         except SimpletunError as exc:
             self.out(f"warning: SaveConfig: {exc}: {self.config.path} left as it was")
             return
-        saved = wgconf.Config(self.config.path, self.config.interface, _peers(pairs))
+        saved = wgconf.Config(self.config.path, self.config.interface, plan.peers_from_get(pairs))
         tmp = f"{self.config.path}.tmp"
         try:
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -556,28 +344,6 @@ class Up:
             os.replace(tmp, self.config.path)
         except OSError as exc:
             self.out(f"warning: SaveConfig: cannot write {self.config.path}: {exc.strerror}")
-
-
-def _peers(pairs: list[tuple[str, str]]) -> list[wgconf.Peer]:
-    """The peers of a ``get=1`` answer, as a file's [Peer] sections."""
-    import ipaddress
-
-    peers: list[wgconf.Peer] = []
-    for key, value in pairs:
-        if key == "public_key":
-            peers.append(wgconf.Peer(bytes.fromhex(value)))
-        elif not peers:
-            continue
-        elif key == "preshared_key" and value.strip("0"):
-            peers[-1].preshared_key = bytes.fromhex(value)
-        elif key == "endpoint":
-            host, _sep, port = value.rpartition(":")
-            peers[-1].endpoint = (host.strip("[]"), int(port))
-        elif key == "persistent_keepalive_interval" and value != "0":
-            peers[-1].persistent_keepalive = int(value)
-        elif key == "allowed_ip":
-            peers[-1].allowed_ips.append(ipaddress.ip_network(value))
-    return peers
 
 
 def name_of(dev: tuntap.Device) -> str:
@@ -616,81 +382,20 @@ def _address(name: str, addresses: list[link.IPInterface], mtu: int) -> None:
     configure(name, addresses, mtu=mtu, up=True)
 
 
-# --- the engine process ------------------------------------------------------------------
-
-def _engine_main(dev: tuntap.Device, transport: Any, request: Any, config: wgconf.Config,
-                 ready: _Ready) -> int:
-    """The engine's process: configured, privileges dropped, ready said, run."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    for signo in (signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(signo, signal.SIG_DFL if signo == signal.SIGCHLD else signal.SIG_IGN)
-
-    def stop(_signo: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for signo in STOP_SIGNALS:
-        if signo != signal.SIGHUP:
-            signal.signal(signo, stop)
-    with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:
-        return 1
-    from ..cli.tunnel import _start_workers
-    from ..control.uapi import UapiError
-    from ..wireguard.engine import Engine
-
-    it = config.interface
-    udp_socket = transport if isinstance(transport, socket.socket) else None
-    link_ = None if udp_socket is not None else transport
-    engine = Engine(dev, link=link_, tap=it.tap, udp_socket=udp_socket,
-                    super_packets=it.transport == "tcp", extensions=it.transport == "tcp",
-                    log=logs.log)
-    try:
-        try:
-            engine.uapi_set(request)
-        except UapiError as exc:
-            raise SimpletunError(f"configuring the engine: {exc.message}") from None
-        now = time.monotonic()
-        where = getattr(link_, "server_address", None) or getattr(link_, "server", None)
-        if where is not None:  # a TCP or ICMP client: its one server, a handshake at once
-            for peer in engine.core.peers.values():
-                if peer.public in {p.public_key for p in config.peers if p.endpoint}:
-                    peer.endpoint = where
-                    engine.core.send_keepalive(peer, now)
-        if (it.workers or 1) > 1:
-            _start_workers(engine, dev, it.workers or 1, it.tap, True)
-        if it.user is not None or it.group is not None:
-            from . import privileges
-
-            keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
-            privileges.drop(it.user or "nobody", it.group, keep=keep)
-        ready.ok()
-        try:
-            engine.run()
-        except KeyboardInterrupt:
-            log(f"{dev.name}: shutting down: {engine.summary()}")
-            return 0
-        log(f"{dev.name}: stopped: {engine.stop_reason} ({engine.summary()})")
-        return 1
-    finally:
-        with contextlib.suppress(Exception):
-            engine.close()
-
-
 # --- the commands ------------------------------------------------------------------------
 
-def up(arg: str, *, foreground: bool = False, config_dir: str = CONFIG_DIR,
+def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
        state_dir: str = state.STATE_DIR) -> int:
     """``simpletun up``: checked before anything changes; then, unless ``foreground``,
     the supervisor goes to the background once the tunnel is up (its lines go to
     ``STATE_DIR/NAME.log``), and this returns 0."""
-    name, path = locate(arg, config_dir)
+    name, path = plan.locate(arg, config_dir)
     config = wgconf.load(path)
-    check(config)
-    _check_user(config)
+    plan.check(config)
+    plan.check_user(config)
     for p in config.peers:
         if p.endpoint is not None:
-            resolve(*p.endpoint)
+            plan.resolve(*p.endpoint)
     old = state.load(name, state_dir)
     if old is not None:
         if old.supervisor.alive():
@@ -698,7 +403,7 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = CONFIG_DIR,
                               f"first (simpletun down {name})")
         log(f"{name}: its last run ended without taking it down (killed?): undoing what it "
             "left first")
-        _finish(old, log)
+        undo.finish(old, log)
     if isolate.in_child(lambda: link.exists(name)):
         raise TunnelState(f"{name} exists already: pick another name, or remove it "
                           f"(ip link del {name})")
@@ -720,8 +425,8 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = CONFIG_DIR,
     except BaseException as exc:
         if tunnel.metrics is not None:
             tunnel.metrics.close()
-        _stop_process(tunnel.engine)
-        undo_all(st, log)
+        undo.stop_process(tunnel.engine)
+        undo.undo_all(st, log)
         st.remove()
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if isinstance(exc, KeyboardInterrupt):
@@ -790,10 +495,10 @@ def _detach(log_path: str) -> None:
     os.close(fd)
 
 
-def down(arg: str, *, config_dir: str = CONFIG_DIR, state_dir: str = state.STATE_DIR) -> int:
+def down(arg: str, *, config_dir: str = plan.CONFIG_DIR, state_dir: str = state.STATE_DIR) -> int:
     """``simpletun down``: the supervisor asked to take the tunnel down, and waited for; if
     it is gone, what it recorded is undone here."""
-    name, _path = locate(arg, config_dir)
+    name, _path = plan.locate(arg, config_dir)
     st = state.load(name, state_dir)
     if st is None:
         if isolate.in_child(lambda: link.exists(name)):
@@ -802,7 +507,7 @@ def down(arg: str, *, config_dir: str = CONFIG_DIR, state_dir: str = state.STATE
         raise TunnelState(f"{name} is not up")
     if st.supervisor.alive():
         os.kill(st.supervisor.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT + 10
+        deadline = time.monotonic() + undo.STOP_WAIT + 10
         while st.supervisor.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         if not st.supervisor.alive() and state.load(name, state_dir) is None:
@@ -811,19 +516,9 @@ def down(arg: str, *, config_dir: str = CONFIG_DIR, state_dir: str = state.STATE
         st = state.load(name, state_dir) or st
     else:
         log(f"{name}: its tunnel (pid {st.supervisor.pid}) is gone: undoing what it set up")
-    _finish(st, log)
+    undo.finish(st, log)
     log(f"{name} down")
     return 0
 
 
-def _finish(st: State, out: Log) -> None:
-    """What a supervisor that died would have done: PreDown, the engine stopped, every
-    change undone, PostDown, the state removed."""
-    hooks.run("PreDown", st.pre_down, st.name, out, strict=False)
-    _stop_process(st.engine)
-    undo_all(st, out)
-    hooks.run("PostDown", st.post_down, st.name, out, strict=False)
-    st.remove()
-
-
-__all__ = ["Up", "check", "down", "locate", "plan_routes", "up"]
+__all__ = ["Up", "down", "up"]

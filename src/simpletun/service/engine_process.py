@@ -1,0 +1,112 @@
+"""The engine's process of a ``simpletun up`` tunnel: forked by the supervisor with the
+device and the socket open, it makes the WireGuard engine, configures it from the file's
+``set=1`` request, starts the workers, drops to User/Group with only the capabilities it
+still needs, says it is ready (:class:`Ready`), and runs until SIGTERM (with its summary)
+or until the supervisor is gone (PR_SET_PDEATHSIG)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from ..config import wgconf
+from ..control.uapi import DeviceSet
+from ..device import tuntap
+from ..errors import SimpletunError
+from ..signals import STOP_SIGNALS
+from . import logs
+
+CAP_NET_RAW = 13
+PR_SET_PDEATHSIG = 1
+
+
+class Ready:
+    """The engine's word to the supervisor, once: ``R`` (configured, privileges dropped,
+    running), or ``E`` and the line that says why not."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def _say(self, data: bytes) -> bool:
+        if self.fd is None:
+            return False
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data)
+        os.close(self.fd)
+        self.fd = None
+        return True
+
+    def ok(self) -> None:
+        self._say(b"R")
+
+    def failed(self, line: str) -> bool:
+        """False if it was said already (the line then goes to the log)."""
+        return self._say(b"E" + line.encode())
+
+
+def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.Config,
+                 ready: Ready) -> int:
+    """The engine's process: configured, privileges dropped, ready said, run."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for signo in (signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signo, signal.SIG_DFL if signo == signal.SIGCHLD else signal.SIG_IGN)
+
+    def stop(_signo: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signo in STOP_SIGNALS:
+        if signo != signal.SIGHUP:
+            signal.signal(signo, stop)
+    with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:
+        return 1
+    from ..cli.tunnel import _start_workers
+    from ..control.uapi import UapiError
+    from ..wireguard.engine import Engine
+
+    it = config.interface
+    udp_socket = transport if isinstance(transport, socket.socket) else None
+    link_ = None if udp_socket is not None else transport
+    engine = Engine(dev, link=link_, tap=it.tap, udp_socket=udp_socket,
+                    super_packets=it.transport == "tcp", extensions=it.transport == "tcp",
+                    log=logs.log)
+    try:
+        try:
+            engine.uapi_set(request)
+        except UapiError as exc:
+            raise SimpletunError(f"configuring the engine: {exc.message}") from None
+        now = time.monotonic()
+        where = getattr(link_, "server_address", None) or getattr(link_, "server", None)
+        if where is not None:  # a TCP or ICMP client: its one server, a handshake at once
+            for peer in engine.core.peers.values():
+                if peer.public in {p.public_key for p in config.peers if p.endpoint}:
+                    peer.endpoint = where
+                    engine.core.send_keepalive(peer, now)
+        if (it.workers or 1) > 1:
+            _start_workers(engine, dev, it.workers or 1, it.tap, True)
+        if it.user is not None or it.group is not None:
+            from . import privileges
+
+            keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
+            privileges.drop(it.user or "nobody", it.group, keep=keep)
+        ready.ok()
+        try:
+            engine.run()
+        except KeyboardInterrupt:
+            logs.log(f"{dev.name}: shutting down: {engine.summary()}")
+            return 0
+        logs.log(f"{dev.name}: stopped: {engine.stop_reason} ({engine.summary()})")
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            engine.close()
+
+
+
+__all__ = ["Ready", "main"]
