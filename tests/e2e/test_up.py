@@ -356,8 +356,10 @@ def test_the_unit_verifies() -> None:
         done = subprocess.run([BIN, "service-unit"], capture_output=True, text=True, check=True)
         with open(path, "w") as f:
             f.write(done.stdout)
-        checked = subprocess.run(["systemd-analyze", "verify", path], capture_output=True,
-                                 text=True)
+        # the unit's Documentation= page is checked where man is (scripts/setup installs it)
+        man = [] if shutil.which("man") else ["--man=no"]
+        checked = subprocess.run(["systemd-analyze", "verify", *man, path],
+                                 capture_output=True, text=True)
         bad = [line for line in checked.stderr.splitlines() if "simpletun" in line]
         assert checked.returncode == 0 and not bad, checked.stderr
         assert f"ExecStart={BIN} up --foreground %i" in done.stdout
