@@ -258,3 +258,36 @@ def test_a_busy_metrics_port_is_one_line_before_anything_changes(lab: Lab) -> No
     assert lines[-1] == (f"simpletun: metrics: cannot listen on 127.0.0.1:{port}: "
                          "Address already in use"), lines
     assert not link.exists(name, netns=ns.name)
+
+
+@pytest.mark.parametrize("impl", ["wireguard-go", "simpletun-wg"])
+def test_show_reads_what_wg_reads(lab: Lab, impl: str) -> None:
+    """Against wg's own reading of the same UAPI (wg show dump): every field alike; a
+    wireguard-go interface (no stats=1) is shown with what it answers."""
+    from simpletun.lab import wghost
+
+    ns = lab.host("wg")
+    with wghost.WgInterface(ns, impl, listen_port=0) as iface:
+        other = wghost.genkey()
+        iface.add_peer(wghost.pubkey(other), allowed_ips=["10.9.0.2/32", "fd09::/64"],
+                       endpoint="192.0.2.9:51820", keepalive=25,
+                       preshared_key=wghost.genpsk())
+        iface.set("fwmark", "0x1234")
+        dump = iface.show_dump()
+        [t] = json.loads(simpletun("show", iface.name, "--json", ns=ns).stdout)
+        assert t["public_key"] == dump.interface.public_key == iface.public_key
+        assert (t["listen_port"], t["fwmark"]) == (dump.interface.listen_port, 0x1234)
+        [want] = dump.peers
+        [peer] = t["peers"]
+        assert (peer["public_key"], peer["endpoint"], peer["allowed_ips"],
+                peer["latest_handshake"], peer["rx_bytes"], peer["tx_bytes"],
+                peer["persistent_keepalive"], peer["preshared_key"]) == (
+            want.public_key, want.endpoint, list(want.allowed_ips), want.latest_handshake,
+            want.rx_bytes, want.tx_bytes, want.persistent_keepalive, True)
+        if impl == "wireguard-go":
+            assert (t["transport"], t["wire"], t["encrypted"]) == (None, None, True)
+        else:
+            assert (t["transport"], t["wire"], t["role"]) == ("udp", "wireguard", "peer")
+        text = simpletun("show", iface.name, ns=ns).stdout.splitlines()
+        assert "  fwmark: 0x1234" in text and "  preshared key: (hidden)" in text
+        assert "  persistent keepalive: every 25 seconds" in text
