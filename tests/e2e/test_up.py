@@ -204,17 +204,25 @@ def full_tunnel_peer(s: Setup) -> None:
     me_ns.run(["ip", "-6", "route", "add", "default", "via", s.peer.underlay6], check=True)
 
 
-def test_full_tunnel_keeps_the_endpoint_and_down_after_kill_9(setup: Setup) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_tunnel_keeps_the_endpoint_and_down_after_kill_9(setup: Setup,
+                                                               workers: int) -> None:
     s = setup
     full_tunnel_peer(s)
     me_ns = s.me.ns
     assert ping(me_ns, FAR_ENDPOINT, count=1) and not ping(me_ns, BEYOND4, count=1)
     before = routing(me_ns)
     endpoint = f"{FAR_ENDPOINT}:{s.go.listen_port}"
-    with simpletun_up(me_ns, config(s, "0.0.0.0/0, ::/0", endpoint)) as u:
+    with simpletun_up(me_ns, config(s, "0.0.0.0/0, ::/0", endpoint,
+                                    f"Workers = {workers}\n")) as u:
         u.up()
-        # the mark (wg-quick's 51820, the table of the default route) on the engine's socket
+        # the mark (wg-quick's 51820, the table of the default route) on the engine's socket,
+        # every worker's
         assert u.wg("show", u.name, "fwmark").strip() == hex(51820)
+        sockets = [line for line in me_ns.run(["ss", "-uapne"], check=True).stdout.splitlines()
+                   if f":{PORT} " in line]
+        assert len(sockets) == workers and all("fwmark:0xca6c" in line for line in sockets), \
+            sockets
         now = routing(me_ns)
         assert "not from all fwmark 0xca6c lookup 51820" in now["ip -4 rule"], now
         assert "from all lookup main suppress_prefixlength 0" in now["ip -6 rule"], now
@@ -279,20 +287,28 @@ def test_the_engine_runs_as_the_user_without_capabilities(setup: Setup) -> None:
     s = setup
     endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
     with simpletun_up(s.me.ns, config(s, "10.77.0.1/32", endpoint,
-                                      "User = nobody\nGroup = nogroup\n")) as u:
+                                      "User = nobody\nGroup = nogroup\nWorkers = 2\n")) as u:
         said = u.up()
         assert ", as nobody" in said
         st = u.state()
         assert st.engine is not None
-        engine = privileges.read_status(st.engine.pid)
         nobody = privileges.resolve("nobody", "nogroup")
-        assert set(engine.uids) == {nobody.uid} and set(engine.gids) == {nobody.gid}
-        assert engine.cap_eff == engine.cap_prm == engine.cap_amb == 0
-        assert engine.groups == (nobody.gid,)
+        follower = children(st.engine.pid)
+        assert len(follower) == 1  # the second worker, forked after the drop
+        for pid in (st.engine.pid, *follower):
+            engine = privileges.read_status(pid)
+            assert set(engine.uids) == {nobody.uid} and set(engine.gids) == {nobody.gid}
+            assert engine.cap_eff == engine.cap_prm == engine.cap_amb == engine.cap_inh == 0
+            assert engine.groups == (nobody.gid,)
         assert privileges.read_status(st.supervisor.pid).uids[0] == 0  # it undoes, as root
         assert ping(s.me.ns, "10.77.0.1", count=3)
         u.down()
         assert_gone(u)
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
 
 
 def test_foreground_service_notifies_reloads_and_stops_with_a_summary(setup: Setup) -> None:

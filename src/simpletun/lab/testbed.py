@@ -203,24 +203,31 @@ class Testbed:
         sender, receiver = (self.server, self.client) if from_server else \
             (self.client, self.server)
         target = to or (self.client_overlay if from_server else self.server_overlay)
-        recv = receiver.popen([sys.executable, "-m", "simpletun.lab.flow", "recv", target,
-                                  str(port)], stdout=subprocess.PIPE, text=True)
-        try:
-            assert recv.stdout is not None
-            if recv.stdout.readline().strip() != "ready":
-                raise SimpletunError("the receiver did not start")
-            sent = sender.run([sys.executable, "-m", "simpletun.lab.flow", "send", target,
-                                    str(port), str(size)], timeout=300)
-            out, _ = recv.communicate(timeout=30)
-        finally:
-            if recv.poll() is None:
-                recv.kill()
-                recv.wait()
-        if sent.returncode != 0:
-            raise SimpletunError(f"transfer failed: {sent.stderr.strip() or sent.stdout}")
-        got_size, got_digest = out.split()
-        size_s, digest, seconds = sent.stdout.split()
-        if (int(got_size), got_digest) != (int(size_s), digest):
-            raise SimpletunError("transfer corrupted: digests differ")
-        return int(size_s), digest, float(seconds)
+        return transfer(sender, receiver, target, size, port=port)
 
+
+def transfer(sender: Namespace, receiver: Namespace, target: str, size: int, *,
+             port: int = 5001) -> tuple[int, str, float]:
+    """Send ``size`` bytes from ``sender`` to ``target`` (an address of ``receiver``) with
+    :mod:`simpletun.lab.flow`; returns (bytes, sha256, seconds) once the receiver's digest
+    matched, or raises."""
+    recv = receiver.popen([sys.executable, "-m", "simpletun.lab.flow", "recv", target,
+                           str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert recv.stdout is not None
+        if recv.stdout.readline().strip() != "ready":
+            raise SimpletunError("the receiver did not start")
+        sent = sender.run([sys.executable, "-m", "simpletun.lab.flow", "send", target,
+                           str(port), str(size)], timeout=300)
+        out, _ = recv.communicate(timeout=30)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    if sent.returncode != 0:
+        raise SimpletunError(f"transfer failed: {sent.stderr.strip() or sent.stdout}")
+    got_size, got_digest = out.split()
+    size_s, digest, seconds = sent.stdout.split()
+    if (int(got_size), got_digest) != (int(size_s), digest):
+        raise SimpletunError("transfer corrupted: digests differ")
+    return int(size_s), digest, float(seconds)

@@ -21,8 +21,23 @@ from ..errors import SimpletunError
 from ..signals import STOP_SIGNALS
 from . import logs
 
+CAP_NET_BIND_SERVICE = 10
+CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 PR_SET_PDEATHSIG = 1
+
+
+def _kept(it: wgconf.Interface, port: int, fwmark: int, workers: int) -> set[int]:
+    """The capabilities the engine still needs once it runs as ``User``: none for its own
+    device and socket; ICMP's raw sockets (CAP_NET_RAW); the workers' sockets, bound
+    after the drop, on a port below 1024 (CAP_NET_BIND_SERVICE) or with a mark
+    (CAP_NET_ADMIN)."""
+    keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
+    if workers > 1 and port < 1024:
+        keep.add(CAP_NET_BIND_SERVICE)
+    if workers > 1 and fwmark:
+        keep.add(CAP_NET_ADMIN)
+    return keep
 
 
 class Ready:
@@ -88,13 +103,14 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
                 if peer.public in {p.public_key for p in config.peers if p.endpoint}:
                     peer.endpoint = where
                     engine.core.send_keepalive(peer, now)
-        if (it.workers or 1) > 1:
-            _start_workers(engine, dev, it.workers or 1, it.tap, True)
-        if it.user is not None or it.group is not None:
+        workers = it.workers or 1
+        if it.user is not None:  # before the workers fork: they are the same user
             from . import privileges
 
-            keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
-            privileges.drop(it.user or "nobody", it.group, keep=keep)
+            privileges.drop(it.user, it.group, keep=_kept(it, engine.listen_port, engine.fwmark,
+                                                                  workers))
+        if workers > 1:
+            _start_workers(engine, dev, workers, it.tap, True)
         ready.ok()
         try:
             engine.run()

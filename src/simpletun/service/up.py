@@ -166,7 +166,9 @@ class Up:
 
     def _wait_ready(self) -> None:
         with os.fdopen(self._ready_r, "rb") as r:
-            said = r.read()
+            said = r.read(1)  # the workers the engine forked hold the pipe too: no EOF
+            if said == b"E":
+                said += r.read()
         if said != b"R":
             assert self.engine is not None
             for _ in range(100):

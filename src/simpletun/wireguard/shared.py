@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
+
+# the Lock's module, loaded with this one: after a drop of privileges (simpletun up's User)
+# the interpreter's library may no longer be readable
+import multiprocessing.synchronize
 from collections import deque
 from typing import Any
 

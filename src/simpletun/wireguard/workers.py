@@ -127,6 +127,7 @@ def attach_steering(sock: socket.socket, workers: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
+
 def reuseport_group(sock: socket.socket, workers: int) -> list[socket.socket]:
     """``workers`` UDP sockets on ``sock``'s address and port, in one reuseport group
     steered by :func:`program`; ``sock`` is closed (its port is taken over: a client's
@@ -136,6 +137,7 @@ def reuseport_group(sock: socket.socket, workers: int) -> list[socket.socket]:
     host, port = sock.getsockname()[:2]
     v6only = (sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
               if family == socket.AF_INET6 else None)
+    mark = sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)  # a full tunnel's: kept on each
     sock.close()
     group: list[socket.socket] = []
     try:
@@ -145,6 +147,8 @@ def reuseport_group(sock: socket.socket, workers: int) -> list[socket.socket]:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if v6only is not None:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            if mark:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             s.bind((host, port))
             s.setblocking(False)
         attach_steering(group[0], workers)
