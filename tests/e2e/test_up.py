@@ -8,6 +8,7 @@ readiness, reload and stop through sd_notify."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -379,3 +382,98 @@ def test_the_unit_verifies() -> None:
         bad = [line for line in checked.stderr.splitlines() if "simpletun" in line]
         assert checked.returncode == 0 and not bad, checked.stderr
         assert f"ExecStart={BIN} up --foreground %i" in done.stdout
+
+
+def _scrape(ns: Namespace, port: int) -> dict[str, float]:
+    """The metrics endpoint in ``ns``, as {'name{labels}': value}."""
+    from simpletun.lab.netns import inside
+
+    with inside(ns.name):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    out = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def _metric(scraped: dict[str, float], name: str, **labels: str) -> float:
+    found = [v for k, v in scraped.items() if k.partition("{")[0] == name
+             and all(f'{label}="{value}"' in k for label, value in labels.items())]
+    assert len(found) == 1, (name, labels, scraped)
+    return found[0]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "icmp"])
+def test_transports_show_and_metrics(lab: Lab, transport: str) -> None:
+    """A server and a client, both ``simpletun up`` of files with Transport: pings, 4 MB each
+    way with sha256, the server's metrics scraped during the transfer, ``simpletun show``
+    and ``--json`` against what was configured and moved."""
+    from simpletun.lab.netns import veth
+    from simpletun.lab.testbed import transfer
+
+    srv, cli = lab.host("upsrv"), lab.host("upcli")
+    veth(srv, "eth0", cli, "eth0", a_addrs=["192.0.2.1/24"], b_addrs=["192.0.2.2/24"])
+    skey, ckey = wghost.genkey(), wghost.genkey()
+    spub, cpub = wghost.pubkey(skey), wghost.pubkey(ckey)
+    port = 51840 if transport == "tcp" else None
+    listen = f"ListenPort = {port}\n" if port else ""
+    metrics = 9586
+    server_text = (f"[Interface]\nPrivateKey = {skey}\nAddress = 10.88.0.1/24\n{listen}"
+                   f"Transport = {transport}\nMetrics = 127.0.0.1:{metrics}\n\n"
+                   f"[Peer]\nPublicKey = {cpub}\nAllowedIPs = 10.88.0.2/32\n")
+    client_text = (f"[Interface]\nPrivateKey = {ckey}\nAddress = 10.88.0.2/24\n"
+                   f"Transport = {transport}\n\n[Peer]\nPublicKey = {spub}\n"
+                   f"AllowedIPs = 10.88.0.0/24\nEndpoint = 192.0.2.1:{port or 1}\n")
+    with simpletun_up(srv, server_text) as server, simpletun_up(cli, client_text) as client:
+        server.up()
+        said = client.up()
+        assert f"{client.name} up: {transport.upper()}, 1 peer" in said, said
+        assert ping(cli, "10.88.0.1", count=3)
+        before = _scrape(srv, metrics)
+        moved = threading.Thread(target=lambda: [
+            transfer(cli, srv, "10.88.0.1", 4 << 20, port=5011),
+            transfer(srv, cli, "10.88.0.2", 4 << 20, port=5012)])
+        moved.start()
+        during = _scrape(srv, metrics)
+        moved.join(timeout=120)
+        after = _scrape(srv, metrics)
+        labels = {"interface": server.name, "public_key": cpub}
+        assert _metric(after, "simpletun_up", interface=server.name) == 1
+        assert _metric(after, "simpletun_info", interface=server.name,
+                       transport=transport) == 1
+        for name in ("simpletun_peer_receive_bytes_total",
+                     "simpletun_peer_transmit_bytes_total",
+                     "simpletun_peer_receive_packets_total",
+                     "simpletun_peer_transmit_packets_total"):
+            assert _metric(before, name, **labels) <= _metric(during, name, **labels) \
+                <= _metric(after, name, **labels), name
+        assert _metric(after, "simpletun_peer_receive_bytes_total", **labels) \
+            - _metric(before, "simpletun_peer_receive_bytes_total", **labels) >= 4 << 20
+        assert _metric(after, "simpletun_peer_transmit_bytes_total", **labels) >= 4 << 20
+        assert 0 <= _metric(after, "simpletun_peer_latest_handshake_age_seconds",
+                            **labels) < 60
+        # show: wg show's layout and simpletun's lines; --json the same as numbers
+        shown = server.run("show", server.name)
+        assert shown.returncode == 0, shown.stderr
+        for pattern in (rf"interface: {server.name}\n", rf"peer: {re.escape(cpub)}\n",
+                        r"allowed ips: 10\.88\.0\.2/32\n",
+                        r"latest handshake: (Now|\d+ seconds? ago)\n",
+                        r"transfer: [\d.]+ MiB received, [\d.]+ MiB sent\n",
+                        rf"transport: {transport}\n"):
+            assert re.search(pattern, shown.stdout), (pattern, shown.stdout)
+        as_json = json.loads(client.run("show", client.name, "--json").stdout)
+        (tunnel,) = as_json if isinstance(as_json, list) else as_json["interfaces"]
+        assert tunnel["transport"] == transport and tunnel["public_key"] == wghost.pubkey(ckey)
+        (peer,) = tunnel["peers"]
+        assert peer["public_key"] == spub and peer["allowed_ips"] == ["10.88.0.0/24"]
+        assert peer["rx_bytes"] >= 4 << 20 and peer["tx_bytes"] >= 4 << 20
+        assert time.time() - 60 < peer["latest_handshake"] <= time.time() + 1
+        client.down()
+        server.down()
+        assert_gone(client)
+        assert_gone(server)
+        # the ICMP server gave the kernel its echo replies back
+        assert srv.run(["sysctl", "-n", "net.ipv4.icmp_echo_ignore_all"]).stdout.strip() \
+            == "0"
