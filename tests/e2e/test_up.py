@@ -309,6 +309,11 @@ def test_the_engine_runs_as_the_user_without_capabilities(setup: Setup) -> None:
         assert_gone(u)
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(c) for c in f.read().split()]
@@ -477,3 +482,45 @@ def test_transports_show_and_metrics(lab: Lab, transport: str) -> None:
         # the ICMP server gave the kernel its echo replies back
         assert srv.run(["sysctl", "-n", "net.ipv4.icmp_echo_ignore_all"]).stdout.strip() \
             == "0"
+
+
+@pytest.mark.parametrize("wire", ["native", "classic"])
+def test_the_plaintext_wires_from_files(lab: Lab, wire: str) -> None:
+    """``Wire = native|classic``: no keys, a server (no Endpoint) and a client of it; pings,
+    4 MB each way with sha256, show names the wire; SIGHUP with a changed file says it needs
+    a restart; down after the engine was killed with SIGKILL (the supervisor notices)."""
+    from simpletun.lab.netns import veth
+    from simpletun.lab.testbed import transfer
+
+    srv, cli = lab.host("ptsrv"), lab.host("ptcli")
+    veth(srv, "eth0", cli, "eth0", a_addrs=["192.0.2.1/24"], b_addrs=["192.0.2.2/24"])
+    server_text = (f"[Interface]\nWire = {wire}\nAddress = 10.89.0.1/24\nListenPort = 51850\n"
+                   "PostUp = echo up >> %DIR/hooks\nPostDown = echo down >> %DIR/hooks\n")
+    client_text = (f"[Interface]\nWire = {wire}\nAddress = 10.89.0.2/24\n\n[Peer]\n"
+                   "Endpoint = 192.0.2.1:51850\nAllowedIPs = 10.89.9.0/24\n")
+    with simpletun_up(srv, server_text) as server, simpletun_up(cli, client_text) as client:
+        said = server.up()
+        assert "warning: this tunnel is not encrypted" in said, said
+        client.up()
+        wait_until("the client's route", lambda: "10.89.9.0/24" in {
+            str(n) for n in link.routes(client.name, netns=cli.name)}, timeout=10)
+        assert ping(cli, "10.89.0.1", count=3)
+        transfer(cli, srv, "10.89.0.1", 4 << 20, port=5013)
+        transfer(srv, cli, "10.89.0.2", 4 << 20, port=5014)
+        shown = server.run("show", server.name)
+        assert re.search(rf"wire: {wire}\n", shown.stdout), shown.stdout
+        server.write(server_text.replace("10.89.0.1/24", "10.89.0.3/24"))
+        os.kill(server.state().supervisor.pid, signal.SIGHUP)
+        log = os.path.join(state.STATE_DIR, f"{server.name}.log")
+        wait_until("the reload is said", lambda: "no peers to change" in read(log))
+        # the engine is killed: the supervisor takes the rest down by itself
+        st = server.state()
+        assert st.engine is not None
+        os.kill(st.engine.pid, signal.SIGKILL)
+        wait_until("the server's tunnel is down", lambda: not os.path.exists(st.path),
+                   timeout=20)
+        assert_gone(server)
+        with open(os.path.join(server.dir, "hooks")) as f:
+            assert f.read() == "up\ndown\n"
+        client.down()
+        assert_gone(client)

@@ -173,12 +173,16 @@ def test_finding_the_file() -> None:
 
 @pytest.mark.parametrize("text, message", [
     ("", r"no PrivateKey: add one"),
-    (f"PrivateKey = {PRIV}\nWire = native\n", r"Wire: native: 'simpletun up' runs encrypted"),
-    (f"PrivateKey = {PRIV}\nTransport = tcp\nWorkers = 2\n", r"Workers: more than one runs "
-     "over UDP only"),
-    (f"PrivateKey = {PRIV}\nTap = true\nWorkers = 2\n", r"Workers: more than one is for tun"),
-    (f"PrivateKey = {PRIV}\nTransport = icmp\nListenPort = 5\n", r"ListenPort: ICMP has no "
-     "ports"),
+    ("Wire = native\nTransport = udp\n", r"^wg0.conf:3: Transport: the plaintext native wire "
+     "runs over TCP only"),
+    ("Wire = classic\nUser = nobody\n", r"^wg0.conf:3: User: not for the plaintext classic"),
+    ("Wire = classic\nTable = 7\n", r"^wg0.conf:3: Table: not for the plaintext classic"),
+    (f"PrivateKey = {PRIV}\nTransport = tcp\nWorkers = 2\n", r"^wg0.conf:4: Workers: more "
+     "than one runs over UDP only"),
+    (f"PrivateKey = {PRIV}\nTap = true\nWorkers = 2\n", r":4: Workers: more than one is for "
+     "tun"),
+    (f"PrivateKey = {PRIV}\nTransport = icmp\nListenPort = 5\n", r":4: ListenPort: ICMP has "
+     "no ports"),
     (f"PrivateKey = {PRIV}\nTransport = tcp\n[Peer]\nPublicKey = {PUB}\nEndpoint = a:1\n"
      f"[Peer]\nPublicKey = {PUB2}\nEndpoint = b:1\n", r"wg0.conf:7: Endpoint: over tcp a "
      "tunnel is a server"),
@@ -186,6 +190,13 @@ def test_finding_the_file() -> None:
 def test_what_up_refuses_before_changing_anything(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         service.check(wgconf.parse("[Interface]\n" + text, "wg0.conf"))
+
+
+def test_the_plaintext_wires_default_to_tcp_and_route_themselves() -> None:
+    c = wgconf.parse("[Interface]\nWire = native\nAddress = 10.0.0.2/24\n[Peer]\n"
+                     "Endpoint = 192.0.2.1:55555\nAllowedIPs = 0.0.0.0/0\n", "wg0.conf")
+    service.check(c)  # Transport not given: TCP, theirs
+    assert service.plan_routes(c) == service.Routes()
 
 
 def test_the_state_file_round_trips_and_knows_live_processes(tmp_path: str) -> None:

@@ -79,11 +79,27 @@ def test_a_wg_quick_file_parses_as_wg_quick_reads_it() -> None:
 
 
 def test_simpletuns_own_keys() -> None:
-    c = wgconf.parse(f"[Interface]\nPrivateKey = {PRIV}\nTransport = TCP\nTap = yes\n"
+    c = wgconf.parse("[Interface]\nTransport = TCP\nTap = yes\n"
                      "Workers = 2\nWire = native\n", "st0.conf")
     it = c.interface
     assert (it.transport, it.tap, it.workers, it.wire) == ("tcp", True, 2, "native")
     assert c.peers == []
+    # the plaintext wires: no keys, one peer at most (a client's server)
+    c = wgconf.parse("[Interface]\nWire = classic\n[Peer]\nEndpoint = 192.0.2.1:55555\n"
+                     "AllowedIPs = 10.0.0.0/24\n", "st0.conf")
+    assert c.peers[0].endpoint == ("192.0.2.1", 55555) and c.peers[0].public_key == b""
+    for text, says in (
+            (f"[Interface]\nWire = native\nPrivateKey = {PRIV}\n", "3: PrivateKey: the "
+             "plaintext native wire has no keys: drop it, or use Wire = wireguard"),
+            (f"[Interface]\nWire = classic\n[Peer]\nPublicKey = {PUB}\n", "3: PublicKey: the "
+             "plaintext classic wire has no keys"),
+            (f"[Peer]\nPresharedKey = {PUB}\n[Interface]\nWire = native\n", "1: PresharedKey"),
+            ("[Interface]\nWire = native\n[Peer]\nEndpoint = a:1\n[Peer]\nEndpoint = b:1\n",
+             "5: [Peer]: the plaintext native wire has one peer"),
+            ("[Interface]\n[Peer]\nEndpoint = a:1\n", "2: [Peer]: no PublicKey")):
+        with pytest.raises(ConfigError) as caught:
+            wgconf.parse(text, "st0.conf")
+        assert str(caught.value).startswith(f"st0.conf:{says}"), caught.value
 
 
 @pytest.mark.parametrize(("text", "line", "says"), [
@@ -163,6 +179,13 @@ def configs(draw: st.DrawFn) -> wgconf.Config:
         group=draw(st.none() | st.sampled_from(["nogroup", "vpn-users"])),
         metrics=draw(st.none() | st.tuples(st.sampled_from(["127.0.0.1", "::1", "0.0.0.0"]),
                                            st.integers(1, 65535))))
+    if it.wire != "wireguard":  # the plaintext wires: no keys, one peer at most
+        it.private_key = None
+        return wgconf.Config("gen.conf", it, [wgconf.Peer(
+            b"", allowed_ips=[a.network for a in draw(st.lists(_V4 | _V6, max_size=3))],
+            endpoint=draw(st.none() | st.tuples(st.sampled_from(["192.0.2.1", "vpn.example"]),
+                                                st.integers(1, 65535))))
+            for _ in range(draw(st.integers(0, 1)))])
     publics = draw(st.lists(_KEYS, max_size=3, unique=True))
     peers = [wgconf.Peer(
         public_key=p, preshared_key=draw(st.none() | _KEYS),

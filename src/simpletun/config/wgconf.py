@@ -69,6 +69,8 @@ class Interface:
     user: str | None = None
     group: str | None = None
     metrics: tuple[str, int] | None = None  # (host, port)
+    #: the line each key was last given on (for errors found once the file is read)
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -203,6 +205,7 @@ def parse(text: str, path: str = "<config>") -> Config:
             if lower in _HOOKS:  # the whole line after '=', comments and all
                 value = raw.partition("=")[2].strip()
             _interface(config.interface, at, lower, value)
+            config.interface.lines[lower] = number
         else:
             assert peer is not None
             if lower not in _PEER_KEYS:
@@ -210,15 +213,35 @@ def parse(text: str, path: str = "<config>") -> Config:
                 raise at.error(f"not a key of [Peer]{where}")
             _peer(peer, at, lower, value)
     _finish(config, peer, seen)
+    _keys_for_the_wire(config)
     return config
+
+
+def _keys_for_the_wire(config: Config) -> None:
+    """WireGuard's peers are their keys; the plaintext wires have none (and one peer: the
+    server a client connects to, or none for a server)."""
+    it, path = config.interface, config.path
+    if it.wire == "wireguard":
+        for p in config.peers:
+            if not p.public_key:
+                raise ConfigError(f"{path}:{p.line}: [Peer]: no PublicKey in this section")
+        return
+    plain = f"the plaintext {it.wire} wire has no keys: drop it, or use Wire = wireguard"
+    if it.private_key is not None:
+        raise ConfigError(f"{path}:{it.lines['privatekey']}: PrivateKey: {plain}")
+    for p in config.peers:
+        if p.public_key or p.preshared_key:
+            key = "PublicKey" if p.public_key else "PresharedKey"
+            raise ConfigError(f"{path}:{p.line}: {key}: {plain}")
+    if len(config.peers) > 1:
+        raise ConfigError(f"{path}:{config.peers[1].line}: [Peer]: the plaintext {it.wire} "
+                          "wire has one peer (the server of a client): give one [Peer]")
 
 
 def _finish(config: Config, peer: Peer | None, seen: set[bytes]) -> None:
     if peer is None:
         return
-    if not peer.public_key:
-        raise ConfigError(f"{config.path}:{peer.line}: [Peer]: no PublicKey in this section")
-    if peer.public_key in seen:
+    if peer.public_key and peer.public_key in seen:
         raise ConfigError(f"{config.path}:{peer.line}: [Peer]: the same PublicKey as an "
                           "earlier [Peer]: give each peer once")
     seen.add(peer.public_key)
@@ -320,7 +343,9 @@ def render(config: Config) -> str:
     if it.metrics is not None:
         lines.append(f"Metrics = {_host_port(*it.metrics)}")
     for p in config.peers:
-        lines += ["", "[Peer]", f"PublicKey = {keys.to_base64(p.public_key)}"]
+        lines += ["", "[Peer]"]
+        if p.public_key:
+            lines.append(f"PublicKey = {keys.to_base64(p.public_key)}")
         if p.preshared_key is not None:
             lines.append(f"PresharedKey = {keys.to_base64(p.preshared_key)}")
         if p.allowed_ips:

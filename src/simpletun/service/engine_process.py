@@ -48,12 +48,16 @@ class Ready:
         self.fd: int | None = fd
 
     def _say(self, data: bytes) -> bool:
+        """False if it was said already, or the supervisor no longer listens."""
         if self.fd is None:
             return False
-        with contextlib.suppress(OSError):
+        try:
             os.write(self.fd, data)
-        os.close(self.fd)
-        self.fd = None
+        except OSError:
+            return False
+        finally:
+            os.close(self.fd)
+            self.fd = None
         return True
 
     def ok(self) -> None:
@@ -64,12 +68,13 @@ class Ready:
         return self._say(b"E" + line.encode())
 
 
-def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.Config,
-                 ready: Ready) -> int:
-    """The engine's process: configured, privileges dropped, ready said, run."""
+def _signals(supervisor: int) -> bool:
+    """The engine's signals: none blocked (the supervisor waits with them blocked),
+    SIGHUP ignored (the supervisor's: reload), a stop signal a KeyboardInterrupt, and
+    SIGTERM when the supervisor is gone. False if it is gone already."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    for signo in (signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(signo, signal.SIG_DFL if signo == signal.SIGCHLD else signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def stop(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -79,7 +84,13 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
             signal.signal(signo, stop)
     with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:
+    return os.getppid() == supervisor
+
+
+def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.Config,
+         supervisor: int, ready: Ready) -> int:
+    """The engine's process: configured, privileges dropped, ready said, run."""
+    if not _signals(supervisor):
         return 1
     from ..cli.tunnel import _start_workers
     from ..control.uapi import UapiError
@@ -125,4 +136,31 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
 
 
 
-__all__ = ["Ready", "main"]
+def plaintext(config: wgconf.Config, name: str, supervisor: int, ready: Ready) -> int:
+    """The plaintext wire's process: the classic/native tunnel (:func:`cli.tunnel.run`)
+    from the file: a client of its one peer's Endpoint, else a server on ListenPort; it
+    routes the peer's AllowedIPs. Ready is the device's being up (the supervisor looks)."""
+    if not _signals(supervisor):
+        return 1
+    from ..cli import tunnel
+
+    it = config.interface
+    peer = config.peers[0] if config.peers else None
+    endpoint = peer.endpoint if peer is not None else None
+    client = None
+    if endpoint is not None:
+        host, port = endpoint
+        client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return tunnel.run(
+            iface=name, server=client is None, client=client,
+            port=it.listen_port if client is None else None, tap=it.tap, debug=False,
+            addresses=tuple(str(a) for a in it.addresses), mtu=it.mtu,
+            routes=tuple(str(n) for n in peer.allowed_ips) if peer is not None else (),
+            once=False, reconnect=client is not None, classic_wire=it.wire == "classic",
+            worker_count=it.workers)
+    except KeyboardInterrupt:
+        return 0
+
+
+__all__ = ["Ready", "main", "plaintext"]

@@ -35,26 +35,49 @@ def locate(arg: str, config_dir: str = CONFIG_DIR) -> tuple[str, str]:
     return name, where
 
 
+def _at(config: wgconf.Config, key: str) -> str:
+    """``FILE:LINE: Key`` of an [Interface] key, for an error about it."""
+    line = config.interface.lines.get(key.lower())
+    return f"{config.path}:{line}: {key}" if line else f"{config.path}: {key}"
+
+
 def check(config: wgconf.Config) -> None:
     """What a file must say for ``up`` to run it, checked before anything changes."""
     it = config.interface
-    at = config.path
     if it.wire != "wireguard":
-        raise ConfigError(f"{at}: Wire: {it.wire}: 'simpletun up' runs encrypted tunnels; run "
-                          f"the plaintext {it.wire} wire with 'simpletun -i NAME -s|-c'")
+        _check_plaintext(config)
+        return
     if it.private_key is None:
-        raise ConfigError(f"{at}: [Interface]: no PrivateKey: add one ('simpletun genkey')")
+        raise ConfigError(f"{config.path}: [Interface]: no PrivateKey: add one "
+                          "('simpletun genkey')")
     if it.transport != "udp" and it.workers not in (None, 1):
-        raise ConfigError(f"{at}: Workers: more than one runs over UDP only")
+        raise ConfigError(f"{_at(config, 'Workers')}: more than one runs over UDP only")
     if it.tap and it.workers not in (None, 1):
-        raise ConfigError(f"{at}: Workers: more than one is for tun devices, not Tap")
+        raise ConfigError(f"{_at(config, 'Workers')}: more than one is for tun devices, not "
+                          "Tap")
     if it.transport != "udp":
         ends = [p for p in config.peers if p.endpoint is not None]
         if len(ends) > 1:
-            raise ConfigError(f"{at}:{ends[1].line}: Endpoint: over {it.transport} a tunnel "
-                              "is a server (no Endpoint) or the client of one server")
+            raise ConfigError(f"{config.path}:{ends[1].line}: Endpoint: over {it.transport} "
+                              "a tunnel is a server (no Endpoint) or the client of one server")
         if it.transport == "icmp" and it.listen_port:
-            raise ConfigError(f"{at}: ListenPort: ICMP has no ports: drop it")
+            raise ConfigError(f"{_at(config, 'ListenPort')}: ICMP has no ports: drop it")
+
+
+def _check_plaintext(config: wgconf.Config) -> None:
+    """The plaintext wires: TCP (the default for them), routes in the main table, as root
+    (the classic tunnel has no privileges to drop: run it unprivileged from the start on a
+    device made with mktun --user instead)."""
+    it = config.interface
+    if "transport" in it.lines and it.transport != "tcp":
+        raise ConfigError(f"{_at(config, 'Transport')}: the plaintext {it.wire} wire runs over "
+                          "TCP only: drop it, or use Wire = wireguard")
+    for key, given in (("Table", it.table not in (None, "auto")), ("FwMark", bool(it.fwmark)),
+                       ("User", it.user is not None), ("Group", it.group is not None),
+                       ("SaveConfig", it.save_config)):
+        if given:
+            raise ConfigError(f"{_at(config, key)}: not for the plaintext {it.wire} wire: "
+                              "drop it, or use Wire = wireguard")
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:
@@ -99,8 +122,8 @@ def plan_routes(config: wgconf.Config) -> Routes:
     nets = sorted({n for p in config.peers for n in p.allowed_ips},
                   key=lambda n: (-n.prefixlen, n.version, int(n.network_address)))
     out = Routes()
-    if (it.table or "auto").lower() == "off":
-        return out
+    if (it.table or "auto").lower() == "off" or it.wire != "wireguard":
+        return out  # the plaintext tunnel routes its peer's AllowedIPs itself
     if it.table is not None and it.table.lower() != "auto":
         out.table = _table_number(config)
         out.in_table = nets

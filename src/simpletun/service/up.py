@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -34,6 +35,7 @@ from typing import Any
 
 from ..config import setconf, wgconf
 from ..control import uapi_client
+from ..control.status import PLAIN_DIRECTORY
 from ..device import isolate, link, policy, routing, tuntap
 from ..errors import ConfigError, SimpletunError, TunnelState
 from ..signals import STOP_SIGNALS
@@ -78,6 +80,9 @@ class Up:
     def bring_up(self) -> None:
         it, name = self.config.interface, self.name
         hooks.run("PreUp", it.pre_up, name, self.out)
+        if it.wire != "wireguard":
+            self._bring_up_plaintext()
+            return
         self.routes = plan.plan_routes(self.config)
         full_versions = sorted({int(n.version) for n in self.routes.full})
         if self.routes.full:  # the mark the engine's socket carries = the table
@@ -95,7 +100,12 @@ class Up:
             self.change(kind="file", path=self.log_path)
         try:
             transport = self._transport(dev.name)
-            self.engine = self._fork_engine(dev, transport, request)
+            try:
+                self.engine = self._fork_engine(partial(engine_process.main, dev, transport,
+                                                        request, self.config, os.getpid()))
+            finally:
+                with contextlib.suppress(OSError):
+                    transport.close()  # the engine's now
         finally:
             dev.close()  # the engine holds it: the device lives as long as the engine
         self.st.engine = self.engine
@@ -103,6 +113,56 @@ class Up:
         self._wait_ready()
         mtu = it.mtu or self._auto_mtu()
         isolate.in_child(lambda: _address(name, it.addresses, mtu))
+        self._dns()
+        self._add_routes(full_versions)
+        self._post_up()
+
+    def _bring_up_plaintext(self) -> None:
+        """The plaintext wire: the engine's process runs the classic/native tunnel, which
+        makes and configures its device and routes its peer's AllowedIPs itself (and
+        takes them away when it ends); up when the device is."""
+        name = self.name
+        self.change(kind="device", name=name)
+        self.change(kind="file", path=os.path.join(PLAIN_DIRECTORY, f"{name}.sock"))
+        if self.log_path is not None:
+            self.change(kind="file", path=self.log_path)
+        self.engine = self._fork_engine(partial(engine_process.plaintext, self.config, name,
+                                                  os.getpid()))
+        self.st.engine = self.engine
+        self.st.save()
+        self._wait_device()
+        self._dns()
+        self._post_up()
+
+    def _wait_device(self, wait: float = 20.0) -> None:
+        """Until the plaintext tunnel's device is there, up, with its addresses; its lines
+        so far (in the log, in the background) said here too."""
+        it, name = self.config.interface, self.name
+        wanted = {str(a) for a in it.addresses}
+
+        def configured() -> bool:
+            if not link.exists(name):
+                return False
+            return not wanted or (link.state(name).up
+                                  and wanted <= {str(a) for a in link.addresses(name)})
+
+        deadline = time.monotonic() + wait
+        while True:
+            ready, _, _ = select.select([self._ready_r], [], [], 0.05)
+            if ready:
+                self._wait_ready()  # raises: it said why, or ended
+            if isolate.in_child(configured):
+                break
+            if time.monotonic() > deadline:
+                raise SimpletunError(f"{name}: the tunnel's device was not up after {wait:g} s")
+        os.close(self._ready_r)
+        if self.log_path is not None:
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+                sys.stderr.buffer.write(f.read())
+                sys.stderr.flush()
+
+    def _dns(self) -> None:
+        it, name = self.config.interface, self.name
         if it.dns or it.dns_search:
             if dns.available():
                 record = dns._record(name)
@@ -111,7 +171,9 @@ class Up:
             else:
                 self.out("warning: DNS is set but resolvconf is not installed: the tunnel runs "
                          "without its DNS servers (apt-get install resolvconf)")
-        self._add_routes(full_versions)
+
+    def _post_up(self) -> None:
+        it, name = self.config.interface, self.name
         hooks.run("PostUp", it.post_up, name, self.out)
         if it.metrics is not None:
             from . import metrics
@@ -139,8 +201,9 @@ class Up:
         server.answer_pings, _restore = icmp.quiet_kernel()
         return server
 
-    def _fork_engine(self, dev: tuntap.Device, transport: Any,
-                     request: Any) -> Process:
+    def _fork_engine(self, main: Callable[[engine_process.Ready], int]) -> Process:
+        """Fork the engine's process, which runs ``main``; the supervisor keeps the read end
+        of its ready pipe (:meth:`_wait_ready`)."""
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -150,7 +213,7 @@ class Up:
             ready = engine_process.Ready(ready_w)
             code = 1
             try:
-                code = engine_process.main(dev, transport, request, self.config, ready)
+                code = main(ready)
             except BaseException as exc:  # never a traceback: one line, and gone
                 message = getattr(exc, "message", "") or str(exc) or type(exc).__name__
                 with contextlib.suppress(Exception):
@@ -159,8 +222,6 @@ class Up:
             finally:
                 os._exit(code)
         os.close(ready_w)
-        with contextlib.suppress(OSError):
-            transport.close()
         self._ready_r = ready_r
         return Process.of(pid)
 
@@ -280,6 +341,12 @@ class Up:
         try:
             new = wgconf.load(self.config.path)
             plan.check(new)
+            if new.interface.wire != "wireguard" or self.config.interface.wire != "wireguard":
+                if new != self.config:
+                    self.out(f"reload: {new.path} changed, but the plaintext wire has no "
+                             "peers to change while it runs: restart the tunnel for that "
+                             f"(simpletun down/up {self.name})")
+                return
             request = setconf.sync(self.config, new, plan.resolve)
         except SimpletunError as exc:
             self.out(f"reload: {exc}; still running the previous configuration")
