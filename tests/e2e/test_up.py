@@ -182,6 +182,11 @@ def test_up_point_to_point_with_hooks_and_dns_then_down(setup: Setup) -> None:
         assert again.returncode == 1 and again.stderr.count("\n") == 1
         assert f"{u.name} is up already" in again.stderr
         said = u.down()
+        # what the tunnel said as it went: the hooks and the engine's summary
+        assert f"[#] echo pre-down {u.name} >> {u.dir}/hooks" in said, said
+        assert re.search(rf"{u.name}: shutting down: \d+ packets sent, \d+ received", said), \
+            said
+        assert said.endswith(f" {u.name} down\n"), said
         assert_gone(u)
         with open(os.path.join(u.dir, "hooks")) as f:
             assert f.read().split("\n") == [f"pre-up {u.name}", f"post-up {u.name} 1",

@@ -575,10 +575,21 @@ def down(arg: str, *, config_dir: str = plan.CONFIG_DIR, state_dir: str = state.
                               f"{state.path(name, state_dir)}): stop the program that holds it")
         raise TunnelState(f"{name} is not up")
     if st.supervisor.alive():
-        os.kill(st.supervisor.pid, signal.SIGTERM)
-        deadline = time.monotonic() + undo.STOP_WAIT + 10
-        while st.supervisor.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # what the tunnel says while it goes (PreDown, its summary) is said here too: its
+        # log (in the background) is read from its end now, before it is removed
+        with contextlib.ExitStack() as stack:
+            try:
+                said = stack.enter_context(open(os.path.join(state_dir, f"{name}.log"), "rb"))
+                said.seek(0, os.SEEK_END)
+            except OSError:
+                said = None  # a foreground tunnel: its lines go to its own stderr
+            os.kill(st.supervisor.pid, signal.SIGTERM)
+            deadline = time.monotonic() + undo.STOP_WAIT + 10
+            while st.supervisor.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if said is not None:
+                sys.stderr.buffer.write(said.read())
+                sys.stderr.flush()
         if not st.supervisor.alive() and state.load(name, state_dir) is None:
             log(f"{name} down")
             return 0
