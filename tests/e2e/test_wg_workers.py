@@ -11,6 +11,7 @@ import signal
 
 import pytest
 
+from simpletun.control import status
 from simpletun.device import link
 from simpletun.lab import bench, wghost
 from simpletun.lab.netns import Lab
@@ -56,6 +57,10 @@ def test_two_workers_each_side(lab: Lab) -> None:
     # the workers' bytes reach the leader (reported every 0.1 s)
     wait_until("wg show counting the workers' bytes",
                lambda: transfer()[0] > 20 * MB + moved and transfer()[1] > 20 * MB, timeout=3)
+    # and their packets (simpletun show): at least one per MTU's worth of what moved
+    (peer,) = status.read(bed.iface, status.WG_DIRECTORY).peers
+    assert peer.rx_packets > (20 * MB + moved) // 1500 and peer.tx_packets > 20 * MB // 1500, \
+        peer
     for proc in (bed.client_proc, bed.server_proc):
         assert proc.stop() == 0
         counts = _worker_packets(proc.text)

@@ -587,13 +587,14 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump, *, index: int = 0
     peer = ""
     received = 0  # connections handed over so far
     before = pump.counters.snapshot()
+    _limited, session_log = stream.server_logs(pump.log)  # a reconnect loop cannot flood
 
     def drop(reason: str) -> None:
         nonlocal conn
         if conn is not None:
             conn.close()
             conn = None
-            pump.log(f"client {peer} disconnected: {reason} "
+            session_log(f"client {peer} disconnected: {reason} "
                      f"({pump.counters.since(before).summary()})")
             with contextlib.suppress(OSError):
                 ctrl.send(encode_idle(received))
@@ -634,7 +635,7 @@ def _serve_queue(dev: Device, ctrl: socket.socket, pump: Pump, *, index: int = 0
                 ctrl.send(encode_proven(received, late.hello.session))
             admission.send_quietly(conn, late.reply)
             wire = wire_of(late)
-            pump.log(f"client {peer} sent its hello late: now on the {wire.describe()}")
+            session_log(f"client {peer} sent its hello late: now on the {wire.describe()}")
             ended = pump.run(conn, peer, wire, late.leftover, extra=(ctrl,))
         if ended.wake is None:
             drop(ended.reason)

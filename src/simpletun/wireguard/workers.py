@@ -309,12 +309,14 @@ class Leader:
 
     def _report(self, core: WireGuard, worker: int, report: dict[str, Any],
                 now: float) -> None:
-        for pub, rx, tx, received, endpoint in report.get("peers", []):
+        for pub, rx, tx, received, endpoint, rxp, txp in report.get("peers", []):
             peer = core.peers.get(bytes.fromhex(pub))
             if peer is None:
                 continue
             peer.rx_bytes += rx
             peer.tx_bytes += tx
+            peer.rx_packets += rxp
+            peer.tx_packets += txp
             ep = _endpoint(endpoint)
             if ep is not None and ep != peer.endpoint:
                 peer.endpoint = ep  # roaming, seen by a worker
@@ -393,7 +395,7 @@ class Follower:
     def __init__(self, engine: Any, channel: _Channel) -> None:
         self.engine = engine
         self.channel = channel
-        self._told: dict[Peer, tuple[int, int]] = {}
+        self._told: dict[Peer, tuple[int, int, int, int]] = {}
         self._dropped: Counter[str] = Counter()
         self._next = 0.0
 
@@ -421,14 +423,15 @@ class Follower:
         for peer in [p for p in told if p.removed]:
             del told[peer]
         for peer in core.peers.values():
-            rx0, tx0 = told.get(peer, (0, 0))
+            rx0, tx0, rxp0, txp0 = told.get(peer, (0, 0, 0, 0))
             t_ = peer.timers
             received = t_.keepalive_at is not None  # set by data received (timers off)
             if peer.rx_bytes != rx0 or peer.tx_bytes != tx0 or received:
                 t_.keepalive_at = None
-                told[peer] = (peer.rx_bytes, peer.tx_bytes)
+                told[peer] = (peer.rx_bytes, peer.tx_bytes, peer.rx_packets, peer.tx_packets)
                 peers.append([peer.public.hex(), peer.rx_bytes - rx0, peer.tx_bytes - tx0,
-                              received, _hex_endpoint(peer.endpoint)])
+                              received, _hex_endpoint(peer.endpoint),
+                              peer.rx_packets - rxp0, peer.tx_packets - txp0])
         drops = core.drops + self.engine.side.counters.drops + self.engine.link.drops
         new = drops - self._dropped
         if not peers and not urgent and not new:
