@@ -21,18 +21,19 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
+from simpletun.config import wgconf
 from simpletun.device import link
 from simpletun.lab import wghost
 from simpletun.lab.netns import Lab, Namespace
 from simpletun.service import privileges, state
+from simpletun.wireguard import keys
 
 from .test_wg_quick import BEYOND4, BEYOND6, FAR_ENDPOINT, Setup, ping, routing
 from .test_wg_quick import setup as setup  # the fixture
-from .wgcases import processes_with, wait_until
+from .wgcases import processes_with, transcribed, wait_until
 
 BIN = os.path.join(os.path.dirname(sys.executable), "simpletun")
 PORT = 51831
@@ -111,15 +112,8 @@ class Up:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def simpletun_up(ns: Namespace, text: str) -> Iterator[Up]:
-    u = Up(ns, text)
-    try:
-        yield u
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{''.join(u.transcript)}") from None
-    finally:
-        u.close()
+def simpletun_up(ns: Namespace, text: str) -> contextlib.AbstractContextManager[Up]:
+    return transcribed(Up(ns, text))
 
 
 def config(s: Setup, allowed_ips: str, endpoint: str, extra: str = "") -> str:
@@ -529,3 +523,26 @@ def test_the_plaintext_wires_from_files(lab: Lab, wire: str) -> None:
             assert f.read() == "up\ndown\n"
         client.down()
         assert_gone(client)
+
+
+def test_save_config_writes_back_what_the_engine_has(setup: Setup) -> None:
+    """``SaveConfig = true``: a peer added with ``wg set`` while it runs is in the file after
+    ``down``, with the [Interface] as it was (hooks, Address, SaveConfig)."""
+    s = setup
+    endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
+    other = wghost.pubkey(wghost.genkey())
+    with simpletun_up(s.me.ns, config(s, "10.77.0.1/32", endpoint,
+                                      "SaveConfig = true\nPostUp = true\n")) as u:
+        u.up()
+        assert ping(s.me.ns, "10.77.0.1", count=2)
+        u.wg("set", u.name, "peer", other, "allowed-ips", "10.77.0.9/32,fd77::9/128")
+        u.down()
+        saved = wgconf.load(u.path)
+        assert [keys.to_base64(p.public_key) for p in saved.peers] == [s.go.public_key, other]
+        go, added = saved.peers
+        assert go.endpoint == (s.peer.underlay4, s.go.listen_port)
+        assert go.persistent_keepalive == 25
+        assert [str(n) for n in added.allowed_ips] == ["10.77.0.9/32", "fd77::9/128"]
+        assert saved.interface.save_config and saved.interface.post_up == ["true"]
+        assert [str(a) for a in saved.interface.addresses] == ["10.77.0.2/24", "fd77::2/64"]
+        assert oct(os.stat(u.path).st_mode & 0o777) == "0o600"

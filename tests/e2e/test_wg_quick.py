@@ -27,7 +27,7 @@ from simpletun.lab import wghost
 from simpletun.lab.netns import Lab, Namespace
 from simpletun.lab.wghost import WgHost, WgInterface
 
-from .wgcases import processes_with, wait_until
+from .wgcases import processes_with, transcribed, wait_until
 
 GO = "wireguard-go"
 #: .venv/bin: simpletun-wg is on wg-quick's PATH as one executable name
@@ -143,15 +143,8 @@ class WgQuick:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def wg_quick(ns: Namespace, config: str) -> Iterator[WgQuick]:
-    q = WgQuick(ns, config)
-    try:
-        yield q
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{''.join(q.transcript)}") from None
-    finally:
-        q.close()
+def wg_quick(ns: Namespace, config: str) -> contextlib.AbstractContextManager[WgQuick]:
+    return transcribed(WgQuick(ns, config))
 
 
 def config(s: Setup, allowed_ips: str, endpoint: str) -> str:

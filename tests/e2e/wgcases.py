@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from simpletun.lab import wghost
 from simpletun.lab.netns import Lab
@@ -121,4 +121,26 @@ def assert_nothing_left(lab_prefix: str, names: Sequence[str]) -> None:
     assert not wghost.our_sockets(), f"UAPI sockets left: {wghost.our_sockets()}"
     procs = {name: pids for name in names if (pids := processes_with(name))}
     assert not procs, f"implementations still running: {procs}"
+
+
+class _Transcribed(Protocol):
+    transcript: list[str]
+
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Transcribed)
+
+
+@contextmanager
+def transcribed(runner: R) -> Iterator[R]:
+    """``runner`` (a config file and the commands run on it) for a ``with`` block: an
+    assertion that fails inside carries the commands' transcript, and ``close()`` takes
+    down what is left, whatever happened."""
+    try:
+        yield runner
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{''.join(runner.transcript)}") from None
+    finally:
+        runner.close()
 

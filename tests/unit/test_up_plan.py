@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simpletun.config import setconf, wgconf
-from simpletun.control import uapi
+from simpletun.control import status, uapi
 from simpletun.device import policy
 from simpletun.errors import ConfigError, HookFailed
 from simpletun.service import hooks, notify, state
@@ -275,15 +275,16 @@ def test_sd_notify_sends_one_datagram(lines: list[str]) -> None:
 
 
 def test_save_config_reads_the_peers_back_from_get() -> None:
-    pairs = [("private_key", "aa" * 32), ("listen_port", "51820"),
-             ("public_key", keys.from_base64(PUB).hex()), ("preshared_key", "00" * 32),
-             ("protocol_version", "1"), ("endpoint", "[2001:db8::1]:51820"),
-             ("last_handshake_time_sec", "0"), ("persistent_keepalive_interval", "25"),
-             ("allowed_ip", "10.0.0.2/32"), ("allowed_ip", "fd00::2/128"),
-             ("public_key", keys.from_base64(PUB2).hex()),
-             ("preshared_key", keys.from_base64(PSK).hex()),
-             ("persistent_keepalive_interval", "0")]
-    one, two = service.peers_from_get(pairs)
+    text = "".join(f"{k}={v}\n" for k, v in [
+        ("private_key", "aa" * 32), ("listen_port", "51820"),
+        ("public_key", keys.from_base64(PUB).hex()), ("preshared_key", "00" * 32),
+        ("protocol_version", "1"), ("endpoint", "[2001:db8::1]:51820"),
+        ("last_handshake_time_sec", "0"), ("persistent_keepalive_interval", "25"),
+        ("allowed_ip", "10.0.0.2/32"), ("allowed_ip", "fd00::2/128"),
+        ("public_key", keys.from_base64(PUB2).hex()),
+        ("preshared_key", keys.from_base64(PSK).hex()),
+        ("persistent_keepalive_interval", "0"), ("errno", "0")]) + "\n"
+    one, two = service.peers_from_status(status.parse_get(text))
     assert one == wgconf.Peer(keys.from_base64(PUB), None,
                               [ipaddress.ip_network("10.0.0.2/32"),
                                ipaddress.ip_network("fd00::2/128")], ("2001:db8::1", 51820), 25)

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import os
-import socket
 
 from ..errors import ControlSocketError
-from .status import parse_stats
+from .status import exchange, parse_stats
 from .uapi_socket import DEFAULT_DIRECTORY
 
 
@@ -17,22 +16,12 @@ def request(interface: str, text: str, *, directory: str = DEFAULT_DIRECTORY,
     ``key=value`` pairs before ``errno``; ControlSocketError if nobody answers or the
     answer is an error."""
     path = os.path.join(directory, f"{interface}.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            sock.sendall(text.encode())
-            data = b""
-            while not data.endswith(b"\n\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as exc:
-            raise ControlSocketError(
-                f"no WireGuard interface {interface} answers at {path} ({exc.strerror or exc}): "
-                "is simpletun-wg running for it?") from None
-    pairs = [tuple(line.split("=", 1)) for line in data.decode(errors="replace").splitlines()
+    try:
+        data = exchange(path, text, timeout=timeout)
+    except ControlSocketError as exc:
+        raise ControlSocketError(f"no WireGuard interface {interface}: {exc}: is simpletun-wg "
+                                 "running for it?") from None
+    pairs = [tuple(line.split("=", 1)) for line in data.splitlines()
              if "=" in line]
     out = [(k, v) for k, v in pairs]
     status = dict(out).get("errno", "")

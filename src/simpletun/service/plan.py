@@ -6,13 +6,13 @@ for SaveConfig."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import socket
 from dataclasses import dataclass, field
 
 from ..config import wgconf
+from ..control.uapi import DeviceStatus
 from ..device import link, routing
 from ..errors import ConfigError, SimpletunError
 
@@ -155,26 +155,13 @@ def _table_number(config: wgconf.Config) -> int:
 
 
 
-def peers_from_get(pairs: list[tuple[str, str]]) -> list[wgconf.Peer]:
-    """The peers of a ``get=1`` answer, as a file's [Peer] sections."""
-    peers: list[wgconf.Peer] = []
-    for key, value in pairs:
-        if key == "public_key":
-            peers.append(wgconf.Peer(bytes.fromhex(value)))
-        elif not peers:
-            continue
-        elif key == "preshared_key" and value.strip("0"):
-            peers[-1].preshared_key = bytes.fromhex(value)
-        elif key == "endpoint":
-            host, _sep, port = value.rpartition(":")
-            peers[-1].endpoint = (host.strip("[]"), int(port))
-        elif key == "persistent_keepalive_interval" and value != "0":
-            peers[-1].persistent_keepalive = int(value)
-        elif key == "allowed_ip":
-            peers[-1].allowed_ips.append(ipaddress.ip_network(value))
-    return peers
+def peers_from_status(device: DeviceStatus) -> list[wgconf.Peer]:
+    """A running engine's peers (its ``get=1``, :func:`control.status.parse_get`) as a
+    file's [Peer] sections, for SaveConfig."""
+    return [wgconf.Peer(p.public_key, p.preshared_key, list(p.allowed_ips),
+                        (p.endpoint[0].partition("%")[0], p.endpoint[1]) if p.endpoint else None,
+                        p.persistent_keepalive or None) for p in device.peers]
 
 
-
-__all__ = ["Routes", "check", "check_user", "locate", "peers_from_get", "plan_routes",
+__all__ = ["Routes", "check", "check_user", "locate", "peers_from_status", "plan_routes",
            "resolve"]

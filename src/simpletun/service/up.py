@@ -34,7 +34,7 @@ from functools import partial
 from typing import Any
 
 from ..config import setconf, wgconf
-from ..control import uapi_client
+from ..control import status, uapi_client
 from ..control.status import PLAIN_DIRECTORY
 from ..device import isolate, link, policy, routing, tuntap
 from ..errors import ConfigError, SimpletunError, TunnelState
@@ -401,11 +401,13 @@ class Up:
         """SaveConfig: the file written again from what the engine has now (its peers, their
         endpoints and allowed IPs), the [Interface] as it was."""
         try:
-            pairs = uapi_client.request(self.name, "get=1\n\n")
+            answer = status.exchange(status.socket_path(self.name, status.WG_DIRECTORY),
+                                     "get=1\n\n")
         except SimpletunError as exc:
             self.out(f"warning: SaveConfig: {exc}: {self.config.path} left as it was")
             return
-        saved = wgconf.Config(self.config.path, self.config.interface, plan.peers_from_get(pairs))
+        peers = plan.peers_from_status(status.parse_get(answer))
+        saved = wgconf.Config(self.config.path, self.config.interface, peers)
         tmp = f"{self.config.path}.tmp"
         try:
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
