@@ -137,6 +137,8 @@ def assert_gone(u: Up) -> None:
 
 
 HOOKS = ("PreUp = echo pre-up %i >> %DIR/hooks\n"
+         # a daemon started by a hook holds up's output pipe: up returns all the same
+         "PostUp = sleep 60 & echo $! > %DIR/sleeper\n"
          "PostUp = echo post-up %i $(ip -br link show %i | wc -l) >> %DIR/hooks\n"
          "PreDown = echo pre-down %i >> %DIR/hooks\n"
          "PostDown = echo post-down %i >> %DIR/hooks\n"
@@ -148,6 +150,8 @@ def test_up_point_to_point_with_hooks_and_dns_then_down(setup: Setup) -> None:
     endpoint = wghost.endpoint_of(s.peer.underlay4, s.go.listen_port or 0)
     with simpletun_up(s.me.ns, config(s, "10.77.0.1/32, fd77::1/128", endpoint, HOOKS)) as u:
         said = u.up()
+        with open(os.path.join(u.dir, "sleeper")) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
         # it returned (the tunnel runs in the background) after saying what it did
         assert f"[#] echo pre-up {u.name} >> {u.dir}/hooks" in said, said
         assert f"{u.name} up: UDP, 1 peer" in said, said
@@ -215,8 +219,9 @@ def test_full_tunnel_keeps_the_endpoint_and_down_after_kill_9(setup: Setup,
     assert ping(me_ns, FAR_ENDPOINT, count=1) and not ping(me_ns, BEYOND4, count=1)
     before = routing(me_ns)
     endpoint = f"{FAR_ENDPOINT}:{s.go.listen_port}"
-    with simpletun_up(me_ns, config(s, "0.0.0.0/0, ::/0", endpoint,
-                                    f"Workers = {workers}\n")) as u:
+    # two workers: as nobody, the second's socket made (and marked) before the drop
+    extra = f"Workers = {workers}\n" + ("User = nobody\n" if workers > 1 else "")
+    with simpletun_up(me_ns, config(s, "0.0.0.0/0, ::/0", endpoint, extra)) as u:
         u.up()
         # the mark (wg-quick's 51820, the table of the default route) on the engine's socket,
         # every worker's
@@ -228,6 +233,14 @@ def test_full_tunnel_keeps_the_endpoint_and_down_after_kill_9(setup: Setup,
         now = routing(me_ns)
         assert "not from all fwmark 0xca6c lookup 51820" in now["ip -4 rule"], now
         assert "from all lookup main suppress_prefixlength 0" in now["ip -6 rule"], now
+        for version in ("-4", "-6"):  # main's routes but its default first, as wg-quick's
+            lines = now[f"ip {version} rule"].splitlines()
+            suppress = next(i for i, line in enumerate(lines) if "suppress_prefixlength" in line)
+            mark = next(i for i, line in enumerate(lines) if "not from all fwmark" in line)
+            assert suppress < mark, lines
+        # so the switch's own subnet is still reached directly, unmarked
+        got = me_ns.run(["ip", "route", "get", s.peer.underlay4], check=True).stdout
+        assert f"dev {u.name}" not in got, got
         assert f"table ip simpletun-{u.name}" in now["nft"], now["nft"]
         for address in (BEYOND4, BEYOND6):  # everything goes through the tunnel...
             assert ping(me_ns, address), address
@@ -329,7 +342,7 @@ def test_foreground_service_notifies_reloads_and_stops_with_a_summary(setup: Set
         env = dict(u.env, NOTIFY_SOCKET=where)
         proc = subprocess.Popen(["ip", "netns", "exec", s.me.ns.name, BIN, "up",
                                  "--foreground", u.path], env=env, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, start_new_session=True)
         try:
             first = notify.recv(4096).decode()
             assert "READY=1" in first.split("\n"), first
@@ -338,7 +351,9 @@ def test_foreground_service_notifies_reloads_and_stops_with_a_summary(setup: Set
             proc.send_signal(signal.SIGHUP)
             assert "RELOADING=1" in notify.recv(4096).decode()
             assert "READY=1" in notify.recv(4096).decode()
-            proc.send_signal(signal.SIGTERM)
+            # Ctrl-C at its terminal (the whole foreground group): the supervisor takes the
+            # tunnel down, the engine its own group, stopped by it
+            os.killpg(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=30)
             assert "STOPPING=1" in notify.recv(4096).decode()
         finally:
@@ -347,6 +362,7 @@ def test_foreground_service_notifies_reloads_and_stops_with_a_summary(setup: Set
                 proc.wait()
         assert proc.returncode == 0, err
         assert re.search(r"shutting down: \d+ packets sent, \d+ received", err), err
+        assert "SIGINT: taking the tunnel down" in err and "engine ended" not in err, err
         assert "Traceback" not in err
         assert_gone(u)
 

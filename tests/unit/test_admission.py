@@ -302,7 +302,7 @@ def test_a_worker_gone_as_a_client_arrives_is_one_line_and_status_1() -> None:
     theirs.shutdown(socket.SHUT_RD)  # it reads no more, yet its end is not closed
     pump: Any = SimpleNamespace(side=SimpleNamespace(max_packet=1500),
                                 dev=SimpleNamespace(tap=False), counters=Counters(),
-                                timeout=40.0, publish_every=1.0)
+                                timeout=40.0, publish_every=1.0, control=None)
     lines: list[str] = []
     with listener, mine, theirs, socket.create_connection(listener.getsockname()) as client:
         client.sendall(frame(PING))  # a classic client: proven at once

@@ -213,8 +213,17 @@ def test_the_state_file_round_trips_and_knows_live_processes(tmp_path: str) -> N
     # a pid that is not there, and the same pid started at another time, are not alive
     assert not state.Process(2**22 + 1, 1).alive()
     assert not state.Process(os.getpid(), st.supervisor.start + 1).alive()
+    # what is undone leaves the record; a change found not made is forgotten
+    st.record({"kind": "dns", "record": "wg0"})
+    st.forget()
+    st.undone({"kind": "device", "name": "wg0"})
+    assert state.load("wg0", d) == st and st.changes == []
+    # the first save is exclusive: a second up of the name is refused
+    with pytest.raises(FileExistsError):
+        state.State("wg0", "x", state.Process.me(), directory=d).create()
     st.remove()
     assert state.load("wg0", d) is None
+    state.State("wg0", "x", state.Process.me(), directory=d).create()
     with open(state.path("bad", d), "w") as f:
         f.write("{")
     with pytest.raises(Exception, match=r"bad.json: cannot read it"):
@@ -222,9 +231,12 @@ def test_the_state_file_round_trips_and_knows_live_processes(tmp_path: str) -> N
 
 
 def test_the_full_tunnel_rules_and_firewall_text() -> None:
-    assert [str(r) for r in policy.rules(4, 51820)] == [
-        "ip -4 rule not fwmark 51820 table 51820",
-        "ip -4 rule table main suppress_prefixlength 0"]
+    # just before main's rule, the suppressing one first (ip rule add puts each new rule
+    # before the first: wg-quick's two end up so)
+    assert [str(r) for r in policy.rules(4, 51820, 32766)] == [
+        "ip -4 rule not fwmark 51820 table 51820 priority 32765",
+        "ip -4 rule table main suppress_prefixlength 0 priority 32764"]
+    assert [r.priority for r in policy.rules(6, 7, 32000)] == [31999, 31998]
     text, tables = policy.firewall("wg0", 51820, [ipaddress.ip_interface("10.0.0.2/24"),
                                                   ipaddress.ip_interface("fd00::2/64")], [4, 6])
     assert tables == ["ip simpletun-wg0", "ip6 simpletun-wg0"]

@@ -496,13 +496,16 @@ def _peer_specs(specs: tuple[str, ...], *, server: bool, tap: bool) -> list[Peer
 
 
 def _start_workers(engine: Engine, dev: tuntap.Device, count: int, tap: bool,
-                   offload: bool) -> None:
+                   offload: bool, then: Callable[[], None] | None = None) -> None:
     """Fork the engine's followers: worker *i* gets queue *i* of ``dev`` and socket *i* of
     the reuseport group; each writes into the queue of the packet's flow (the kernel
-    sends the flow back out there, so one peer's flows spread over the workers)."""
+    sends the flow back out there, so one peer's flows spread over the workers). ``then``:
+    what each follower does first (``simpletun up``'s drop of privileges)."""
     fds = [q.fileno() for q in dev.queues]
 
     def make(i: int, sock: socket.socket) -> Engine:
+        if then is not None:
+            then()
         dev.queues = [dev.queues[i]]  # this process reads its own queue
         follower = Engine(dev, tap=tap, udp_socket=sock, log=None, uapi=False)
         follower.side.spread(fds)

@@ -20,6 +20,7 @@ Rules and tables are netlink (pyroute2, ``netns=`` as in :mod:`simpletun.device.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from .link import IPInterface, IPNetwork
 FIRST_TABLE = 51820  # wg-quick's
 RT_TABLE_MAIN = 254
 FIB_RULE_INVERT = 2
+MAIN_PRIORITY = 32766  # the main table's rule, by default the first after local's
 AF = {4: 2, 6: 10}
 
 
@@ -42,12 +44,15 @@ class Rule:
     table: int
     fwmark: int | None = None
     suppress: int | None = None
+    priority: int | None = None
 
     def __str__(self) -> str:
+        at = f" priority {self.priority}" if self.priority is not None else ""
         if self.fwmark is not None:
-            return f"ip -{self.version} rule not fwmark {self.fwmark} table {self.table}"
+            return f"ip -{self.version} rule not fwmark {self.fwmark} table {self.table}{at}"
         name = "main" if self.table == RT_TABLE_MAIN else str(self.table)
-        return f"ip -{self.version} rule table {name} suppress_prefixlength {self.suppress}"
+        return (f"ip -{self.version} rule table {name} suppress_prefixlength "
+                f"{self.suppress}{at}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,12 +63,26 @@ class Rule:
             attrs.update(fwmark=self.fwmark, flags=FIB_RULE_INVERT)
         if self.suppress is not None:
             attrs["suppress_prefixlen"] = self.suppress
+        if self.priority is not None:
+            attrs["priority"] = self.priority
         return attrs
 
 
-def rules(version: int, table: int) -> list[Rule]:
-    """The two rules of a full tunnel over ``table`` (= the mark) for IP ``version``."""
-    return [Rule(version, table, fwmark=table), Rule(version, RT_TABLE_MAIN, suppress=0)]
+def rules(version: int, table: int, above: int = MAIN_PRIORITY) -> list[Rule]:
+    """The two rules of a full tunnel over ``table`` (= the mark) for IP ``version``, just
+    before the rule at priority ``above`` (:func:`first_priority`), the suppressing one
+    first: what ``ip rule add`` does for wg-quick (each new rule goes before the first)."""
+    return [Rule(version, table, fwmark=table, priority=above - 1),
+            Rule(version, RT_TABLE_MAIN, suppress=0, priority=above - 2)]
+
+
+def first_priority(version: int, *, netns: str | None = None) -> int:
+    """The lowest priority above 0 (local) among this namespace's rules: where ``ip rule
+    add`` without a priority puts a new one, just before it."""
+    with link._ipr(netns) as ipr:
+        found = [int(msg.get_attr("FRA_PRIORITY") or 0)
+                 for msg in ipr.get_rules(family=AF[version])]
+    return min((p for p in found if p > 0), default=MAIN_PRIORITY)
 
 
 def free_table(*, netns: str | None = None, start: int = FIRST_TABLE) -> int:
@@ -113,10 +132,11 @@ def rules_present(version: int, *, netns: str | None = None) -> list[Rule]:
             table = int(msg.get_attr("FRA_TABLE") or msg["table"])
             mark = msg.get_attr("FRA_FWMARK")
             suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN")
+            priority = int(msg.get_attr("FRA_PRIORITY") or 0)
             if mark is not None and msg["flags"] & FIB_RULE_INVERT:
-                out.append(Rule(version, table, fwmark=int(mark)))
+                out.append(Rule(version, table, fwmark=int(mark), priority=priority))
             elif suppress is not None and suppress != 0xFFFFFFFF:
-                out.append(Rule(version, table, suppress=int(suppress)))
+                out.append(Rule(version, table, suppress=int(suppress), priority=priority))
     return out
 
 
@@ -130,7 +150,7 @@ def firewall(name: str, table: int, addresses: Iterable[IPInterface],
     addrs = list(addresses)
     for version in sorted(set(versions)):
         pf = "ip" if version == 4 else "ip6"
-        nft = f"{pf} simpletun-{name}"
+        nft = f"{pf} simpletun-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"  # an nft identifier
         tables.append(nft)
         text += [f"add table {nft}",
                  f"add chain {nft} preraw {{ type filter hook prerouting priority -300; }}",
@@ -145,5 +165,5 @@ def firewall(name: str, table: int, addresses: Iterable[IPInterface],
     return "\n".join(text) + "\n", tables
 
 
-__all__ = ["Rule", "add_rule", "add_table_route", "firewall", "free_table", "remove_rule",
-           "rules", "rules_present"]
+__all__ = ["Rule", "add_rule", "add_table_route", "firewall", "first_priority", "free_table",
+           "remove_rule", "rules", "rules_present"]

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 from ..errors import SimpletunError
+from .hooks import unblock
 
 INTERFACE_ORDER = "/etc/resolvconf/interface-order"
 
@@ -38,7 +39,7 @@ def set_servers(name: str, servers: list[str], search: list[str]) -> str:
     if search:
         text += f"search {' '.join(search)}\n"
     done = subprocess.run(["resolvconf", "-a", record, "-m", "0", "-x"], input=text.encode(),
-                          capture_output=True, check=False)
+                          capture_output=True, check=False, preexec_fn=unblock)
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip().splitlines()
         raise SimpletunError(f"resolvconf -a {record} failed: "
@@ -49,4 +50,5 @@ def set_servers(name: str, servers: list[str], search: list[str]) -> str:
 def unset(record: str) -> None:
     """Take the record back (gone already, or no resolvconf: nothing to do)."""
     if available():
-        subprocess.run(["resolvconf", "-d", record, "-f"], capture_output=True, check=False)
+        subprocess.run(["resolvconf", "-d", record, "-f"], capture_output=True, check=False,
+                       preexec_fn=unblock)

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from functools import partial
 from typing import Any
 
 from ..config import wgconf
@@ -21,23 +22,29 @@ from ..errors import SimpletunError
 from ..signals import STOP_SIGNALS
 from . import logs
 
-CAP_NET_BIND_SERVICE = 10
-CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 PR_SET_PDEATHSIG = 1
 
 
-def _kept(it: wgconf.Interface, port: int, fwmark: int, workers: int) -> set[int]:
-    """The capabilities the engine still needs once it runs as ``User``: none for its own
-    device and socket; ICMP's raw sockets (CAP_NET_RAW); the workers' sockets, bound
-    after the drop, on a port below 1024 (CAP_NET_BIND_SERVICE) or with a mark
-    (CAP_NET_ADMIN)."""
-    keep = {CAP_NET_RAW} if it.transport == "icmp" else set()
-    if workers > 1 and port < 1024:
-        keep.add(CAP_NET_BIND_SERVICE)
-    if workers > 1 and fwmark:
-        keep.add(CAP_NET_ADMIN)
-    return keep
+def _drop(it: wgconf.Interface) -> None:
+    """To ``User``/``Group``, keeping only what the engine still needs (ICMP's raw sockets:
+    CAP_NET_RAW; nothing for its own device and UDP or TCP sockets); the death signal
+    again, which a change of user clears."""
+    from . import privileges
+
+    assert it.user is not None
+    parent = os.getppid()
+    privileges.drop(it.user, it.group, keep={CAP_NET_RAW} if it.transport == "icmp" else ())
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM when ``parent`` (the supervisor; a follower's leader) goes, however it goes;
+    if it went already, now."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Ready:
@@ -82,6 +89,10 @@ def _signals(supervisor: int) -> bool:
     for signo in STOP_SIGNALS:
         if signo != signal.SIGHUP:
             signal.signal(signo, stop)
+    # a group of its own: a Ctrl-C at the supervisor's terminal is the supervisor's to
+    # handle (it stops the engine after PreDown and SaveConfig have asked it)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     return os.getppid() == supervisor
@@ -115,13 +126,11 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
                     peer.endpoint = where
                     engine.core.send_keepalive(peer, now)
         workers = it.workers or 1
-        if it.user is not None:  # before the workers fork: they are the same user
-            from . import privileges
-
-            privileges.drop(it.user, it.group, keep=_kept(it, engine.listen_port, engine.fwmark,
-                                                                  workers))
-        if workers > 1:
-            _start_workers(engine, dev, workers, it.tap, True)
+        drop = partial(_drop, it) if it.user is not None else None
+        if workers > 1:  # their sockets made as root (a mark, a low port), each then drops
+            _start_workers(engine, dev, workers, it.tap, True, then=drop)
+        if drop is not None:
+            drop()
         ready.ok()
         try:
             engine.run()

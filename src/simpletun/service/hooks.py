@@ -19,7 +19,7 @@ def run(phase: str, hooks: Iterable[str], name: str, log: Callable[[str], None],
         log(f"[#] {line}")
         try:
             code = subprocess.run(["bash", "-c", line], check=False,
-                                  preexec_fn=_unblock).returncode
+                                  preexec_fn=unblock).returncode
         except OSError as exc:
             code, why = -1, f"cannot run bash: {exc.strerror}"
         else:
@@ -31,7 +31,7 @@ def run(phase: str, hooks: Iterable[str], name: str, log: Callable[[str], None],
             log(f"warning: {message}")
 
 
-def _unblock() -> None:
+def unblock() -> None:
     """A hook starts with no signal blocked (the supervisor waits for its own with them
     blocked)."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())

@@ -136,8 +136,8 @@ def emit(message: str, level: str = "debug", *, stream: TextIO | None = None) ->
     try:
         out.write(line)
         out.flush()
-    except (BrokenPipeError, ValueError):  # stderr gone or closed: nothing left to tell
-        pass
+    except (OSError, ValueError):  # stderr gone, closed, or a hung-up terminal (EIO):
+        pass                        # nothing left to tell, and the tunnel goes on
 
 
 def error(message: str) -> None:
@@ -150,7 +150,7 @@ def error(message: str) -> None:
         try:
             sys.stderr.write(message + "\n")
             sys.stderr.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):
             pass
         return
     emit(message, "error")

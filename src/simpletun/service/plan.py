@@ -87,6 +87,8 @@ def resolve(host: str, port: int) -> tuple[str, int]:
     except socket.gaierror as exc:
         raise ConfigError(f"Endpoint {host}:{port}: cannot resolve {host}: {exc.strerror}"
                           ) from None
+    except UnicodeError:  # a label longer than 63 characters, and the like
+        raise ConfigError(f"Endpoint {host}:{port}: {host!r} is not a host name") from None
     return str(found[0][4][0]), port
 
 

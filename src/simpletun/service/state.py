@@ -71,6 +71,13 @@ class State:
     def path(self) -> str:
         return path(self.name, self.directory)
 
+    def create(self) -> None:
+        """The first save, exclusive: FileExistsError if the file is there (another ``up``
+        of this name is on its way)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.save()
+
     def save(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         data = asdict(self)
@@ -83,6 +90,17 @@ class State:
     def record(self, change: dict[str, Any]) -> None:
         """Write ``change`` down (before it is made)."""
         self.changes.append(change)
+        self.save()
+
+    def forget(self) -> None:
+        """The last change was not made after all (nothing to undo for it)."""
+        self.changes.pop()
+        self.save()
+
+    def undone(self, change: dict[str, Any]) -> None:
+        """``change`` is undone: a second undo (a ``down`` after a supervisor killed while
+        taking the tunnel down) must not undo it again."""
+        self.changes.remove(change)
         self.save()
 
     def remove(self) -> None:

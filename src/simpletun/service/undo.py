@@ -41,9 +41,6 @@ def undo(change: dict[str, Any]) -> None:
                        capture_output=True, check=False)
     elif kind == "dns":
         dns.unset(change["record"])
-    elif kind == "sysctl":
-        with contextlib.suppress(OSError), open(change["path"], "w") as f:
-            f.write(change["value"])
     elif kind == "file":
         with contextlib.suppress(FileNotFoundError):
             os.unlink(change["path"])
@@ -55,11 +52,12 @@ def undo(change: dict[str, Any]) -> None:
 
 def undo_all(st: State, out: Log) -> None:
     """Every change of ``st`` undone, last first; one that fails is said, the rest go on."""
-    for change in reversed(st.changes):
+    for change in list(reversed(st.changes)):
         try:
             undo(change)
         except (SimpletunError, OSError) as exc:
             out(f"warning: could not undo {change['kind']} ({exc}): undo it by hand")
+        st.undone(change)
 
 
 def stop_process(proc: Process | None, wait: float = STOP_WAIT) -> None:

@@ -37,7 +37,7 @@ from ..config import setconf, wgconf
 from ..control import status, uapi_client
 from ..control.status import PLAIN_DIRECTORY
 from ..device import isolate, link, policy, routing, tuntap
-from ..errors import ConfigError, SimpletunError, TunnelState
+from ..errors import ConfigError, PermissionDenied, SimpletunError, TunnelState
 from ..signals import STOP_SIGNALS
 from ..tunnel import mtu as mtu_limits
 from . import dns, engine_process, hooks, logs, notify, plan, state, undo
@@ -88,13 +88,13 @@ class Up:
         if self.routes.full:  # the mark the engine's socket carries = the table
             self.fwmark = it.fwmark or isolate.in_child(policy.free_table)
         request = setconf.device_set(self.config, plan.resolve, fwmark=self.fwmark)
-        self.change(kind="device", name=name)
         workers = it.workers or 1
-        vnet = not it.tap
-        if workers > 1:
-            dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=vnet, queues=workers)
-        else:
-            dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=vnet)
+        # made here, never taken over (a device of the same name made meanwhile is someone
+        # else's): recorded once made, since until the engine holds it, it lives only as
+        # long as this process
+        dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=not it.tap, exclusive=True,
+                                 queues=workers, multi_queue=workers > 1)
+        self.change(kind="device", name=name)
         self.change(kind="file", path=os.path.join(UAPI_DIR, f"{name}.sock"))
         if self.log_path is not None:
             self.change(kind="file", path=self.log_path)
@@ -163,7 +163,7 @@ class Up:
 
     def _dns(self) -> None:
         it, name = self.config.interface, self.name
-        if it.dns or it.dns_search:
+        if it.dns:  # search domains alone set nothing (as in wg-quick)
             if dns.available():
                 record = dns._record(name)
                 self.change(kind="dns", record=record)
@@ -273,36 +273,40 @@ class Up:
                 route = isolate.in_child(partial(routing.underlay_route, address))
                 if route is not None:
                     self.change(kind="host-route", route=_route_dict(route))
-                    isolate.in_child(partial(routing.keep_reachable, address))
+                    if isolate.in_child(partial(routing.keep_reachable, address)) is None:
+                        self.st.forget()  # one was there already: someone else's
             isolate.in_child(lambda: routing.add_routes(r.halves, name))
         if not r.full:
             return
         assert self.fwmark is not None
         table = self.fwmark
         for net in r.full:
-            for rule in policy.rules(net.version, table):
+            top = isolate.in_child(partial(policy.first_priority, net.version))
+            for rule in policy.rules(net.version, table, top):
                 self.change(kind="rule", rule=rule.as_dict())
                 isolate.in_child(partial(policy.add_rule, rule))
             isolate.in_child(partial(policy.add_table_route, net, name, table))
         if 4 in full_versions:
-            path = "/proc/sys/net/ipv4/conf/all/src_valid_mark"
-            with open(path) as f:
-                old = f.read().strip()
-            if old != "1":
-                self.change(kind="sysctl", path=path, value=old)
-                with open(path, "w") as f:
+            # on, as wg-quick turns it on, and left on (as wg-quick does): another full
+            # tunnel may stand on it by now
+            with open("/proc/sys/net/ipv4/conf/all/src_valid_mark", "r+") as f:
+                if f.read().strip() != "1":
+                    f.seek(0)
                     f.write("1")
-        if _have("nft"):
-            text, tables = policy.firewall(name, table, self.config.interface.addresses,
-                                           full_versions)
-            for t in tables:
-                self.change(kind="nft", table=t)
-            done = subprocess.run(["nft", "-f", "-"], input=text.encode(), capture_output=True,
-                                  check=False)
-            if done.returncode != 0:
-                self.out("warning: nft refused the full tunnel's firewall rules: "
-                         + done.stderr.decode(errors="replace").strip().splitlines()[-1:][0]
-                         if done.stderr.strip() else "warning: nft failed")
+        if not _have("nft"):
+            self.out("warning: nft is not installed: the full tunnel runs without wg-quick's "
+                     "firewall rules (packets to its addresses from other devices are not "
+                     "dropped); apt-get install nftables")
+            return
+        text, tables = policy.firewall(name, table, self.config.interface.addresses,
+                                       full_versions)
+        for t in tables:
+            self.change(kind="nft", table=t)
+        done = subprocess.run(["nft", "-f", "-"], input=text.encode(), capture_output=True,
+                              check=False, preexec_fn=hooks.unblock)
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip().splitlines() or ["failed"]
+            self.out(f"warning: nft refused the full tunnel's firewall rules: {why[-1]}")
 
     # ---- running
     def run(self) -> int:
@@ -312,6 +316,10 @@ class Up:
         code = 0
         while True:
             info = signal.sigtimedwait(waited, 1.0)
+            if info is not None and info.si_signo in set(STOP_SIGNALS) - {signal.SIGHUP}:
+                self.out(f"{self.name}: {signal.Signals(info.si_signo).name}: taking the "
+                         "tunnel down")
+                break
             ended = undo.reap(self.engine.pid)
             if ended is not None or not self.engine.alive():
                 self.out(f"{self.name}: the engine ended (exit status {ended}): taking the "
@@ -325,10 +333,6 @@ class Up:
                               f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
                 self.reload()
                 notify.notify("READY=1", f"STATUS={self._status()}")
-                continue
-            self.out(f"{self.name}: {signal.Signals(info.si_signo).name}: taking the tunnel "
-                     "down")
-            break
         self.take_down()
         return code
 
@@ -374,11 +378,13 @@ class Up:
         name = self.name
         gone = [n for n in old.main if n not in new.main]
         added = [n for n in new.main if n not in old.main]
-        with contextlib.suppress(SimpletunError):
+        try:
             if gone:
                 isolate.in_child(lambda: routing.remove_routes(gone, name))
             if added:
                 isolate.in_child(lambda: routing.add_routes(added, name))
+        except SimpletunError as exc:
+            self.out(f"reload: the routes of the new allowed IPs: {exc}")
         if (old.full, old.halves, old.in_table) != (new.full, new.halves, new.in_table):
             self.out("reload: the full-tunnel or Table routes changed: not applied by a "
                      f"reload; restart the tunnel for that (simpletun down/up {self.name})")
@@ -460,6 +466,7 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
     """``simpletun up``: checked before anything changes; then, unless ``foreground``,
     the supervisor goes to the background once the tunnel is up (its lines go to
     ``STATE_DIR/NAME.log``), and this returns 0."""
+    _need_root("up")
     name, path = plan.locate(arg, config_dir)
     config = wgconf.load(path)
     plan.check(config)
@@ -488,7 +495,12 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
                                                      *STOP_SIGNALS})
     st = State(name, os.path.abspath(path), Process.me(), pre_down=config.interface.pre_down,
                post_down=config.interface.post_down, directory=state_dir)
-    st.save()
+    try:
+        st.create()  # exclusively: two ups of one name, one goes on
+    except FileExistsError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise TunnelState(f"{name} is being brought up by another 'simpletun up' already"
+                          ) from None
     log_path = None if foreground else os.path.join(state_dir, f"{name}.log")
     tunnel = Up(name, config, st, loaded=config, log_path=log_path)
     try:
@@ -510,9 +522,21 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
     notify.notify("READY=1", f"STATUS={tunnel._status()}", f"MAINPID={os.getpid()}")
     if log_path is not None:
         sys.stderr.flush()
-        os.write(2, UP_MARK)
+        with contextlib.suppress(OSError):  # the caller may be gone (Ctrl-C): up anyway
+            os.write(2, UP_MARK)
         _detach(log_path)
-    return tunnel.run()
+    try:
+        return tunnel.run()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            tunnel.take_down()  # whatever went wrong, nothing is left behind
+        raise
+
+
+def _need_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionDenied(f"simpletun {command} changes devices, routes and /run: run it "
+                               "as root (sudo)")
 
 
 def _check_metrics(where: tuple[str, int]) -> None:
@@ -537,14 +561,20 @@ def _daemonize() -> int | None:
     pid = os.fork()
     if pid:
         os.close(w)
-        seen = b""
         with os.fdopen(r, "rb") as lines:
+            pending = b""
             for chunk in iter(lambda: lines.read1(65536), b""):
-                seen = (seen + chunk)[-len(UP_MARK):]
-                sys.stderr.buffer.write(chunk.replace(UP_MARK, b""))
+                pending += chunk
+                if UP_MARK in pending:  # up: whatever holds the pipe now (a PostUp's
+                    sys.stderr.buffer.write(pending.split(UP_MARK)[0])  # daemon) is not
+                    sys.stderr.flush()                                  # waited for
+                    return 0
+                keep = len(UP_MARK) - 1  # a mark cut between two reads
+                sys.stderr.buffer.write(pending[:-keep])
                 sys.stderr.flush()
-        if seen == UP_MARK:
-            return 0  # up; its lines go to its log now
+                pending = pending[-keep:]
+            sys.stderr.buffer.write(pending)
+            sys.stderr.flush()
         _pid, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status) or 1
     os.close(r)
@@ -569,6 +599,7 @@ def _detach(log_path: str) -> None:
 def down(arg: str, *, config_dir: str = plan.CONFIG_DIR, state_dir: str = state.STATE_DIR) -> int:
     """``simpletun down``: the supervisor asked to take the tunnel down, and waited for; if
     it is gone, what it recorded is undone here."""
+    _need_root("down")
     name, _path = plan.locate(arg, config_dir)
     st = state.load(name, state_dir)
     if st is None:
@@ -595,6 +626,10 @@ def down(arg: str, *, config_dir: str = plan.CONFIG_DIR, state_dir: str = state.
         if not st.supervisor.alive() and state.load(name, state_dir) is None:
             log(f"{name} down")
             return 0
+        if st.supervisor.alive():  # stuck: it goes, so that nothing is undone twice
+            log(f"{name}: the tunnel (pid {st.supervisor.pid}) did not end in time: killing "
+                "it and undoing the rest")
+            undo.stop_process(st.supervisor, wait=0)
         st = state.load(name, state_dir) or st
     else:
         log(f"{name}: its tunnel (pid {st.supervisor.pid}) is gone: undoing what it set up")
