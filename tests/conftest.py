@@ -58,10 +58,8 @@ def simpletun(*args: str, ns: netns.Namespace | None = None,
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _nothing_left_behind() -> Iterator[None]:
-    """Fail the run if any test left a namespace or a device on the host."""
-    yield
+def _leftovers() -> tuple[list[str], list[str]]:
+    """Namespaces and host devices a test run may have left behind."""
     leftover_ns = [n for n in os.listdir(netns.link.NETNS_DIR)
                    if n.startswith(("sttest-", "selftest-"))] if os.path.isdir(
         netns.link.NETNS_DIR) else []
@@ -72,4 +70,16 @@ def _nothing_left_behind() -> Iterator[None]:
             name for msg in ipr.get_links()
             if (name := msg.get_attr("IFLA_IFNAME")).startswith("st")
         ]
-    assert not leftover_ns and not leftover_links, (leftover_ns, leftover_links)
+    return leftover_ns, leftover_links
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test left a namespace or a device on the host: checked once,
+    when every test is over (with pytest-xdist, in the controller, after all workers)."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller checks once all are done
+    leftover_ns, leftover_links = _leftovers()
+    if leftover_ns or leftover_links:
+        sys.stderr.write(f"\nleft behind by the tests: namespaces {leftover_ns}, "
+                         f"devices {leftover_links}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
