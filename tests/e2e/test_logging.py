@@ -64,6 +64,12 @@ def test_quiet_keeps_warnings_and_json_lines_are_objects(lab: Lab) -> None:
     server = Watched(bed.server.popen(simpletun_cmd("-q", *bed.server_command()),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True), "server")
+    # quiet, it does not say when it listens: the client starts once the port is open (it
+    # has no --reconnect; a connection to see would be a client the server talks about)
+    deadline = time.monotonic() + 10
+    while ":55555 " not in bed.server.run(["ss", "-ltnH"]).stdout:
+        assert time.monotonic() < deadline, "the quiet server never listened"
+        time.sleep(0.05)
     client = Watched(bed.client.popen(simpletun_cmd("--log-json", *bed.client_command()),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True), "client")
