@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,7 +21,6 @@ from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import Counters, DeviceSide, probe_offloads
 from ..errors import BadKey, DeviceBusy, DeviceMismatch, HandshakeFailed, SimpletunError
 from ..service import logs
-from ..service import metrics as service_metrics
 from ..signals import STOP_SIGNALS
 from ..transport import icmp, tcp, tcp_link
 from ..transport.link import Address, Link
@@ -32,6 +32,9 @@ from ..wireguard import keys as wg_keys
 from ..wireguard import workers as wg_workers
 from ..wireguard.engine import Engine
 from ._common import configure, parse_addresses, sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from ..service.metrics import Endpoint as MetricsEndpoint
 
 
 def log(message: str) -> None:
@@ -309,7 +312,7 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
     listener = tcp.listen(port) if server else None  # fail early on a busy port
     configured: list[Configured] = []
     name = iface
-    endpoint: service_metrics.Endpoint | None = None
+    endpoint: MetricsEndpoint | None = None
     # from here every stop signal is a KeyboardInterrupt: the finally removes the routes
     sigterm_as_interrupt()
     try:
@@ -376,22 +379,26 @@ def _metrics_address(metrics: str | None) -> tuple[str, int] | None:
     """--metrics ADDR:PORT, checked before anything changes."""
     if metrics is None:
         return None
+    from ..service import metrics as service_metrics  # prometheus_client: only when asked
+
     try:
         return service_metrics.parse_address(metrics)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics") from None
 
 
-def _bind_metrics(at: tuple[str, int] | None, name: str) -> service_metrics.Endpoint | None:
+def _bind_metrics(at: tuple[str, int] | None, name: str) -> MetricsEndpoint | None:
     """The metrics endpoint of tunnel ``name``, bound (MetricsUnavailable: one line) but
     not serving yet: its thread starts once the tunnel has forked what it forks
     (:func:`_start_metrics`)."""
     if at is None:
         return None
+    from ..service import metrics as service_metrics
+
     return service_metrics.Endpoint(at[0], at[1], lambda: [name])
 
 
-def _start_metrics(endpoint: service_metrics.Endpoint | None) -> None:
+def _start_metrics(endpoint: MetricsEndpoint | None) -> None:
     if endpoint is not None and endpoint.port:
         endpoint.start()
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
@@ -589,7 +596,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
     name = iface
     sigterm_as_interrupt()
     engine: Engine | None = None
-    endpoint: service_metrics.Endpoint | None = None
+    endpoint: MetricsEndpoint | None = None
     failed: list[bool] = []  # the client gave up waiting for a session
     try:
         endpoint = _bind_metrics(metrics_at, iface)  # a busy port fails before any change

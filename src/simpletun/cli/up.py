@@ -10,8 +10,6 @@ from importlib import resources
 
 import click
 
-from ..service import up as service
-
 
 @click.command("up")
 @click.argument("tunnel", metavar="NAME|FILE")
@@ -29,6 +27,8 @@ def up_command(tunnel: str, foreground: bool) -> int:
     /run/simpletun/NAME.json, so that 'simpletun down NAME' undoes exactly that, even after
     a crash.
     """
+    from ..service import up as service  # what a tunnel process need not carry
+
     return service.up(tunnel, foreground=foreground)
 
 
@@ -38,6 +38,8 @@ def down_command(tunnel: str) -> int:
     """Take down a tunnel 'simpletun up' brought up: PreDown, the tunnel stopped with its
     summary, every change it made undone (routes, rules, DNS, the device), PostDown. Works
     after the tunnel was killed too."""
+    from ..service import up as service
+
     return service.down(tunnel)
 
 
