@@ -31,7 +31,7 @@ from simpletun.lab.netns import Lab, Namespace
 from simpletun.service import privileges, state
 from simpletun.wireguard import keys
 
-from .test_wg_quick import BEYOND4, BEYOND6, FAR_ENDPOINT, Setup, ping, routing
+from .test_wg_quick import BEYOND4, BEYOND6, FAR_ENDPOINT, Setup, full_tunnel_peer, ping, routing
 from .test_wg_quick import setup as setup  # the fixture
 from .wgcases import processes_with, transcribed, wait_until
 
@@ -194,20 +194,6 @@ def test_up_point_to_point_with_hooks_and_dns_then_down(setup: Setup) -> None:
         assert not ping(s.me.ns, "10.77.0.1", count=1)
         again = u.run("down", u.path)
         assert again.returncode == 1 and again.stderr == f"simpletun: {u.name} is not up\n"
-
-
-def full_tunnel_peer(s: Setup) -> None:
-    """The peer's endpoint and the addresses beyond it, reached by a default route through
-    the switch; what is beyond only through its tunnel (test_wg_quick's arrangement)."""
-    peer_ns, me_ns = s.peer.ns, s.me.ns
-    for cidr in (f"{FAR_ENDPOINT}/32", f"{BEYOND4}/32", f"{BEYOND6}/128"):
-        link.add_address("lo", cidr, netns=peer_ns.name, nodad=True)
-    peer_ns.run(["nft", "-f", "-"], check=True, input=(
-        "table inet beyond {\n chain input {\n  type filter hook input priority 0;\n"
-        f'  iifname != "{s.go.name}" ip daddr {BEYOND4} drop\n'
-        f'  iifname != "{s.go.name}" ip6 daddr {BEYOND6} drop\n }}\n}}\n'))
-    me_ns.run(["ip", "-4", "route", "add", "default", "via", s.peer.underlay4], check=True)
-    me_ns.run(["ip", "-6", "route", "add", "default", "via", s.peer.underlay6], check=True)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

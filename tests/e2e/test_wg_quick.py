@@ -227,11 +227,10 @@ def routing(ns: Namespace) -> dict[str, str]:
     return {name: ns.run(cmd, check=True).stdout for name, cmd in cmds.items()}
 
 
-def test_full_tunnel_sets_a_fwmark_our_socket_carries(setup: Setup) -> None:
-    s = setup
+def full_tunnel_peer(s: Setup) -> None:
+    """The peer's endpoint and the addresses beyond it on its lo, reached through the switch
+    by a default route; the addresses beyond only through its tunnel (nft drops the rest)."""
     peer_ns, me_ns = s.peer.ns, s.me.ns
-    # the peer: its endpoint and the addresses beyond it on lo, reached through the switch
-    # by a default route; the addresses beyond only through its tunnel (nft drops the rest)
     for cidr in (f"{FAR_ENDPOINT}/32", f"{BEYOND4}/32", f"{BEYOND6}/128"):
         link.add_address("lo", cidr, netns=peer_ns.name, nodad=True)
     peer_ns.run(["nft", "-f", "-"], check=True, input=(
@@ -240,6 +239,12 @@ def test_full_tunnel_sets_a_fwmark_our_socket_carries(setup: Setup) -> None:
         f'  iifname != "{s.go.name}" ip6 daddr {BEYOND6} drop\n }}\n}}\n'))
     me_ns.run(["ip", "-4", "route", "add", "default", "via", s.peer.underlay4], check=True)
     me_ns.run(["ip", "-6", "route", "add", "default", "via", s.peer.underlay6], check=True)
+
+
+def test_full_tunnel_sets_a_fwmark_our_socket_carries(setup: Setup) -> None:
+    s = setup
+    me_ns = s.me.ns
+    full_tunnel_peer(s)
     assert ping(me_ns, FAR_ENDPOINT, count=1)
     assert not ping(me_ns, BEYOND4, count=1) and not ping(me_ns, BEYOND6, count=1)
     before = routing(me_ns)
