@@ -548,3 +548,80 @@ def test_save_config_writes_back_what_the_engine_has(setup: Setup) -> None:
         assert saved.interface.save_config and saved.interface.post_up == ["true"]
         assert [str(a) for a in saved.interface.addresses] == ["10.77.0.2/24", "fd77::2/64"]
         assert oct(os.stat(u.path).st_mode & 0o777) == "0o600"
+
+
+def test_the_metrics_endpoint_under_attack_from_a_third_host(lab: Lab) -> None:
+    """Metrics on 0.0.0.0 (opt-in, but a listener on the network): from a third host on the
+    switch, 40 connections held open, junk, an oversized header and a flood of requests.
+    Connections beyond MAX_CONNECTIONS are closed at once, a silent one after
+    REQUEST_TIMEOUT; the supervisor's threads stay bounded; the tunnel keeps moving; once
+    the attacker lets go, a scrape is answered."""
+    from simpletun.service.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
+
+    switch = wghost.Switch(lab)
+    srv, cli, attacker = switch.join("msrv"), switch.join("mcli"), switch.join("mattack")
+    skey, ckey = wghost.genkey(), wghost.genkey()
+    server_text = (f"[Interface]\nPrivateKey = {skey}\nAddress = 10.87.0.1/24\n"
+                   "ListenPort = 51860\nMetrics = 0.0.0.0:9586\n\n"
+                   f"[Peer]\nPublicKey = {wghost.pubkey(ckey)}\nAllowedIPs = 10.87.0.2/32\n")
+    client_text = (f"[Interface]\nPrivateKey = {ckey}\nAddress = 10.87.0.2/24\n\n[Peer]\n"
+                   f"PublicKey = {wghost.pubkey(skey)}\nAllowedIPs = 10.87.0.0/24\n"
+                   f"Endpoint = {srv.underlay4}:51860\n")
+    attack = f"""
+import socket, sys, time
+target = ("{srv.underlay4}", 9586)
+held = [socket.create_connection(target, timeout=3) for _ in range(40)]
+time.sleep(0.5)
+closed = 0
+for s in held:
+    s.settimeout(0.2)
+    try:
+        closed += s.recv(1) == b""
+    except (TimeoutError, ConnectionResetError):
+        pass
+print("closed-at-once", closed)
+for junk in (b"\\x00\\xff" * 600 + b"\\r\\n\\r\\n", b"GET / HTTP/1.1\\r\\nX: " + b"a" * 70000):
+    with socket.create_connection(target, timeout=3) as s:
+        s.sendall(junk)
+time.sleep({REQUEST_TIMEOUT} + 1)
+later = 0
+for s in held:
+    s.settimeout(0.2)
+    try:
+        later += s.recv(1) == b""
+    except ConnectionResetError:
+        later += 1
+    except TimeoutError:
+        pass
+    s.close()
+print("closed-at-once", closed, "closed-by-timeout", later)
+"""
+    with simpletun_up(srv.ns, server_text) as server, simpletun_up(cli.ns, client_text) as client:
+        server.up()
+        client.up()
+        assert ping(cli.ns, "10.87.0.1", count=2)
+        proc = attacker.ns.popen([sys.executable, "-c", attack], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        supervisor = server.state().supervisor.pid
+        threads = privileges_threads(supervisor)
+        assert threads <= 2 + MAX_CONNECTIONS, threads  # main, the server's, the slots
+        assert ping(cli.ns, "10.87.0.1", count=5)  # the tunnel moves meanwhile
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        words = out.split()
+        closed, later = int(words[words.index("closed-at-once") + 1]), int(words[-1])
+        assert closed >= 40 - MAX_CONNECTIONS and later == 40, out
+        scraped = _scrape(srv.ns, 9586)
+        assert _metric(scraped, "simpletun_up", interface=server.name) == 1
+        assert privileges_threads(supervisor) <= 3
+        client.down()
+        server.down()
+        assert_gone(server)
+        assert_gone(client)
+
+
+def privileges_threads(pid: int) -> int:
+    """How many threads ``pid`` has."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("Threads:")))

@@ -149,13 +149,45 @@ class TunnelCollector(Collector):
         yield from (up, info, peers, drops, rx, tx, rxp, txp, hs, age)
 
 
+#: scrapes served at once; a connection beyond them is closed at once (a flood of
+#: connections costs a bounded number of threads, in a process that may be the tunnel's)
+MAX_CONNECTIONS = 8
+#: seconds a connection may stay silent while its request is read or its answer written
+REQUEST_TIMEOUT = 5.0
+
+
 class _Quiet(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT
+
     def log_message(self, format: str, *args: Any) -> None:
         """No line per scrape."""
 
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        #: connections closed unserved because every slot was taken
+        self.refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # its thread releases
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class Endpoint:
