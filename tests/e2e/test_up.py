@@ -155,6 +155,7 @@ def test_up_point_to_point_with_hooks_and_dns_then_down(setup: Setup) -> None:
         # it returned (the tunnel runs in the background) after saying what it did
         assert f"[#] echo pre-up {u.name} >> {u.dir}/hooks" in said, said
         assert f"{u.name} up: UDP, 1 peer" in said, said
+        assert "can be read by others" not in said, said  # 600, as a key file should be
         st = u.state()
         assert st.supervisor.alive() and st.engine is not None and st.engine.alive()
         for address in ("10.77.0.1", "fd77::1"):
@@ -535,7 +536,8 @@ def test_save_config_writes_back_what_the_engine_has(setup: Setup) -> None:
     other = wghost.pubkey(wghost.genkey())
     with simpletun_up(s.me.ns, config(s, "10.77.0.1/32", endpoint,
                                       "SaveConfig = true\nPostUp = true\n")) as u:
-        u.up()
+        os.chmod(u.path, 0o644)  # readable by all: said (as wg-quick says it), then fixed
+        assert f"warning: {u.path} can be read by others (mode 644)" in u.up()
         assert ping(s.me.ns, "10.77.0.1", count=2)
         u.wg("set", u.name, "peer", other, "allowed-ips", "10.77.0.9/32,fd77::9/128")
         u.down()

@@ -301,3 +301,15 @@ def test_save_config_reads_the_peers_back_from_get() -> None:
                               [ipaddress.ip_network("10.0.0.2/32"),
                                ipaddress.ip_network("fd00::2/128")], ("2001:db8::1", 51820), 25)
     assert two == wgconf.Peer(keys.from_base64(PUB2), keys.from_base64(PSK))
+
+
+def test_a_key_file_others_can_read_is_said(tmp_path: str) -> None:
+    path = os.path.join(str(tmp_path), "wg0.conf")
+    with open(path, "w") as f:
+        f.write(FILE)
+    os.chmod(path, 0o644)
+    assert service.exposed(path) == (f"warning: {path} can be read by others (mode 644) and "
+                                     f"holds a private key: chmod 600 {path}")
+    os.chmod(path, 0o600)
+    assert service.exposed(path) is None
+    assert service.exposed(path + ".gone") is None

@@ -80,6 +80,19 @@ def _check_plaintext(config: wgconf.Config) -> None:
                               "drop it, or use Wire = wireguard")
 
 
+def exposed(path: str) -> str | None:
+    """A warning when the file that holds a private key can be read by others (as wg-quick
+    warns), None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"warning: {path} can be read by others (mode {mode & 0o777:o}) and holds a "
+                f"private key: chmod 600 {path}")
+    return None
+
+
 def resolve(host: str, port: int) -> tuple[str, int]:
     """An endpoint's name as an address (the UAPI takes addresses only)."""
     try:
@@ -165,5 +178,5 @@ def peers_from_status(device: DeviceStatus) -> list[wgconf.Peer]:
                         p.persistent_keepalive or None) for p in device.peers]
 
 
-__all__ = ["Routes", "check", "check_user", "locate", "peers_from_status", "plan_routes",
+__all__ = ["Routes", "check", "check_user", "exposed", "locate", "peers_from_status", "plan_routes",
            "resolve"]

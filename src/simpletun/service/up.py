@@ -471,6 +471,9 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
     config = wgconf.load(path)
     plan.check(config)
     plan.check_user(config)
+    warning = plan.exposed(path) if config.interface.private_key is not None else None
+    if warning is not None:
+        log(warning)
     for p in config.peers:
         if p.endpoint is not None:
             plan.resolve(*p.endpoint)
