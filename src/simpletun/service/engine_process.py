@@ -7,7 +7,6 @@ or until the supervisor is gone (PR_SET_PDEATHSIG)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -16,14 +15,13 @@ from functools import partial
 from typing import Any
 
 from ..config import wgconf
-from ..control.uapi import DeviceSet
+from ..control.uapi import DeviceSet, format_endpoint
 from ..device import tuntap
 from ..errors import SimpletunError
-from ..signals import STOP_SIGNALS
+from ..signals import STOP_SIGNALS, die_with_parent
 from . import logs
 
 CAP_NET_RAW = 13
-PR_SET_PDEATHSIG = 1
 
 
 def _drop(it: wgconf.Interface) -> None:
@@ -41,8 +39,7 @@ def _drop(it: wgconf.Interface) -> None:
 def _die_with(parent: int) -> None:
     """SIGTERM when ``parent`` (the supervisor; a follower's leader) goes, however it goes;
     if it went already, now."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent()
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -93,8 +90,7 @@ def _signals(supervisor: int) -> bool:
     # handle (it stops the engine after PreDown and SaveConfig have asked it)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    with contextlib.suppress(OSError):  # end with the supervisor, whatever kills it
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent()  # end with the supervisor, whatever kills it
     return os.getppid() == supervisor
 
 
@@ -144,7 +140,6 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
             engine.close()
 
 
-
 def plaintext(config: wgconf.Config, name: str, supervisor: int, ready: Ready) -> int:
     """The plaintext wire's process: the classic/native tunnel (:func:`cli.tunnel.run`)
     from the file: a client of its one peer's Endpoint, else a server on ListenPort; it
@@ -156,10 +151,7 @@ def plaintext(config: wgconf.Config, name: str, supervisor: int, ready: Ready) -
     it = config.interface
     peer = config.peers[0] if config.peers else None
     endpoint = peer.endpoint if peer is not None else None
-    client = None
-    if endpoint is not None:
-        host, port = endpoint
-        client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    client = format_endpoint(endpoint) if endpoint is not None else None
     try:
         return tunnel.run(
             iface=name, server=client is None, client=client,

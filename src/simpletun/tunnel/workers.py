@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from ..device.side import Counters
 from ..device.tuntap import Device
 from ..errors import SimpletunError
-from ..signals import STOP_SIGNALS
+from ..signals import STOP_SIGNALS, die_with_parent
 from ..transport import tcp
 from ..wire import native
 from . import admission, stream
@@ -50,7 +50,6 @@ from .ratelimit import Log
 from .stream import Ended, Pump, Session, Wire, wire_of
 
 MAX_WORKERS = 8
-_PR_SET_PDEATHSIG = 1
 
 
 def default_workers() -> int:
@@ -212,12 +211,6 @@ class CounterBoard:
 
 # --- processes ----------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process when its parent dies (no orphaned workers)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def _interrupt_once() -> None:
     """In a worker: the first stop signal (:data:`STOP_SIGNALS`: Ctrl-C, SIGTERM, SIGHUP,
     SIGQUIT) raises KeyboardInterrupt, later ones are ignored (Ctrl-C reaches the worker,
@@ -299,7 +292,7 @@ def spawn(count: int, body: Callable[[int, Report], None]) -> Pool:
             status, line = 0, ""
             report = Report()
             try:
-                _die_with_parent()
+                die_with_parent()
                 body(index, report)
             except SimpletunError as exc:
                 status, line = exc.exit_code, str(exc)

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from ipaddress import ip_network
 from typing import Any, Protocol
 
-from ..signals import STOP_SIGNALS
+from ..signals import STOP_SIGNALS, die_with_parent
 from .core import SharedKeypair, WireGuard
 from .peer import Address, Peer
 from .shared import Table
@@ -82,7 +82,6 @@ class Companion(Protocol):
 
 REPORT = 0.1  # seconds between a follower's reports (when it has something to say)
 SO_ATTACH_REUSEPORT_CBPF = 51
-_PR_SET_PDEATHSIG = 1
 _TRANSPORT = 4
 _PART = 60_000  # bytes of a control message per datagram at most
 
@@ -488,7 +487,7 @@ def start(engine: Any, workers: int,
                         s.close()
                 for c in channels:
                     c.sock.close()
-                _die_with_parent()
+                die_with_parent()
                 follower = make_engine(i, group[i])
                 follower.core.follower = True
                 follower.core.table = table
@@ -512,13 +511,6 @@ def start(engine: Any, workers: int,
     leader = Leader(engine, channels, pids)
     engine.attach(leader)
     return leader
-
-
-def _die_with_parent() -> None:
-    """SIGTERM when the leader dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 __all__ = ["MAX_WORKERS", "Companion", "Follower", "Leader", "apply", "attach_steering",
