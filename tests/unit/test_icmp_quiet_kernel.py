@@ -70,3 +70,16 @@ def test_settings_already_off_are_left_off(tmp_path: Path, sysctls: dict[int, Pa
     assert was_on == frozenset({4})
     restore()
     assert sysctls[4].read_text().strip() == "0" and sysctls[6].read_text().strip() == "1"
+
+
+def test_a_killed_server_s_note_is_put_back_without_a_next_run(
+        tmp_path: Path, sysctls: dict[int, Path]) -> None:
+    """``simpletun down`` after the tunnel was killed: the note, not the switches as the
+    kill left them, says what to put back (icmp.put_back); then the note is gone."""
+    state_dir = tmp_path / "run"
+    _killed_after_first_change(state_dir, sysctls)
+    assert sysctls[4].read_text().strip() == "1"
+    icmp.put_back(icmp.echo_state(str(state_dir)))
+    assert all(p.read_text().strip() == "0" for p in sysctls.values())
+    assert list(state_dir.iterdir()) == []
+    icmp.put_back(icmp.echo_state(str(state_dir)))  # no note: nothing to do

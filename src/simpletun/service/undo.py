@@ -45,9 +45,9 @@ def undo(change: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(change["path"])
     elif kind == "icmp-echo":
-        for path, value in change["settings"].items():
-            with contextlib.suppress(OSError), open(path, "w") as f:
-                f.write(value)
+        from ..transport import icmp
+
+        icmp.put_back(change["state"])
 
 
 def undo_all(st: State, out: Log) -> None:

@@ -197,7 +197,8 @@ class Up:
             client.polling = True
             return client
         server = icmp.Server()
-        self.change(kind="icmp-echo", settings=_echo_settings())
+        # put back by the process when it ends, and from its own note after a kill -9
+        self.change(kind="icmp-echo", state=icmp.echo_state())
         server.answer_pings, _restore = icmp.quiet_kernel()
         return server
 
@@ -436,16 +437,6 @@ def _have(program: str) -> bool:
 def _route_dict(route: routing.HostRoute) -> dict[str, Any]:
     return {"address": route.address, "gateway": route.gateway, "device": route.device,
             "index": route.index}
-
-
-def _echo_settings() -> dict[str, str]:
-    from ..transport.icmp import ECHO_SYSCTL
-
-    out = {}
-    for path in ECHO_SYSCTL.values():
-        with contextlib.suppress(OSError), open(path) as f:
-            out[path] = f.read().strip()
-    return out
 
 
 def _default_device() -> str | None:

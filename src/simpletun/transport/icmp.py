@@ -386,7 +386,7 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
     the restore is also registered to run at interpreter exit, so that an interruption at
     any point (even before the caller holds the restore function) puts back what was
     changed."""
-    state = os.path.join(state_dir, f"icmp-echo-{os.stat('/proc/self/ns/net').st_ino}.json")
+    state = echo_state(state_dir)
     try:
         with open(state) as f:
             found: dict[str, str] = json.load(f)
@@ -433,6 +433,31 @@ def quiet_kernel(families: tuple[int, ...] = (4, 6), state_dir: str = STATE_DIR
     return was_on, restore
 
 
+def echo_state(state_dir: str = STATE_DIR) -> str:
+    """The file :func:`quiet_kernel` notes this network namespace's echo settings in."""
+    return os.path.join(state_dir, f"icmp-echo-{os.stat('/proc/self/ns/net').st_ino}.json")
+
+
+def put_back(state: str) -> None:
+    """What a :func:`quiet_kernel` noted in ``state`` and could not put back itself (its
+    process was killed) put back now, and the note removed; no note: nothing to do."""
+    try:
+        with open(state) as f:
+            old: dict[str, str] = json.load(f)
+    except (OSError, ValueError):
+        return
+    _write_back(old, state)
+
+
+def _write_back(old: dict[str, str], state: str) -> None:
+    for path, value in old.items():
+        if value != "1":
+            with contextlib.suppress(OSError), open(path, "w") as f:
+                f.write(value)
+    with contextlib.suppress(OSError):
+        os.unlink(state)
+
+
 class _Restore:
     """Puts the echo settings back, once, in the process that changed them (not in a forked
     child), with the stop signals held meanwhile so that a second Ctrl-C cannot cut it
@@ -447,12 +472,7 @@ class _Restore:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self.done = True
-            for path, value in self.old.items():
-                if value != "1":
-                    with contextlib.suppress(OSError), open(path, "w") as f:
-                        f.write(value)
-            with contextlib.suppress(OSError):
-                os.unlink(self.state)
+            _write_back(self.old, self.state)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
