@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..control.uapi import format_endpoint
 from ..errors import BadKey, ConfigError
 from ..wireguard import keys
 
@@ -341,7 +342,7 @@ def render(config: Config) -> str:
     if it.group is not None:
         lines.append(f"Group = {it.group}")
     if it.metrics is not None:
-        lines.append(f"Metrics = {_host_port(*it.metrics)}")
+        lines.append(f"Metrics = {format_endpoint(it.metrics)}")
     for p in config.peers:
         lines += ["", "[Peer]"]
         if p.public_key:
@@ -351,14 +352,10 @@ def render(config: Config) -> str:
         if p.allowed_ips:
             lines.append(f"AllowedIPs = {', '.join(str(n) for n in p.allowed_ips)}")
         if p.endpoint is not None:
-            lines.append(f"Endpoint = {_host_port(*p.endpoint)}")
+            lines.append(f"Endpoint = {format_endpoint(p.endpoint)}")
         if p.persistent_keepalive is not None:
             lines.append(f"PersistentKeepalive = {p.persistent_keepalive}")
     return "\n".join(lines) + "\n"
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def load(path: str) -> Config:

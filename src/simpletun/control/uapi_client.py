@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import ControlSocketError
-from .status import exchange, parse_stats
+from .status import exchange, parse_stats, socket_path
 from .uapi_socket import DEFAULT_DIRECTORY
 
 
@@ -15,7 +13,7 @@ def request(interface: str, text: str, *, directory: str = DEFAULT_DIRECTORY,
     """Send ``text`` (a whole request, ending with its blank line) and return the answer's
     ``key=value`` pairs before ``errno``; ControlSocketError if nobody answers or the
     answer is an error."""
-    path = os.path.join(directory, f"{interface}.sock")
+    path = socket_path(interface, directory)
     try:
         data = exchange(path, text, timeout=timeout)
     except ControlSocketError as exc:

@@ -41,6 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..control import status
+from ..control.uapi import format_endpoint
 from ..errors import ControlSocketError, SimpletunError
 from ..wireguard import keys
 
@@ -211,7 +212,7 @@ class Endpoint:
                                                   handler_class=_Quiet)
         except OSError as exc:
             raise MetricsUnavailable(
-                f"metrics: cannot listen on {_show(host, port)}: {exc.strerror or exc}"
+                f"metrics: cannot listen on {format_endpoint((host, port))}: {exc.strerror or exc}"
                 ) from None
         #: the port it listens on (the one picked, when asked for 0)
         self.port: int = self._httpd.server_port
@@ -239,10 +240,6 @@ class Endpoint:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve(host: str, port: int, interfaces: Callable[[], list[str]], *,

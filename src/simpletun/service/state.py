@@ -19,16 +19,21 @@ from ..errors import SimpletunError
 STATE_DIR = "/run/simpletun"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses), None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks after boot), None if there is no such
     process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: fields after the last ')'
-    return int(stat.rpartition(")")[2].split()[19])
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,8 @@ class Process:
 
     def alive(self) -> bool:
         """Still this process (not a zombie, not the pid reused)."""
-        if start_time(self.pid) != self.start:
-            return False
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().rpartition(")")[2].split()[0] != "Z"
-        except OSError:
-            return False
+        fields = _stat(self.pid)
+        return fields is not None and int(fields[19]) == self.start and fields[0] != "Z"
 
 
 @dataclass

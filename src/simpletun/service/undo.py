@@ -38,7 +38,7 @@ def undo(change: dict[str, Any]) -> None:
         isolate.in_child(lambda: routing.forget(route))
     elif kind == "nft":
         subprocess.run(["nft", "delete", "table", *change["table"].split()],
-                       capture_output=True, check=False)
+                       capture_output=True, check=False, preexec_fn=hooks.unblock)
     elif kind == "dns":
         dns.unset(change["record"])
     elif kind == "file":

@@ -23,19 +23,19 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field
+from functools import cache, partial
 from typing import Any
 
 from ..config import setconf, wgconf
 from ..control import status, uapi_client
-from ..control.status import PLAIN_DIRECTORY
 from ..device import isolate, link, policy, routing, tuntap
 from ..errors import ConfigError, PermissionDenied, SimpletunError, TunnelState
 from ..signals import STOP_SIGNALS
@@ -43,7 +43,6 @@ from ..tunnel import mtu as mtu_limits
 from . import dns, engine_process, hooks, logs, notify, plan, state, undo
 from .state import Process, State
 
-UAPI_DIR = "/var/run/wireguard"
 DEFAULT_TCP_PORT = 51820
 
 Log = Callable[[str], None]
@@ -71,6 +70,9 @@ class Up:
     loaded: wgconf.Config | None = None
     #: where lines go once the supervisor is in the background (None: stderr)
     log_path: str | None = None
+    #: endpoint names to addresses, once for the whole bring-up: the engine's endpoint,
+    #: the MTU's route and the host route kept to the server are to one address
+    resolve: setconf.Resolve = plan.resolve
     _ready_r: int = -1
 
     def change(self, **change: Any) -> None:
@@ -87,7 +89,7 @@ class Up:
         full_versions = sorted({int(n.version) for n in self.routes.full})
         if self.routes.full:  # the mark the engine's socket carries = the table
             self.fwmark = it.fwmark or isolate.in_child(policy.free_table)
-        request = setconf.device_set(self.config, plan.resolve, fwmark=self.fwmark)
+        request = setconf.device_set(self.config, self.resolve, fwmark=self.fwmark)
         workers = it.workers or 1
         # made here, never taken over (a device of the same name made meanwhile is someone
         # else's): recorded once made, since until the engine holds it, it lives only as
@@ -95,7 +97,7 @@ class Up:
         dev = tuntap.open_device(name, tap=it.tap, vnet_hdr=not it.tap, exclusive=True,
                                  queues=workers, multi_queue=workers > 1)
         self.change(kind="device", name=name)
-        self.change(kind="file", path=os.path.join(UAPI_DIR, f"{name}.sock"))
+        self.change(kind="file", path=status.socket_path(name, status.WG_DIRECTORY))
         if self.log_path is not None:
             self.change(kind="file", path=self.log_path)
         try:
@@ -123,7 +125,7 @@ class Up:
         takes them away when it ends); up when the device is."""
         name = self.name
         self.change(kind="device", name=name)
-        self.change(kind="file", path=os.path.join(PLAIN_DIRECTORY, f"{name}.sock"))
+        self.change(kind="file", path=status.socket_path(name, status.PLAIN_DIRECTORY))
         if self.log_path is not None:
             self.change(kind="file", path=self.log_path)
         self.engine = self._fork_engine(partial(engine_process.plaintext, self.config, name,
@@ -246,16 +248,15 @@ class Up:
         it = self.config.interface
         if it.transport != "udp":
             return mtu_limits.default_mtu(it.transport, tap=it.tap) or 1500
-        endpoints = [plan.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+        endpoints = [self.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
 
         def underlay() -> int:
-            found = []
-            for address in endpoints or ["0.0.0.0"]:
-                route = routing.underlay_route(address) if endpoints else None
-                dev = route.device if route else _default_device()
-                if dev:
-                    found.append(link.state(dev).mtu)
-            return min(found) if found else 1500
+            found = [link.state(r.device).mtu for r in map(routing.underlay_route, endpoints)
+                     if r is not None]
+            if not found:  # no endpoint, or none with a route: the default route's device
+                default = _default_route()
+                found = [link.state(default.device).mtu] if default is not None else []
+            return min(found, default=1500)
 
         return max(1280 if any(a.version == 6 for a in it.addresses) else 68,
                    isolate.in_child(underlay) - 80)
@@ -269,11 +270,11 @@ class Up:
             for net in r.in_table:
                 isolate.in_child(partial(policy.add_table_route, net, name, table))
         if r.halves:
-            ends = [plan.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
+            ends = [self.resolve(*p.endpoint)[0] for p in self.config.peers if p.endpoint]
             for address in ends:
                 route = isolate.in_child(partial(routing.underlay_route, address))
                 if route is not None:
-                    self.change(kind="host-route", route=_route_dict(route))
+                    self.change(kind="host-route", route=asdict(route))
                     if isolate.in_child(partial(routing.keep_reachable, address)) is None:
                         self.st.forget()  # one was there already: someone else's
             isolate.in_child(lambda: routing.add_routes(r.halves, name))
@@ -294,7 +295,7 @@ class Up:
                 if f.read().strip() != "1":
                     f.seek(0)
                     f.write("1")
-        if not _have("nft"):
+        if shutil.which("nft") is None:
             self.out("warning: nft is not installed: the full tunnel runs without wg-quick's "
                      "firewall rules (packets to its addresses from other devices are not "
                      "dropped); apt-get install nftables")
@@ -424,24 +425,9 @@ class Up:
             self.out(f"warning: SaveConfig: cannot write {self.config.path}: {exc.strerror}")
 
 
-def name_of(dev: tuntap.Device) -> str:
-    return dev.name
-
-
-def _have(program: str) -> bool:
-    import shutil
-
-    return shutil.which(program) is not None
-
-
-def _route_dict(route: routing.HostRoute) -> dict[str, Any]:
-    return {"address": route.address, "gateway": route.gateway, "device": route.device,
-            "index": route.index}
-
-
-def _default_device() -> str | None:
-    route = routing.underlay_route("0.0.0.0") or routing.underlay_route("1.0.0.0")
-    return route.device if route else None
+def _default_route() -> routing.HostRoute | None:
+    """Where the default route leaves (wg-quick's MTU without endpoints)."""
+    return routing.underlay_route("0.0.0.0") or routing.underlay_route("1.0.0.0")
 
 
 def _address(name: str, addresses: list[link.IPInterface], mtu: int) -> None:
@@ -465,9 +451,10 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
     warning = plan.exposed(path) if config.interface.private_key is not None else None
     if warning is not None:
         log(warning)
+    resolve = cache(plan.resolve)
     for p in config.peers:
         if p.endpoint is not None:
-            plan.resolve(*p.endpoint)
+            resolve(*p.endpoint)  # a name that does not resolve fails before any change
     old = state.load(name, state_dir)
     if old is not None:
         if old.supervisor.alive():
@@ -496,18 +483,16 @@ def up(arg: str, *, foreground: bool = False, config_dir: str = plan.CONFIG_DIR,
         raise TunnelState(f"{name} is being brought up by another 'simpletun up' already"
                           ) from None
     log_path = None if foreground else os.path.join(state_dir, f"{name}.log")
-    tunnel = Up(name, config, st, loaded=config, log_path=log_path)
+    tunnel = Up(name, config, st, loaded=config, log_path=log_path, resolve=resolve)
     try:
         tunnel.bring_up()
-    except BaseException as exc:
+    except BaseException:
         if tunnel.metrics is not None:
             tunnel.metrics.close()
         undo.stop_process(tunnel.engine)
         undo.undo_all(st, log)
         st.remove()
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
         raise
     n = len(config.peers)
     log(f"{name} up: {config.interface.transport.upper()}, {n} peer{'s' if n != 1 else ''}"
