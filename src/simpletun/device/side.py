@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,14 +191,6 @@ class DeviceSide:
             except BlockingIOError:
                 return
             self.counters.drops["no-peer"] += 1
-
-    def wait_discarding(self, seconds: float) -> None:
-        """Sleep ``seconds``, dropping what the device holds meanwhile."""
-        deadline = time.monotonic() + seconds
-        fd = self.dev.fileno()
-        while (left := deadline - time.monotonic()) > 0:
-            if select.select([fd], [], [], left)[0]:
-                self.discard()
 
     # --- network -> device ------------------------------------------------------------
     def deliver(self, packet: bytes | memoryview, with_vnet: bool) -> None:

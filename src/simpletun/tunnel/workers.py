@@ -654,7 +654,7 @@ def run_clients(dev: Device, host: str, port: int, pump: Pump,
                 raise
             delay = backoff.next()
             log(f"{exc}; retrying in {delay:.1f} s")
-            pump.side.wait_discarding(delay)
+            stream.wait_serving(pump.side, delay, pump.control)
     count = min(stream.queues_agreed(outcome), len(dev.queues))
     if count < len(dev.queues):
         log(f"the server serves {count} queue(s): using {count} of {len(dev.queues)}")
