@@ -10,12 +10,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
 
 from ..control import plain
-from ..control.uapi import DeviceSet, PeerSet, UapiError
+from ..control.uapi import DeviceSet, PeerSet, UapiError, format_endpoint
 from ..control.uapi_socket import UapiServer
 from ..device import holders, isolate, link, routing, tuntap
 from ..device.side import Counters, DeviceSide, probe_offloads
@@ -332,11 +333,9 @@ def run(*, iface: str | None, server: bool, client: str | None, port: int | None
             control = _plain_control(dev.name, pump, server=listener is not None, port=port)
             stack.callback(lambda: control.close() if control is not None else None)
             pump.control = control
+            forked = partial(_start_metrics, endpoint)  # no fork after it: its thread
             if count == 1:
-                _start_metrics(endpoint)  # no fork from here on (workers: once forked)
-
-            def forked() -> None:
-                _start_metrics(endpoint)
+                forked()  # (with workers: once they are forked)
             if pump.side.max_packet + 2 > CLASSIC_PEER_MAX:
                 log(f"note: MTU {dev_mtu} allows frames over {CLASSIC_PEER_MAX} bytes, more than "
                     "the classic C simpletun accepts; fine between two simpletun peers")
@@ -401,8 +400,8 @@ def _bind_metrics(at: tuple[str, int] | None, name: str) -> MetricsEndpoint | No
 def _start_metrics(endpoint: MetricsEndpoint | None) -> None:
     if endpoint is not None and endpoint.port:
         endpoint.start()
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-        log(f"metrics: serving http://{host}:{endpoint.port}/metrics")
+        log(f"metrics: serving http://{format_endpoint((endpoint.host, endpoint.port))}"
+            "/metrics")
 
 
 def _plain_control(name: str, pump: stream.Pump, *, server: bool,
