@@ -104,7 +104,7 @@ def format_stats(stats: Stats) -> str:
     return "\n".join(out) + "\n\n"
 
 
-def _pairs(text: str) -> tuple[list[tuple[str, str]], int | None]:
+def answer_pairs(text: str) -> tuple[list[tuple[str, str]], int | None]:
     """The ``key=value`` lines of an answer before its ``errno`` line, and that errno
     (None: the answer has none, e.g. cut short)."""
     pairs: list[tuple[str, str]] = []
@@ -129,7 +129,7 @@ def parse_stats(text: str) -> Stats:
     """A ``stats=1`` answer as :class:`Stats`; lines it does not know, or with bad values,
     are skipped (a newer tunnel may say more)."""
     stats = Stats()
-    pairs, _errno = _pairs(text)
+    pairs, _errno = answer_pairs(text)
     peer: PeerStats | None = None
     for key, value in pairs:
         number = _int(value)
@@ -155,7 +155,7 @@ def parse_get(text: str) -> uapi.DeviceStatus:
     """A ``get=1`` answer as :class:`uapi.DeviceStatus` (the inverse of
     :func:`uapi.format_get`); bad lines are skipped."""
     device = uapi.DeviceStatus(private_key=None, listen_port=0, fwmark=0, peers=[])
-    pairs, _errno = _pairs(text)
+    pairs, _errno = answer_pairs(text)
     peer: uapi.PeerStatus | None = None
     for key, value in pairs:
         number = _int(value)
@@ -330,14 +330,14 @@ def read(name: str, directory: str, *, timeout: float = 5.0) -> TunnelStatus:
     answer."""
     path = socket_path(name, directory)
     got = exchange(path, "get=1\n\n", timeout=timeout)
-    status = _pairs(got)[1]
+    status = answer_pairs(got)[1]
     if status != 0:
         raise ControlSocketError(f"{name} did not answer get=1 at {path} "
                                  f"(errno={status if status is not None else 'none'})")
     stats: Stats | None = None
     with contextlib.suppress(ControlSocketError):
         text = exchange(path, "stats=1\n\n", timeout=timeout)
-        if _pairs(text)[1] == 0:
+        if answer_pairs(text)[1] == 0:
             stats = parse_stats(text)
     encrypted = stats is None or stats.wire not in PLAIN_WIRES
     return merge(name, parse_get(got), stats, encrypted=encrypted)
@@ -353,6 +353,6 @@ def find(name: str, directories: tuple[str, ...] = DIRECTORIES) -> str | None:
 
 
 __all__ = ["DIRECTORIES", "PLAINTEXT", "PLAIN_DIRECTORY", "PLAIN_WIRES", "WG_DIRECTORY",
-           "PeerStats", "PeerStatus", "Stats", "TunnelStatus", "exchange", "find",
-           "format_stats", "merge", "parse_get", "parse_stats", "read", "running",
+           "PeerStats", "PeerStatus", "Stats", "TunnelStatus", "answer_pairs", "exchange",
+           "find", "format_stats", "merge", "parse_get", "parse_stats", "read", "running",
            "socket_path"]
