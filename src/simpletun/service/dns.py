@@ -14,7 +14,7 @@ from .hooks import unblock
 INTERFACE_ORDER = "/etc/resolvconf/interface-order"
 
 
-def _record(name: str) -> str:
+def record_name(name: str) -> str:
     """The name resolvconf keeps the interface's servers under: Debian's resolvconf orders
     by name prefix (``tun.wg0``), as wg-quick's resolvconf_iface_prefix finds it."""
     program = shutil.which("resolvconf")
@@ -31,10 +31,9 @@ def available() -> bool:
     return shutil.which("resolvconf") is not None
 
 
-def set_servers(name: str, servers: list[str], search: list[str]) -> str:
-    """Hand ``servers`` and ``search`` to resolvconf; returns the record name (for
-    :func:`unset`)."""
-    record = _record(name)
+def set_servers(record: str, servers: list[str], search: list[str]) -> None:
+    """Hand ``servers`` and ``search`` to resolvconf under ``record`` (:func:`record_name`;
+    :func:`unset` takes them back)."""
     text = "".join(f"nameserver {s}\n" for s in servers)
     if search:
         text += f"search {' '.join(search)}\n"
@@ -44,7 +43,6 @@ def set_servers(name: str, servers: list[str], search: list[str]) -> str:
         why = done.stderr.decode(errors="replace").strip().splitlines()
         raise SimpletunError(f"resolvconf -a {record} failed: "
                              f"{why[-1] if why else f'exit status {done.returncode}'}")
-    return record
 
 
 def unset(record: str) -> None:

@@ -167,9 +167,9 @@ class Up:
         it, name = self.config.interface, self.name
         if it.dns:  # search domains alone set nothing (as in wg-quick)
             if dns.available():
-                record = dns._record(name)
+                record = dns.record_name(name)
                 self.change(kind="dns", record=record)
-                dns.set_servers(name, it.dns, it.dns_search)
+                dns.set_servers(record, it.dns, it.dns_search)
             else:
                 self.out("warning: DNS is set but resolvconf is not installed: the tunnel runs "
                          "without its DNS servers (apt-get install resolvconf)")
