@@ -501,28 +501,6 @@ def _peer_specs(specs: tuple[str, ...], *, server: bool, tap: bool) -> list[Peer
     return peers
 
 
-def _start_workers(engine: Engine, dev: tuntap.Device, count: int, tap: bool,
-                   offload: bool, then: Callable[[], None] | None = None) -> None:
-    """Fork the engine's followers: worker *i* gets queue *i* of ``dev`` and socket *i* of
-    the reuseport group; each writes into the queue of the packet's flow (the kernel
-    sends the flow back out there, so one peer's flows spread over the workers). ``then``:
-    what each follower does first (``simpletun up``'s drop of privileges)."""
-    fds = [q.fileno() for q in dev.queues]
-
-    def make(i: int, sock: socket.socket) -> Engine:
-        if then is not None:
-            then()
-        dev.queues = [dev.queues[i]]  # this process reads its own queue
-        follower = Engine(dev, tap=tap, udp_socket=sock, log=None, uapi=False)
-        follower.side.spread(fds)
-        return follower
-    engine.side.spread(fds)
-    try:
-        wg_workers.start(engine, count, make)
-    except OSError as exc:
-        raise TransportError(f"cannot start {count} workers: {exc.strerror}") from None
-
-
 def _encrypted_checks(*, server: bool, transport: str, classic_wire: bool,
                       worker_count: int | None, once: bool, tap: bool = False) -> None:
     if classic_wire:
@@ -627,7 +605,7 @@ def run_encrypted(*, iface: str, server: bool, host: str, port: int, tap: bool,
                     if keepalive:
                         engine.core.set_persistent(peer, max(1, round(keepalive)), now)
             if worker_count > 1:
-                _start_workers(engine, dev, worker_count, tap, offload)
+                wg_workers.start_engines(engine, dev, worker_count, tap=tap)
             _start_metrics(endpoint)  # after the workers' fork
             public = wg_keys.to_base64(engine.core.public or b"")
             kind = "tap" if dev.tap else "tun"

@@ -99,9 +99,9 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
     """The engine's process: configured, privileges dropped, ready said, run."""
     if not _signals(supervisor):
         return 1
-    from ..cli.tunnel import _start_workers
     from ..control.uapi import UapiError
     from ..wireguard.engine import Engine
+    from ..wireguard.workers import start_engines
 
     it = config.interface
     udp_socket = transport if isinstance(transport, socket.socket) else None
@@ -124,7 +124,7 @@ def main(dev: tuntap.Device, transport: Any, request: DeviceSet, config: wgconf.
         workers = it.workers or 1
         drop = partial(_drop, it) if it.user is not None else None
         if workers > 1:  # their sockets made as root (a mark, a low port), each then drops
-            _start_workers(engine, dev, workers, it.tap, True, then=drop)
+            start_engines(engine, dev, workers, tap=it.tap, then=drop)
         if drop is not None:
             drop()
         ready.ok()

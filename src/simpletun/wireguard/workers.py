@@ -54,12 +54,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from ipaddress import ip_network
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..signals import STOP_SIGNALS, die_with_parent
 from .core import SharedKeypair, WireGuard
 from .peer import Address, Peer
 from .shared import Table
+
+if TYPE_CHECKING:
+    from ..device.tuntap import Device
 
 MAX_WORKERS = 8
 
@@ -513,5 +516,33 @@ def start(engine: Any, workers: int,
     return leader
 
 
+def start_engines(engine: Any, dev: Device, count: int, *, tap: bool,
+                  then: Callable[[], None] | None = None) -> Leader:
+    """Fork ``engine``'s followers with :func:`start`: worker *i* gets queue *i* of ``dev``
+    and socket *i* of the reuseport group; each writes into the queue of the packet's flow
+    (the kernel sends the flow back out there, so one peer's flows spread over the
+    workers). ``then``: what each follower does first (``simpletun up``'s drop of
+    privileges). A fork or socket that fails is a TransportError."""
+    from ..transport.tcp import TransportError
+    from .engine import Engine
+
+    fds = [q.fileno() for q in dev.queues]
+
+    def make(i: int, sock: socket.socket) -> Engine:
+        if then is not None:
+            then()
+        dev.queues = [dev.queues[i]]  # this process reads its own queue
+        follower = Engine(dev, tap=tap, udp_socket=sock, log=None, uapi=False)
+        follower.side.spread(fds)
+        return follower
+
+    engine.side.spread(fds)
+    try:
+        return start(engine, count, make)
+    except OSError as exc:
+        raise TransportError(f"cannot start {count} workers: {exc.strerror}") from None
+
+
 __all__ = ["MAX_WORKERS", "Companion", "Follower", "Leader", "apply", "attach_steering",
-           "config_message", "keys_message", "program", "reuseport_group", "start", "steer"]
+           "config_message", "keys_message", "program", "reuseport_group", "start",
+           "start_engines", "steer"]
